@@ -1,0 +1,7 @@
+"""slam-bench: the SLaM distillation loss (Kontonis et al., NeurIPS 2023), its baselines,
+fused Triton kernels and benchmark suites."""
+from slam_bench.functional import distill_loss, slam_loss
+from slam_bench.modules import DistillLoss, SLaMLoss
+
+__all__ = ["slam_loss", "distill_loss", "SLaMLoss", "DistillLoss"]
+__version__ = "0.1.0"

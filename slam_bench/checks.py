@@ -1,0 +1,135 @@
+"""Argument checks shared by every public loss.
+
+Shape, dtype and device checks are free (metadata only) and always run. Value checks read
+tensor contents, which synchronises a GPU, so they run by default and are switched off with
+``check_values=False`` (e.g. inside a CUDA graph or a tuned training loop).
+
+Every error names the argument and what was expected.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Union
+
+import torch
+from torch import Tensor
+
+REDUCTIONS = ("mean", "sum", "none")
+BACKENDS = ("auto", "torch", "triton")
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+# Teacher rows must sum to 1 within this absolute tolerance. Low-precision teachers store
+# each probability with a relative error of up to 2**-8 (bf16), so their rows get more slack.
+SIMPLEX_ATOL = {torch.float16: 1e-2, torch.bfloat16: 1e-2, torch.float32: 1e-3, torch.float64: 1e-3}
+
+
+def check_logits_and_probs(student_logits, teacher_probs, check_values: bool) -> None:
+    """student_logits and teacher_probs: (N, C) float tensors on one device, C >= 2."""
+    for name, t in (("student_logits", student_logits), ("teacher_probs", teacher_probs)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dtype not in FLOAT_DTYPES:
+            raise TypeError(f"{name} must be a float16/bfloat16/float32/float64 tensor, got {t.dtype}")
+        if t.dim() != 2:
+            raise ValueError(f"{name} must have shape (N, C), got {tuple(t.shape)}")
+    if student_logits.shape != teacher_probs.shape:
+        raise ValueError(
+            f"teacher_probs must have the shape of student_logits {tuple(student_logits.shape)}, "
+            f"got {tuple(teacher_probs.shape)}"
+        )
+    if student_logits.shape[1] < 2:
+        raise ValueError(f"student_logits must have C >= 2 classes, got C = {student_logits.shape[1]}")
+    check_same_device(student_logits, teacher_probs=teacher_probs)
+    if check_values and teacher_probs.numel():
+        t = teacher_probs.float() if teacher_probs.dtype != torch.float64 else teacher_probs
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError("teacher_probs must be finite (found NaN or inf)")
+        if bool((t < 0).any()):
+            raise ValueError("teacher_probs must be non-negative (found a negative entry)")
+        tol = SIMPLEX_ATOL[teacher_probs.dtype]
+        err = (t.sum(dim=1) - 1).abs().max().item()
+        if err > tol:
+            raise ValueError(f"teacher_probs rows must sum to 1 within {tol:g}, worst row is off by {err:.3g}")
+        if not bool(torch.isfinite(student_logits).all()):
+            raise ValueError("student_logits must be finite (found NaN or inf)")
+
+
+def check_same_device(ref: Tensor, **tensors: Optional[Tensor]) -> None:
+    for name, t in tensors.items():
+        if isinstance(t, Tensor) and t.device != ref.device:
+            raise ValueError(f"{name} must be on {ref.device} like student_logits, got {t.device}")
+
+
+def check_alpha(alpha, n: int, device, check_values: bool) -> None:
+    """alpha: a float or an (N,) float tensor, every value in (0, 1]."""
+    if isinstance(alpha, Tensor):
+        if not alpha.is_floating_point():
+            raise TypeError(f"alpha must be a float tensor, got {alpha.dtype}")
+        if alpha.dim() != 1 or alpha.shape[0] != n:
+            raise ValueError(f"alpha must be a float or a tensor of shape ({n},), got {tuple(alpha.shape)}")
+        check_same_device_named("alpha", alpha, device)
+        if check_values and n and not bool(((alpha > 0) & (alpha <= 1)).all()):
+            raise ValueError("alpha must lie in (0, 1] (found a value outside, or NaN)")
+    elif isinstance(alpha, (int, float)) and not isinstance(alpha, bool):
+        if not (0.0 < float(alpha) <= 1.0):  # also rejects NaN
+            raise ValueError(f"alpha must lie in (0, 1], got {alpha}")
+    else:
+        raise TypeError(f"alpha must be a float or a tensor, got {type(alpha).__name__}")
+
+
+def check_k(k, n: int, c: int, normalize: bool, device, check_values: bool) -> None:
+    """k: an int or an (N,) integer tensor in [1, C] ([2, C] when normalize=True)."""
+    lo = 2 if normalize else 1
+    rule = f"[{lo}, C={c}]" + (" (normalize=True needs k >= 2)" if normalize else "")
+    if isinstance(k, Tensor):
+        if k.dtype.is_floating_point or k.dtype == torch.bool or k.dtype.is_complex:
+            raise TypeError(f"k must be an int or an integer tensor, got {k.dtype}")
+        if k.dim() != 1 or k.shape[0] != n:
+            raise ValueError(f"k must be an int or a tensor of shape ({n},), got {tuple(k.shape)}")
+        check_same_device_named("k", k, device)
+        if check_values and n and not bool(((k >= lo) & (k <= c)).all()):
+            raise ValueError(f"k must lie in {rule}")
+    elif isinstance(k, int) and not isinstance(k, bool):
+        if not lo <= k <= c:
+            raise ValueError(f"k must lie in {rule}, got {k}")
+    else:
+        raise TypeError(f"k must be an int or an integer tensor, got {type(k).__name__}")
+
+
+def check_weight(weight, n: int, device, check_values: bool) -> None:
+    """weight: None or an (N,) float tensor of non-negative per-row factors."""
+    if weight is None:
+        return
+    if not isinstance(weight, Tensor):
+        raise TypeError(f"weight must be None or a tensor, got {type(weight).__name__}")
+    if not weight.is_floating_point():
+        raise TypeError(f"weight must be a float tensor, got {weight.dtype}")
+    if weight.dim() != 1 or weight.shape[0] != n:
+        raise ValueError(f"weight must have shape ({n},), got {tuple(weight.shape)}")
+    check_same_device_named("weight", weight, device)
+    if check_values and n and not bool((weight >= 0).all()):
+        raise ValueError("weight must be non-negative and not NaN")
+
+
+def check_temperature(temperature) -> None:
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+        raise TypeError(f"temperature must be a positive float, got {type(temperature).__name__}")
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a positive finite float, got {temperature}")
+
+
+def check_choice(name: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+
+
+def check_same_device_named(name: str, t: Tensor, device) -> None:
+    if t.device != device:
+        raise ValueError(f"{name} must be on {device} like student_logits, got {t.device}")
+
+
+def as_row_tensor(x: Union[float, int, Tensor], n: int, dtype, device) -> Tensor:
+    """Broadcast a scalar or (N,) parameter to an (N,) tensor of `dtype`."""
+    if isinstance(x, Tensor):
+        return x.to(dtype=dtype)
+    return torch.full((n,), x, dtype=dtype, device=device)

@@ -1,0 +1,107 @@
+"""Public functional API: `slam_loss` and `distill_loss`, with backend dispatch.
+
+Both return a float32 result (float64 when the logits are float64) and send gradients to
+`student_logits` only. With N = 0 rows, "mean" and "sum" return 0.0 (so adding an empty
+unlabeled batch to a labeled loss never yields NaN) and "none" returns an empty (0,) tensor.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional, Union
+
+import torch
+from torch import Tensor
+
+from slam_bench import checks
+from slam_bench.torch_backend import slam_loss_torch
+
+
+def _triton_usable(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return True
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _resolve_backend(backend: str, device: torch.device) -> str:
+    checks.check_choice("backend", backend, checks.BACKENDS)
+    if backend == "auto":
+        if device.type == "cuda" and _triton_kernel_available():
+            return "triton"
+        return "torch"
+    if backend == "triton" and not _triton_usable(device):
+        raise ValueError(
+            f"backend='triton' needs CUDA tensors, or CPU tensors with TRITON_INTERPRET=1 set "
+            f"before slam_bench is imported; got tensors on {device}")
+    return backend
+
+
+def _triton_kernel_available() -> bool:
+    try:
+        from slam_bench.kernels import slam_loss_triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _run(z, y, alpha, k, normalize, temperature, weight, reduction, backend, mixing):
+    backend = _resolve_backend(backend, z.device)
+    if backend == "triton":
+        try:
+            from slam_bench.kernels import slam_loss_triton
+        except ImportError as e:  # triton missing on this platform, or the kernel not built yet
+            raise ValueError(f"backend='triton' is not available here: {e}") from e
+        return slam_loss_triton(z, y, alpha, k, normalize=normalize, temperature=temperature,
+                                weight=weight, reduction=reduction, mixing=mixing)
+    return slam_loss_torch(z, y, alpha, k, normalize=normalize, temperature=temperature,
+                           weight=weight, reduction=reduction, mixing=mixing)
+
+
+def slam_loss(student_logits: Tensor, teacher_probs: Tensor, alpha: Union[float, Tensor],
+              k: Union[int, Tensor], *, normalize: bool = False, temperature: float = 1.0,
+              weight: Optional[Tensor] = None, reduction: str = "mean", backend: str = "auto",
+              check_values: bool = True) -> Tensor:
+    """SLaM loss (spec/slam.md section 2): -sum_j y_j log q_j, q = mix(softmax(z / T)).
+
+    Args:
+        student_logits: (N, C) float16/bfloat16/float32/float64 student logits z, C >= 2.
+        teacher_probs: (N, C) teacher soft labels y, rows on the simplex (any float dtype).
+        alpha: float or (N,) float tensor in (0, 1]: probability the teacher's top-1 is right.
+        k: int or (N,) integer tensor in [1, C] ([2, C] if normalize): the teacher top-k size;
+            the mask is y_j >= the k-th largest entry of the row (ties included).
+        normalize: s = 1/(k - 1) (paper main text) instead of s = 1 (paper experiments).
+        temperature: T > 0; the logits are divided by T, the loss is not rescaled.
+        weight: None or (N,) non-negative per-row factors.
+        reduction: "mean" (weighted row sum / N), "sum" or "none" (per-row (N,)).
+        backend: "auto" (Triton kernel for CUDA tensors, else torch), "torch" or "triton".
+        check_values: read the tensors to validate alpha, k, weight and the teacher rows
+            (synchronises a GPU); shapes, dtypes and devices are always checked.
+    """
+    n, c = _check_common(student_logits, teacher_probs, temperature, weight, reduction,
+                         check_values)
+    if not isinstance(normalize, bool):
+        raise TypeError(f"normalize must be a bool, got {type(normalize).__name__}")
+    checks.check_alpha(alpha, n, student_logits.device, check_values)
+    checks.check_k(k, n, c, normalize, student_logits.device, check_values)
+    return _run(student_logits, teacher_probs, alpha, k, normalize, temperature, weight,
+                reduction, backend, mixing=True)
+
+
+def distill_loss(student_logits: Tensor, teacher_probs: Tensor, *, temperature: float = 1.0,
+                 weight: Optional[Tensor] = None, reduction: str = "mean", backend: str = "auto",
+                 check_values: bool = True) -> Tensor:
+    """Vanilla distillation: soft-label cross-entropy -sum_j y_j log softmax(z / T)_j.
+
+    The alpha = 1 case of `slam_loss`; arguments as there.
+    """
+    _check_common(student_logits, teacher_probs, temperature, weight, reduction, check_values)
+    return _run(student_logits, teacher_probs, 1.0, 1, False, temperature, weight, reduction,
+                backend, mixing=False)
+
+
+def _check_common(z, y, temperature, weight, reduction, check_values):
+    checks.check_logits_and_probs(z, y, check_values)
+    n, c = z.shape
+    checks.check_temperature(temperature)
+    checks.check_weight(weight, n, z.device, check_values)
+    checks.check_choice("reduction", reduction, checks.REDUCTIONS)
+    return n, c
