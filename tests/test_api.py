@@ -292,3 +292,15 @@ def test_temperature_divides_the_gradient():
     slam_loss(z2, y, 0.9, 3, reduction="sum", backend="torch").backward()
     torch.testing.assert_close(z1.grad * t, z2.grad, rtol=1e-12, atol=1e-14)
     assert math.isfinite(float(z1.grad.abs().sum()))
+
+
+def test_non_contiguous_inputs():
+    z, y, _ = _rand(7, 5)
+    zt = z.t().contiguous().t()  # same values, column-major strides
+    yt = y.t().contiguous().t()
+    assert not zt.is_contiguous()
+    torch.testing.assert_close(slam_loss(zt, yt, 0.7, 2, reduction="none", backend="torch"),
+                               slam_loss(z, y, 0.7, 2, reduction="none", backend="torch"))
+    torch.testing.assert_close(slam_loss(z[:, ::2], y[:, ::2] / y[:, ::2].sum(1, keepdim=True), 0.7, 2),
+                               slam_loss_reference(z[:, ::2], y[:, ::2] / y[:, ::2].sum(1, keepdim=True),
+                                                   0.7, 2))
