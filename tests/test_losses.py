@@ -158,6 +158,11 @@ def test_ups_select_thresholds():
     assert stats["ups_neg_per_row"] == 5 / 4
     assert stats["ups_ignored_fraction"] == 0.25
     assert stats["ups_tau_p"] == 0.75 and stats["ups_kappa_n"] == 0.03125
+    # A minibatch of the selection: rows 3 and 0, in that order.
+    sub = sel.subset(torch.tensor([3, 0]))
+    assert sub.pos_mask.tolist() == [True, True]
+    assert sub.neg_mask.tolist() == [[False, False, True], [False, True, True]]
+    assert sub.tau_p == 0.75 and sel.subset(slice(1, 3)).pos_mask.tolist() == [False, False]
 
 
 def test_ups_loss_matches_formula():

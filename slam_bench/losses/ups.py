@@ -38,6 +38,19 @@ class UPSSelection:
     tau_n: float
     kappa_n: float
 
+    def subset(self, index) -> "UPSSelection":
+        """The selection of some rows (an index or mask tensor, or a slice), e.g. a minibatch
+        of U selected once for the whole set; moved to index's device when it is a tensor."""
+        device = index.device if isinstance(index, Tensor) else self.pos_mask.device
+        sel = self.to(device)
+        return UPSSelection(sel.pos_mask[index], sel.pos_label[index], sel.neg_mask[index],
+                            self.tau_p, self.kappa_p, self.tau_n, self.kappa_n)
+
+    def to(self, device) -> "UPSSelection":
+        return UPSSelection(self.pos_mask.to(device), self.pos_label.to(device),
+                            self.neg_mask.to(device), self.tau_p, self.kappa_p, self.tau_n,
+                            self.kappa_n)
+
     def stats(self) -> dict:
         """Plain numbers for a result row: the thresholds, the fraction of rows with a positive
         label, the mean number of negative labels per row and the fraction of rows ignored."""
