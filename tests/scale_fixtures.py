@@ -23,19 +23,36 @@ def cifar_images(rng, n: int) -> np.ndarray:
     return rng.integers(0, 256, (n, 3072), dtype=np.uint8)
 
 
-def make_cifar10(root: Path, per_batch: int = 4, n_test: int = 6, seed: int = 0) -> dict:
-    """cifar-10-batches-py/ with data_batch_1..5, test_batch, batches.meta."""
+def learnable(rng, labels, shape) -> np.ndarray:
+    """uint8 images whose brightness encodes the label, so a few steps can beat chance."""
+    base = 40 + 160 * (np.asarray(labels) % 2)  # two brightness levels (labels 0/1 in suites)
+    noise = rng.integers(-30, 31, (len(labels), *shape))
+    return np.clip(base.reshape(-1, *[1] * len(shape)) + noise, 0, 255).astype(np.uint8)
+
+
+def make_cifar10(root: Path, per_batch: int = 4, n_test: int = 6, seed: int = 0,
+                 labels_used: int = 10) -> dict:
+    """cifar-10-batches-py/ with data_batch_1..5, test_batch, batches.meta.
+
+    labels_used < 10 draws labels from 0..labels_used-1 only, with images whose brightness
+    follows the label (for end-to-end suite runs that should beat chance)."""
     rng = np.random.default_rng(seed)
     base = root / "cifar-10-batches-py"
     out = {"x_train": [], "y_train": []}
+
+    def draw(n):
+        y = rng.integers(0, labels_used, n)
+        x = cifar_images(rng, n) if labels_used == 10 else learnable(rng, y, (3072,))
+        return x, y.tolist()
+
     for i in range(1, 6):
-        x, y = cifar_images(rng, per_batch), rng.integers(0, 10, per_batch).tolist()
+        x, y = draw(per_batch)
         _pickle(base / f"data_batch_{i}", {b"batch_label": f"training batch {i} of 5".encode(),
                                            b"labels": y, b"data": x,
                                            b"filenames": [b"f.png"] * per_batch})
         out["x_train"].append(x)
         out["y_train"] += y
-    x, y = cifar_images(rng, n_test), rng.integers(0, 10, n_test).tolist()
+    x, y = draw(n_test)
     _pickle(base / "test_batch", {b"batch_label": b"testing batch 1 of 1", b"labels": y, b"data": x,
                                   b"filenames": [b"f.png"] * n_test})
     _pickle(base / "batches.meta", {b"label_names": [f"class{i}".encode() for i in range(10)],
@@ -44,13 +61,16 @@ def make_cifar10(root: Path, per_batch: int = 4, n_test: int = 6, seed: int = 0)
     return out
 
 
-def make_cifar100(root: Path, n_train: int = 12, n_test: int = 5, seed: int = 0) -> dict:
+def make_cifar100(root: Path, n_train: int = 12, n_test: int = 5, seed: int = 0,
+                  labels_used: int = 100) -> dict:
     """cifar-100-python/ with train, test, meta (fine and coarse labels)."""
     rng = np.random.default_rng(seed)
     base = root / "cifar-100-python"
     out = {}
     for split, n in (("train", n_train), ("test", n_test)):
-        x, fine = cifar_images(rng, n), rng.integers(0, 100, n).tolist()
+        y = rng.integers(0, labels_used, n)
+        x = cifar_images(rng, n) if labels_used == 100 else learnable(rng, y, (3072,))
+        fine = y.tolist()
         _pickle(base / split, {b"filenames": [b"f.png"] * n, b"batch_label": split.encode(),
                                b"fine_labels": fine, b"coarse_labels": [f // 5 for f in fine],
                                b"data": x})
@@ -110,11 +130,31 @@ REVIEWS = {
 }
 
 
-def make_imdb(root: Path, unsup: bool = True) -> dict:
-    """aclImdb/{train,test}/{pos,neg}/<id>_<rating>.txt and train/unsup/<id>_0.txt."""
+WORDS = {"pos": ["great", "wonderful", "loved", "superb", "moving"],
+         "neg": ["awful", "boring", "terrible", "hated", "dull"]}
+FILLER = ["the", "film", "plot", "acting", "was", "and", "music", "story", "a", "it"]
+
+
+def generated_reviews(label: str, n: int, seed: int) -> list[str]:
+    """n reviews mixing filler words with this label's sentiment words."""
+    rng = np.random.default_rng(seed)
+    return [" ".join(rng.choice(FILLER + WORDS[label] * 2, size=int(rng.integers(5, 30))))
+            + rng.choice([".", "!", "<br /><br />Really."]) for _ in range(n)]
+
+
+def make_imdb(root: Path, unsup: bool = True, extra_per_class: int = 0) -> dict:
+    """aclImdb/{train,test}/{pos,neg}/<id>_<rating>.txt and train/unsup/<id>_0.txt.
+
+    extra_per_class adds that many generated reviews per class and split (ids from 100)."""
     base = root / "aclImdb"
     for split in ("train", "test"):
         for label, texts in REVIEWS.items():
+            extra = generated_reviews(label, extra_per_class, seed=len(split) + len(label))
+            for j, t in enumerate(extra):
+                rating = 9 if label == "pos" else 2
+                p = base / split / label / f"{100 + j}_{rating}.txt"
+                p.parent.mkdir(parents=True, exist_ok=True)
+                p.write_text(t)
             for i, t in enumerate(texts):
                 rating = 8 + i if label == "pos" else 1 + i
                 # ids written out of order to check the numeric sort (10 after 2)
