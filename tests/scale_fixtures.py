@@ -181,3 +181,19 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def start_ranks(fn, args: tuple, nprocs: int) -> None:
+    """Run fn(rank, *args) in `nprocs` fresh processes and wait for them (raises on failure).
+
+    The ranks come from a fork server that imported torch (and torch._dynamo, which DDP
+    imports) once: plain fork is unsafe once this process has used OpenMP (the children
+    wait forever on the parent's thread pool), and spawn would import torch per rank.
+    """
+    import multiprocessing
+
+    import torch.multiprocessing as tmp
+
+    multiprocessing.set_forkserver_preload(["torch", "torch._dynamo", "slam_bench.pipeline.ddp",
+                                            "sklearn.isotonic"])
+    tmp.start_processes(fn, args=args, nprocs=nprocs, join=True, start_method="forkserver")

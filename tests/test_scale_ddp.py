@@ -11,8 +11,7 @@ import sys
 import pandas as pd
 import pytest
 import torch
-import torch.multiprocessing as mp
-from scale_fixtures import make_cifar10, one_thread
+from scale_fixtures import make_cifar10, one_thread, start_ranks
 
 from slam_bench.pipeline import cli_run, ddp
 
@@ -34,18 +33,15 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(sys.platform != "linux", reason="forks the two ranks (Linux only)")
+@pytest.mark.skipif(sys.platform == "win32", reason="starts the ranks from a fork server (POSIX)")
 def test_two_rank_ddp_suite_matches_single_process_columns_and_teacher(tmp_path, monkeypatch):
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(var, raising=False)
     data = tmp_path / "data"
     make_cifar10(data, per_batch=8, labels_used=2)
     common = ["cifar10", "--smoke", "--trials", "1", "--data-root", str(data), "--device", "cpu"]
-    # Forked ranks inherit the imported modules (DDP imports torch._dynamo: seconds per fresh
-    # process on a busy runner); the environment is exactly what torchrun sets.
-    import torch._dynamo  # noqa: F401
-    mp.start_processes(_rank, args=(2, _free_port(), common + ["--out", str(tmp_path / "ddp")]),
-                       nprocs=2, join=True, start_method="fork")
+    # Each rank gets exactly the environment torchrun sets.
+    start_ranks(_rank, (2, _free_port(), common + ["--out", str(tmp_path / "ddp")]), 2)
     parser = argparse.ArgumentParser()
     cli_run.add_arguments(parser)
     assert cli_run.main(parser.parse_args(common + ["--out", str(tmp_path / "single")])) == 0

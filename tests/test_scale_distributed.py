@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-import torch.multiprocessing as mp
+from scale_fixtures import start_ranks
 
 from slam_bench import slam_loss
 from slam_bench.distributed import DistContext
@@ -73,14 +73,9 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(sys.platform != "linux", reason="forks the two ranks (Linux only)")
+@pytest.mark.skipif(sys.platform == "win32", reason="starts the ranks from a fork server (POSIX)")
 def test_two_process_gloo_ddp_step_equals_single_process_step(tmp_path):
-    # DDP's constructor imports torch._dynamo (seconds on a busy runner): import it once here
-    # and fork, so the two ranks inherit it instead of each importing torch afresh (spawn
-    # made this test 25 s instead of 5 s on the shared 2-core machine).
-    import torch._dynamo  # noqa: F401
-    mp.start_processes(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True,
-                       start_method="fork")
+    start_ranks(_worker, (2, _free_port(), str(tmp_path)), 2)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     tokens, teacher, student = _problem()
     with torch.no_grad():
