@@ -73,13 +73,27 @@ def plan(suite: Suite, smoke: bool) -> List[Tuple[int, int, int]]:
 
 def run_suite(suite: Suite, out: Path, *, smoke: bool = False, device: str = "auto",
               data_root: Optional[Path] = None, force: bool = False, prune: bool = False,
-              progress: bool = False, log: Callable[[str], None] = lambda s: None) -> Path:
+              progress: bool = False, log: Callable[[str], None] = lambda s: None,
+              cpu_threads: Optional[int] = 1) -> Path:
     """Run `suite` (its smoke or full sizes), recording rows in <out>/runs/<suite>.csv.
 
     force: recompute rows and teachers even if recorded/cached. prune: afterwards drop rows of
     this suite that the current configuration did not produce (a full rewrite of the file).
-    Returns the runs CSV path.
+    cpu_threads: torch intra-op threads while the suite runs on CPU (restored afterwards);
+    these models are so small that extra threads only add synchronisation, which is ruinous
+    on a shared machine (measured 20x slower per step with 2 threads than with 1 under load).
+    None leaves torch's setting alone. Returns the runs CSV path.
     """
+    previous = torch.get_num_threads()
+    if cpu_threads is not None:
+        torch.set_num_threads(cpu_threads)
+    try:
+        return _run_suite(suite, out, smoke, device, data_root, force, prune, progress, log)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run_suite(suite, out, smoke, device, data_root, force, prune, progress, log) -> Path:
     sizes = suite.sizes(smoke)
     dev = resolve_device(device)
     methods = [M.get_method(m) for m in suite.methods]
