@@ -126,10 +126,14 @@ class AlphaEstimator:
     mean_val: float
     val_accuracy: float
     val_size: int
+    num_classes: int
 
     def predict(self, probs) -> Tensor:
         """(N, C) teacher probabilities -> (N,) float32 alpha in [lower_bound, 1]."""
         p = _as_probs("probs", probs)
+        if p.shape[1] != self.num_classes:
+            raise ValueError(f"probs must have the C={self.num_classes} classes the estimator was "
+                             f"fitted on, got {p.shape[1]}")
         if p.shape[0] == 0:
             return torch.empty(0, dtype=torch.float32, device=p.device)
         top2 = torch.topk(p, 2, dim=1).values
@@ -170,7 +174,7 @@ def _fit_accuracy(val_probs, val_labels, lower_bound: float) -> AlphaEstimator:
     fitted = np.clip(raw, lower_bound, 1.0)
     return AlphaEstimator(model, lower_bound, _ece(oof, correct, CALIBRATION_BINS),
                           float((raw < lower_bound).mean()), float(fitted.mean()),
-                          float(correct.mean()), int(n))
+                          float(correct.mean()), int(n), int(p.shape[1]))
 
 
 def fit_alpha(val_probs, val_labels, *, lower_bound: float = 0.6) -> AlphaEstimator:
@@ -277,8 +281,9 @@ def fit_weights(val_probs, val_labels, unlabeled_probs, *, lower_bound: float = 
     lower_bound = _unit_interval("lower_bound", lower_bound, low_open=False)
     est = _fit_accuracy(val_probs, val_labels, lower_bound)
     u = _as_probs("unlabeled_probs", unlabeled_probs)
-    if u.shape[1] != _as_probs("val_probs", val_probs).shape[1]:
-        raise ValueError(f"unlabeled_probs must have the C of val_probs, got {u.shape[1]}")
+    if u.shape[1] != est.num_classes:
+        raise ValueError(f"unlabeled_probs must have the C={est.num_classes} of val_probs, "
+                         f"got {u.shape[1]}")
     raw = est.predict(u)
     raw_mean = float(raw.double().mean()) if raw.numel() else 0.0
     if raw.numel() and raw_mean <= 0:
