@@ -122,6 +122,7 @@ class AlphaEstimator:
     model: IsotonicRegression
     lower_bound: float
     calibration_error: float
+    calibration_folds: int  # min(CALIBRATION_FOLDS, n); 1 means in-sample (n = 1)
     clipped_fraction: float
     mean_val: float
     val_accuracy: float
@@ -148,7 +149,7 @@ class AlphaEstimator:
         return {"alpha_lower_bound": self.lower_bound,
                 "alpha_calibration_error": self.calibration_error,
                 "alpha_calibration_bins": CALIBRATION_BINS,
-                "alpha_calibration_folds": CALIBRATION_FOLDS,
+                "alpha_calibration_folds": self.calibration_folds,
                 "alpha_clipped_fraction_val": self.clipped_fraction,
                 "alpha_mean_val": self.mean_val,
                 "teacher_val_accuracy": self.val_accuracy,
@@ -172,7 +173,7 @@ def _fit_accuracy(val_probs, val_labels, lower_bound: float) -> AlphaEstimator:
         oof = model.predict(margin)
     raw = model.predict(margin)
     fitted = np.clip(raw, lower_bound, 1.0)
-    return AlphaEstimator(model, lower_bound, _ece(oof, correct, CALIBRATION_BINS),
+    return AlphaEstimator(model, lower_bound, _ece(oof, correct, CALIBRATION_BINS), max(folds, 1),
                           float((raw < lower_bound).mean()), float(fitted.mean()),
                           float(correct.mean()), int(n), int(p.shape[1]))
 
