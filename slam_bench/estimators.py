@@ -94,11 +94,14 @@ def _unit_interval(name: str, value, *, low_open: bool) -> float:
     return v
 
 
+def _margin(p: Tensor) -> Tensor:
+    top2 = torch.topk(p, 2, dim=1).values
+    return top2[:, 0] - top2[:, 1]
+
+
 def teacher_margin(probs) -> Tensor:
     """(N, C) probabilities -> (N,) float32 margin: top-1 minus top-2 probability."""
-    p = _as_probs("probs", probs)
-    top2 = torch.topk(p, 2, dim=1).values
-    return (top2[:, 0] - top2[:, 1]).float()
+    return _margin(_as_probs("probs", probs)).float()
 
 
 def _ece(pred: np.ndarray, correct: np.ndarray, bins: int) -> float:
@@ -137,8 +140,7 @@ class AlphaEstimator:
                              f"fitted on, got {p.shape[1]}")
         if p.shape[0] == 0:
             return torch.empty(0, dtype=torch.float32, device=p.device)
-        top2 = torch.topk(p, 2, dim=1).values
-        a = self.model.predict((top2[:, 0] - top2[:, 1]).cpu().numpy())
+        a = self.model.predict(_margin(p).cpu().numpy())
         a = np.clip(a, self.lower_bound, 1.0)
         return torch.from_numpy(a).to(device=p.device, dtype=torch.float32)
 
@@ -158,9 +160,8 @@ class AlphaEstimator:
 
 def _fit_accuracy(val_probs, val_labels, lower_bound: float) -> AlphaEstimator:
     p, labels = _val_set(val_probs, val_labels)
-    top2 = torch.topk(p, 2, dim=1)
-    margin = (top2.values[:, 0] - top2.values[:, 1]).cpu().numpy()
-    correct = (top2.indices[:, 0] == labels).double().cpu().numpy()
+    margin = _margin(p).cpu().numpy()
+    correct = (p.argmax(dim=1) == labels).double().cpu().numpy()
     model = _isotonic(margin, correct)
     n = margin.shape[0]
     # Out-of-fold predictions for the calibration error (in-sample isotonic is ~calibrated).
