@@ -196,7 +196,7 @@ def _run_student(method: M.Method, hp: dict, ds, split, teacher, x_train, y_trai
     per_example = {k: v.to(dev) for k, v in fitted.per_example.items()}
 
     def unlabeled_loss(idx, logits, feats):
-        batch = M.Batch(logits=logits, features=feats, teacher_probs=probs_u[idx],
+        batch = M.Batch(index=idx, logits=logits, features=feats, teacher_probs=probs_u[idx],
                         teacher_features=feats_u[idx],
                         extra={k: v[idx] for k, v in per_example.items()}, fitted=fitted, hp=hp)
         return method.loss(batch)
