@@ -20,8 +20,9 @@ from slam_bench.pipeline.fileio import atomic_write, locked
 CORE_COLUMNS = [
     "suite", "dataset", "labeled_size", "n_unlabeled", "n_val", "n_test", "split_seed",
     "train_seed", "teacher_arch", "student_arch", "teacher_test_acc", "teacher_val_acc", "method",
-    "config_hash", "teacher_key", "epochs", "steps", "teacher_steps", "batch_size", "lr",
-    "optimizer", "labeled_weight", "selection", "test_acc", "wall_s", "device", "git_sha",
+    "config_hash", "teacher_key", "teacher_train", "teacher_steps", "epochs", "steps",
+    "batch_size", "lr", "optimizer", "weight_decay", "labeled_weight", "selection", "test_acc",
+    "wall_s", "device", "git_sha",
 ]
 # Hex hashes and shas must stay strings (an all-digit hash would otherwise lose leading zeros).
 _STR_COLUMNS = {"config_hash": str, "teacher_key": str, "git_sha": str}

@@ -144,7 +144,8 @@ def _run_suite(suite, out, smoke, device, data_root, force, prune, progress, log
                 "student_arch": suite.student_model.describe(),
                 "teacher_test_acc": round(teacher.test_acc, 6),
                 "teacher_val_acc": round(teacher.val_acc, 6), "teacher_key": tkey,
-                "teacher_steps": teacher.steps, "labeled_weight": suite.labeled_weight,
+                "teacher_steps": teacher.steps, "teacher_train": _describe(sizes.teacher),
+                "labeled_weight": suite.labeled_weight, "weight_decay": sizes.student.weight_decay,
                 "selection": "last", "device": str(dev), "git_sha": git_sha(),
                 "mc_passes": sizes.mc_passes,
             }
@@ -206,6 +207,11 @@ def _run_student(method: M.Method, hp: dict, ds, split, teacher, x_train, y_trai
     steps = train_student(student, x_train[a], y_train[a], x_train[u], unlabeled_loss,
                           sizes.student, train_seed, suite.labeled_weight, extra)
     return accuracy(predict(student, x_test), y_test), steps, params
+
+
+def _describe(t) -> str:
+    return (f"{t.optimizer} lr={t.lr:g} wd={t.weight_decay:g} bs={t.batch_size} "
+            f"epochs={t.epochs} min_steps={t.min_steps}")
 
 
 def _loggable(v):
