@@ -150,6 +150,9 @@ def _taylor_loss(b: Batch) -> Tensor:
 def _fit_ups(ctx: FitContext) -> Fitted:
     from slam_bench.losses import ups_select
 
+    if ctx.hp["rounds"] != 1:
+        raise ValueError(f"ups: rounds must be 1 (one labelling round is implemented), "
+                         f"got {ctx.hp['rounds']!r}")
     sel = ups_select(ctx.probs_u, ctx.mc_std_u, tau_p=ctx.hp["tau_p"], kappa_p=ctx.hp["kappa_p"],
                      tau_n=ctx.hp["tau_n"], kappa_n=ctx.hp["kappa_n"])
     return Fitted(params=sel.stats(), state={"selection": sel})

@@ -18,7 +18,7 @@ from slam_bench.pipeline.fileio import atomic_write, locked
 
 # Leading columns in this order; method-specific parameters follow, sorted by name.
 CORE_COLUMNS = [
-    "suite", "dataset", "labeled_size", "n_unlabeled", "n_val", "n_test", "split_seed",
+    "suite", "dataset", "dataset_meta", "labeled_size", "n_unlabeled", "n_val", "n_test", "split_seed",
     "train_seed", "teacher_arch", "student_arch", "teacher_test_acc", "teacher_val_acc", "method",
     "config_hash", "teacher_key", "teacher_train", "teacher_steps", "epochs", "steps",
     "batch_size", "lr", "optimizer", "weight_decay", "labeled_weight", "selection", "test_acc",

@@ -8,6 +8,7 @@ skipped, so a killed run resumes where it stopped.
 from __future__ import annotations
 
 import functools
+import json
 import subprocess
 import sys
 import time
@@ -103,6 +104,10 @@ def _run_suite(suite, out, smoke, device, data_root, force, prune, progress, log
     ds = load_dataset(suite.dataset, data_root, **suite.dataset_options)
     dataset_id = {"name": ds.name, "options": dict(suite.dataset_options),
                   "digest": tensor_digest(ds.x_train, ds.y_train, ds.x_test, ds.y_test)}
+    # The loader's options and scalar facts (e.g. a synthetic set's Bayes accuracy), logged.
+    meta_json = json.dumps({**dict(suite.dataset_options),
+                            **{k: v for k, v in ds.meta.items()
+                               if isinstance(v, (int, float, str, bool))}}, sort_keys=True)
     out = Path(out)
     csv_path = runs_path(out, suite.name)
     done = set() if force else done_keys(read_rows(csv_path))
@@ -137,7 +142,8 @@ def _run_suite(suite, out, smoke, device, data_root, force, prune, progress, log
                                       suite.teacher_model, sizes.teacher, train_seed,
                                       sizes.mc_passes, out / "cache", force=force)
             base = {
-                "suite": suite.name, "dataset": ds.name, "labeled_size": labeled,
+                "suite": suite.name, "dataset": ds.name, "dataset_meta": meta_json,
+                "labeled_size": labeled,
                 "n_unlabeled": len(split.u), "n_val": len(split.v), "n_test": len(ds.y_test),
                 "split_seed": split_seed, "train_seed": train_seed,
                 "teacher_arch": suite.teacher_model.describe(),
