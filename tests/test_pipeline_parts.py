@@ -64,11 +64,13 @@ def test_missing_dataset_is_a_clear_error(monkeypatch):
         register_dataset("digits", lambda root: None)
 
 
-@pytest.mark.parametrize("name,shape", [("linear", (12,)), ("mlp", (12,)), ("cnn", (1, 14, 14)),
-                                        ("cnn1d", (1, 40))])
-def test_models_follow_the_classifier_contract(name, shape):
+@pytest.mark.parametrize("name,shape,opts", [
+    ("linear", (12,), {}), ("mlp", (12,), {}), ("cnn", (1, 14, 14), {}),
+    ("cnn", (1, 14, 14), {"head": "flatten"}), ("cnn1d", (1, 40), {}),
+    ("cnn1d", (1, 40), {"head": "flatten", "channels": (4, 8)})])
+def test_models_follow_the_classifier_contract(name, shape, opts):
     torch.manual_seed(0)
-    m = build_model(name, shape, 5).eval()
+    m = build_model(name, shape, 5, **opts).eval()
     x = torch.randint(0, 255, (3, *shape), dtype=torch.uint8) if name == "cnn" else torch.randn(3, *shape)
     f = m.forward_features(x)
     assert f.shape == (3, m.feature_dim)
@@ -80,6 +82,8 @@ def test_model_errors():
         build_model("resnet9000", (3,), 2)
     with pytest.raises(ValueError, match="cnn needs input_shape"):
         build_model("cnn", (10,), 2)
+    with pytest.raises(ValueError, match="head must be"):
+        build_model("cnn1d", (1, 40), 2, head="max")
     with pytest.raises(ValueError, match="dropout"):
         build_model("mlp", (10,), 2, dropout=1.5)
     assert {"linear", "mlp", "cnn", "cnn1d"} <= set(MODELS)
