@@ -224,3 +224,24 @@ def test_suite_variants_differ_only_in_sizes():
         assert dataclasses.fields(smoke) == dataclasses.fields(full)
         assert full.trials >= 5 and len(full.labeled_sizes) >= 3
         assert set(s.methods) >= {"teacher", "vanilla", "slam"}
+
+
+def _record_many(path, split):
+    for n in range(12):
+        record_row(path, _row("slam", 0.5, split=split, n=n))
+
+
+def test_concurrent_writers_lose_no_rows(tmp_path):
+    """Two processes (as under pytest-xdist) recording into one file: the lock keeps all rows."""
+    import multiprocessing as mp
+
+    path = tmp_path / "runs" / "s.csv"
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_record_many, args=(path, s)) for s in (0, 1)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert len(read_rows(path)) == 24
+    assert sorted(q.name for q in path.parent.iterdir()) == ["s.csv"]

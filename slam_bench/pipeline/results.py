@@ -78,7 +78,7 @@ def to_csv_bytes(df: pd.DataFrame) -> bytes:
 def record_row(path: Path, row: Mapping) -> None:
     """Add `row`, replacing a row with the same id (dataset, labeled size, seeds, method)."""
     path = Path(path)
-    with locked(path.with_name(f".{path.name}.lock")):
+    with locked(path):
         df = read_rows(path)
         rid = _row_id(row)
         if len(df):
@@ -92,7 +92,7 @@ def record_row(path: Path, row: Mapping) -> None:
 def prune_rows(path: Path, keep_keys: Set[Tuple]) -> int:
     """Drop rows whose (id, config hash) is not in `keep_keys`; returns how many were dropped."""
     path = Path(path)
-    with locked(path.with_name(f".{path.name}.lock")):
+    with locked(path):
         df = read_rows(path)
         if df.empty:
             return 0
