@@ -65,7 +65,7 @@ def check_outputs(out: Path, suite, smoke: bool) -> None:
     slam = df[df.method == "slam"]
     assert slam.k.between(1, 1000).all() and (slam.alpha_lower_bound > 0.5).all()
     if suite.dataset in ("noisy_teacher", "halfspace_rcn"):  # alpha error against the truth
-        assert slam.alpha_true_mae.between(0, 1).all()
+        assert slam.alpha_true_mae.between(0, 1).all() and slam.alpha_true_mae_raw.between(0, 1).all()
     # The saved splits are disjoint and match the rows' sizes.
     for r in teacher.itertuples():
         sp = load_split(out / "runs" / "splits" / suite.name /

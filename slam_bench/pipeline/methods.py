@@ -108,12 +108,19 @@ def get_method(name: str) -> Method:
 # --------------------------------------------------------------------------- shared estimators
 
 def _fit_alpha(ctx: FitContext):
-    """Isotonic alpha on V, evaluated on U; returns ((|U|,) float32 alpha, params to log)."""
-    from slam_bench.estimators import fit_alpha
+    """Isotonic alpha on V, evaluated on U; returns ((|U|,) float32 alpha, params to log).
+
+    Also keeps the unclipped isotonic estimate on U (`alpha_raw`, not used by the loss) so a
+    dataset with a known posterior can separate the estimator's error from the clipping's.
+    """
+    from slam_bench.estimators import fit_alpha, teacher_margin
 
     est = fit_alpha(ctx.probs_val, ctx.y_val, lower_bound=ctx.hp["alpha_lower_bound"])
     alpha_u = est.predict(ctx.probs_u)
-    return alpha_u, {**est.params(), "alpha_mean_u": float(alpha_u.mean()) if len(alpha_u) else 0.0}
+    raw = est.model.predict(teacher_margin(ctx.probs_u).cpu().numpy())
+    raw_u = torch.as_tensor(raw, dtype=torch.float32).clamp(0, 1)
+    params = {**est.params(), "alpha_mean_u": float(alpha_u.mean()) if len(alpha_u) else 0.0}
+    return alpha_u, raw_u, params
 
 
 def _choose_k(ctx: FitContext, minimum: int = 1) -> tuple[int, dict]:
@@ -206,10 +213,11 @@ def _forward_loss(b: Batch) -> Tensor:
 
 def _slam_fitter(normalize: bool):
     def fit(ctx: FitContext) -> Fitted:
-        alpha_u, params = _fit_alpha(ctx)
+        alpha_u, raw_u, params = _fit_alpha(ctx)
         # normalize=True divides by k - 1, so it needs k >= 2.
         k, kparams = _choose_k(ctx, minimum=2 if normalize else 1)
-        return Fitted(params={**params, **kparams}, per_example={"alpha": alpha_u})
+        return Fitted(params={**params, **kparams}, per_example={"alpha": alpha_u},
+                      state={"alpha_raw": raw_u})
     return fit
 
 

@@ -54,15 +54,19 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
-def _alpha_truth(ds, split, probs_u: torch.Tensor, alpha_u: torch.Tensor) -> Dict[str, float]:
+def _alpha_truth(ds, split, probs_u: torch.Tensor, fitted) -> Dict[str, float]:
     """For datasets with a known posterior: the error of the alpha estimate against the truth
-    alpha_true(x) = p(y = teacher's top-1 | x) on U."""
+    alpha_true(x) = p(y = teacher's top-1 | x) on U, for the clipped alpha the loss uses
+    (`alpha_true_mae`) and the unclipped isotonic fit (`alpha_true_mae_raw`)."""
     post = getattr(ds, "posterior_train", None)
-    if post is None:
+    if post is None or "alpha" not in fitted.per_example:
         return {}
     truth = post[split.u].gather(1, probs_u.argmax(dim=1, keepdim=True)).squeeze(1).float()
-    return {"alpha_true_mean": round(float(truth.mean()), 6),
-            "alpha_true_mae": round(float((alpha_u.cpu() - truth).abs().mean()), 6)}
+    out = {"alpha_true_mean": round(float(truth.mean()), 6),
+           "alpha_true_mae": round(float((fitted.per_example["alpha"].cpu() - truth).abs().mean()), 6)}
+    if "alpha_raw" in fitted.state:
+        out["alpha_true_mae_raw"] = round(float((fitted.state["alpha_raw"].cpu() - truth).abs().mean()), 6)
+    return out
 
 
 def plan(suite: Suite, smoke: bool) -> List[Tuple[int, int, int]]:
@@ -198,8 +202,7 @@ def _run_student(method: M.Method, hp: dict, ds, split, teacher, x_train, y_trai
                        student_feature_dim=student.feature_dim, hp=hp)
     fitted = method.fit(ctx)
     params = dict(fitted.params)
-    if "alpha" in fitted.per_example:
-        params.update(_alpha_truth(ds, split, teacher.probs_u, fitted.per_example["alpha"]))
+    params.update(_alpha_truth(ds, split, teacher.probs_u, fitted))
     per_example = {k: v.to(dev) for k, v in fitted.per_example.items()}
 
     def unlabeled_loss(idx, logits, feats):
