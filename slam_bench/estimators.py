@@ -94,11 +94,14 @@ def _unit_interval(name: str, value, *, low_open: bool) -> float:
     return v
 
 
+def _margin(p: Tensor) -> Tensor:
+    top2 = torch.topk(p, 2, dim=1).values
+    return top2[:, 0] - top2[:, 1]
+
+
 def teacher_margin(probs) -> Tensor:
     """(N, C) probabilities -> (N,) float32 margin: top-1 minus top-2 probability."""
-    p = _as_probs("probs", probs)
-    top2 = torch.topk(p, 2, dim=1).values
-    return (top2[:, 0] - top2[:, 1]).float()
+    return _margin(_as_probs("probs", probs)).float()
 
 
 def _ece(pred: np.ndarray, correct: np.ndarray, bins: int) -> float:
@@ -122,18 +125,22 @@ class AlphaEstimator:
     model: IsotonicRegression
     lower_bound: float
     calibration_error: float
+    calibration_folds: int  # min(CALIBRATION_FOLDS, n); 1 means in-sample (n = 1)
     clipped_fraction: float
     mean_val: float
     val_accuracy: float
     val_size: int
+    num_classes: int
 
     def predict(self, probs) -> Tensor:
         """(N, C) teacher probabilities -> (N,) float32 alpha in [lower_bound, 1]."""
         p = _as_probs("probs", probs)
+        if p.shape[1] != self.num_classes:
+            raise ValueError(f"probs must have the C={self.num_classes} classes the estimator was "
+                             f"fitted on, got {p.shape[1]}")
         if p.shape[0] == 0:
             return torch.empty(0, dtype=torch.float32, device=p.device)
-        top2 = torch.topk(p, 2, dim=1).values
-        a = self.model.predict((top2[:, 0] - top2[:, 1]).cpu().numpy())
+        a = self.model.predict(_margin(p).cpu().numpy())
         a = np.clip(a, self.lower_bound, 1.0)
         return torch.from_numpy(a).to(device=p.device, dtype=torch.float32)
 
@@ -144,7 +151,7 @@ class AlphaEstimator:
         return {"alpha_lower_bound": self.lower_bound,
                 "alpha_calibration_error": self.calibration_error,
                 "alpha_calibration_bins": CALIBRATION_BINS,
-                "alpha_calibration_folds": CALIBRATION_FOLDS,
+                "alpha_calibration_folds": self.calibration_folds,
                 "alpha_clipped_fraction_val": self.clipped_fraction,
                 "alpha_mean_val": self.mean_val,
                 "teacher_val_accuracy": self.val_accuracy,
@@ -153,9 +160,8 @@ class AlphaEstimator:
 
 def _fit_accuracy(val_probs, val_labels, lower_bound: float) -> AlphaEstimator:
     p, labels = _val_set(val_probs, val_labels)
-    top2 = torch.topk(p, 2, dim=1)
-    margin = (top2.values[:, 0] - top2.values[:, 1]).cpu().numpy()
-    correct = (top2.indices[:, 0] == labels).double().cpu().numpy()
+    margin = _margin(p).cpu().numpy()
+    correct = (p.argmax(dim=1) == labels).double().cpu().numpy()
     model = _isotonic(margin, correct)
     n = margin.shape[0]
     # Out-of-fold predictions for the calibration error (in-sample isotonic is ~calibrated).
@@ -168,9 +174,9 @@ def _fit_accuracy(val_probs, val_labels, lower_bound: float) -> AlphaEstimator:
         oof = model.predict(margin)
     raw = model.predict(margin)
     fitted = np.clip(raw, lower_bound, 1.0)
-    return AlphaEstimator(model, lower_bound, _ece(oof, correct, CALIBRATION_BINS),
+    return AlphaEstimator(model, lower_bound, _ece(oof, correct, CALIBRATION_BINS), max(folds, 1),
                           float((raw < lower_bound).mean()), float(fitted.mean()),
-                          float(correct.mean()), int(n))
+                          float(correct.mean()), int(n), int(p.shape[1]))
 
 
 def fit_alpha(val_probs, val_labels, *, lower_bound: float = 0.6) -> AlphaEstimator:
@@ -277,8 +283,9 @@ def fit_weights(val_probs, val_labels, unlabeled_probs, *, lower_bound: float = 
     lower_bound = _unit_interval("lower_bound", lower_bound, low_open=False)
     est = _fit_accuracy(val_probs, val_labels, lower_bound)
     u = _as_probs("unlabeled_probs", unlabeled_probs)
-    if u.shape[1] != _as_probs("val_probs", val_probs).shape[1]:
-        raise ValueError(f"unlabeled_probs must have the C of val_probs, got {u.shape[1]}")
+    if u.shape[1] != est.num_classes:
+        raise ValueError(f"unlabeled_probs must have the C={est.num_classes} of val_probs, "
+                         f"got {u.shape[1]}")
     raw = est.predict(u)
     raw_mean = float(raw.double().mean()) if raw.numel() else 0.0
     if raw.numel() and raw_mean <= 0:

@@ -191,6 +191,7 @@ def test_fit_weights_mean_one_and_monotone():
     (lambda p, y: fit_weights(p, y, p[:, :2] / p[:, :2].sum(1, keepdim=True)), ValueError, "unlabeled_probs"),
     (lambda p, y: fit_alpha(p, y).predict(p * 3), ValueError, "probs rows must sum to 1"),
     (lambda p, y: teacher_margin(p[0]), ValueError, "probs must have shape"),
+    (lambda p, y: fit_alpha(p, y).predict(torch.full((2, 4), 0.25)), ValueError, "probs must have the C=3"),
 ])
 def test_bad_estimator_arguments(call, exc, pattern):
     p = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4],

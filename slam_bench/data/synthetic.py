@@ -35,7 +35,7 @@ def _check_positive_int(name: str, value, minimum: int = 1) -> int:
     return value
 
 
-def load_noisy_teacher(root=None, *, num_classes: int = 10, dim: int = 20, separation: float = 2.5,
+def load_noisy_teacher(root=None, *, num_classes: int = 10, dim: int = 20, separation: float = 3.5,
                        n_train: int = 4000, n_test: int = 2000, seed: int = 0) -> SyntheticDataset:
     """Gaussian mixture: x = mu_y + N(0, I_dim), class means at distance `separation` from 0.
 

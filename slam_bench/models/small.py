@@ -50,33 +50,40 @@ def mlp(input_shape, num_classes: int, *, hidden: Sequence[int] = (128,),
     return Classifier(nn.Sequential(*layers), d, num_classes)
 
 
-def _conv_stack(conv, channels, in_ch, p, pool):
-    layers = [ToFloat()]
+def _conv_stack(conv, channels, input_shape, p, pool, head: str):
+    """Strided conv layers, then "avg" (global average pool) or "flatten" (keeps position,
+    which MNIST-1D needs: its classes differ by where features are, not only which)."""
+    if head not in ("avg", "flatten"):
+        raise ValueError(f"head must be 'avg' or 'flatten', got {head!r}")
+    layers, in_ch = [ToFloat()], input_shape[0]
     for ch in channels:
         # Stride 2 halves the resolution each layer: cheap on CPU, no pooling layers needed.
         layers += [conv(in_ch, ch, 3, stride=2, padding=1), nn.ReLU(), nn.Dropout(p)]
         in_ch = ch
-    layers += [pool(1), nn.Flatten()]
-    return nn.Sequential(*layers), in_ch
+    layers += ([pool(1)] if head == "avg" else []) + [nn.Flatten()]
+    body = nn.Sequential(*layers)
+    with torch.no_grad():
+        dim = body.eval()(torch.zeros(1, *input_shape)).shape[1]
+    return body, dim
 
 
 def cnn(input_shape, num_classes: int, *, channels: Sequence[int] = (16, 32, 64),
-        dropout: float = 0.1) -> Classifier:
-    """Strided 3x3 conv stack + global average pool, for (C, H, W) images."""
+        dropout: float = 0.1, head: str = "avg") -> Classifier:
+    """Strided 3x3 conv stack for (C, H, W) images; features pooled ("avg") or flattened."""
     if len(input_shape) != 3:
         raise ValueError(f"cnn needs input_shape (C, H, W), got {input_shape}")
-    body, d = _conv_stack(nn.Conv2d, [int(c) for c in channels], input_shape[0],
-                          _check_dropout(dropout), nn.AdaptiveAvgPool2d)
+    body, d = _conv_stack(nn.Conv2d, [int(c) for c in channels], input_shape,
+                          _check_dropout(dropout), nn.AdaptiveAvgPool2d, head)
     return Classifier(body, d, num_classes)
 
 
 def cnn1d(input_shape, num_classes: int, *, channels: Sequence[int] = (32, 64, 64),
-          dropout: float = 0.1) -> Classifier:
-    """Strided 1-D conv stack + global average pool, for (C, L) sequences."""
+          dropout: float = 0.1, head: str = "avg") -> Classifier:
+    """Strided 1-D conv stack for (C, L) sequences; features pooled ("avg") or flattened."""
     if len(input_shape) != 2:
         raise ValueError(f"cnn1d needs input_shape (C, L), got {input_shape}")
-    body, d = _conv_stack(nn.Conv1d, [int(c) for c in channels], input_shape[0],
-                          _check_dropout(dropout), nn.AdaptiveAvgPool1d)
+    body, d = _conv_stack(nn.Conv1d, [int(c) for c in channels], input_shape,
+                          _check_dropout(dropout), nn.AdaptiveAvgPool1d, head)
     return Classifier(body, d, num_classes)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -33,14 +34,17 @@ def atomic_write(path: Union[str, Path], data: Union[bytes, str]) -> None:
 
 @contextlib.contextmanager
 def locked(path: Union[str, Path]) -> Iterator[None]:
-    """Hold an exclusive advisory lock on `path` (created if needed) for the block.
+    """Hold an exclusive advisory lock for the file `path` during the block.
 
     Serialises read-modify-write of shared files (README, a suite's runs CSV) between
-    processes, e.g. pytest-xdist workers.
+    processes, e.g. pytest-xdist workers. The lock file lives in the system temp directory,
+    named by a hash of the resolved path, so no lock files litter the results or the repo
+    (and `path` itself cannot carry the lock: os.replace swaps its inode).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
+    key = hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:24]
+    lock_dir = Path(tempfile.gettempdir()) / "slam-bench-locks"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with open(lock_dir / f"{key}.lock", "a") as f:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX)
         try:
             yield

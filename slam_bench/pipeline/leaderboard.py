@@ -121,7 +121,7 @@ def readme_section(out: Path) -> str:
 def update_readme(readme: Path, out: Path) -> bool:
     """Replace the text between the leaderboard markers of `readme`; False if no markers."""
     readme = Path(readme)
-    with locked(readme.with_name(f".{readme.name}.lock")):
+    with locked(readme):
         text = readme.read_text()
         if START not in text or END not in text or text.index(START) > text.index(END):
             return False

@@ -47,14 +47,16 @@ class Fitted:
     per batch), other fitted tensors (`state`), and an optional module trained with the student."""
     params: Dict[str, object] = field(default_factory=dict)
     per_example: Dict[str, Tensor] = field(default_factory=dict)
-    state: Dict[str, Tensor] = field(default_factory=dict)
+    state: Dict[str, object] = field(default_factory=dict)
     module: Optional[nn.Module] = None
 
 
 @dataclass(frozen=True)
 class Batch:
-    """One batch of U: student logits (B, C) and features (B, F), the teacher's soft labels
-    (B, C) and features (B, F_t), the method's per-example tensors sliced to the batch."""
+    """One batch of U: its indices into U (B,) int64, student logits (B, C) and features (B, F),
+    the teacher's soft labels (B, C) and features (B, F_t), the method's per-example tensors
+    sliced to the batch."""
+    index: Tensor
     logits: Tensor
     features: Tensor
     teacher_probs: Tensor
@@ -105,47 +107,33 @@ def get_method(name: str) -> Method:
 
 # --------------------------------------------------------------------------- shared estimators
 
-def _teacher_correct(probs: Tensor, labels: Tensor) -> Tensor:
-    return (probs.argmax(dim=1) == labels).float()
-
-
-def _calibration_error(pred: Tensor, correct: Tensor, bins: int = 10) -> float:
-    """Expected calibration error of predicted accuracies `pred` against 0/1 `correct`,
-    over equal-count bins (a fixed, logged diagnostic; bins=10)."""
-    if pred.numel() == 0:
-        return float("nan")
-    order = pred.argsort()
-    err = 0.0
-    for chunk in order.tensor_split(min(bins, pred.numel())):
-        err += chunk.numel() * (pred[chunk].mean() - correct[chunk].mean()).abs().item()
-    return err / pred.numel()
-
-
 def _fit_alpha(ctx: FitContext):
-    from slam_bench.estimators import fit_alpha
+    """Isotonic alpha on V, evaluated on U; returns ((|U|,) float32 alpha, params to log).
 
-    est = fit_alpha(ctx.probs_val.cpu(), ctx.y_val.cpu(), lower_bound=ctx.hp["alpha_lower_bound"])
-    alpha_u = est.predict(ctx.probs_u.cpu()).to(torch.float32)
-    alpha_v = est.predict(ctx.probs_val.cpu()).to(torch.float32)
-    params = {"alpha_mean": round(float(alpha_u.mean()), 6),
-              "alpha_cal_err_val": round(_calibration_error(
-                  alpha_v, _teacher_correct(ctx.probs_val.cpu(), ctx.y_val.cpu())), 6)}
-    return alpha_u.to(ctx.probs_u.device), params
+    Also keeps the unclipped isotonic estimate on U (`alpha_raw`, not used by the loss) so a
+    dataset with a known posterior can separate the estimator's error from the clipping's.
+    """
+    from slam_bench.estimators import fit_alpha, teacher_margin
+
+    est = fit_alpha(ctx.probs_val, ctx.y_val, lower_bound=ctx.hp["alpha_lower_bound"])
+    alpha_u = est.predict(ctx.probs_u)
+    raw = est.model.predict(teacher_margin(ctx.probs_u).cpu().numpy())
+    raw_u = torch.as_tensor(raw, dtype=torch.float32).clamp(0, 1)
+    params = {**est.params(), "alpha_mean_u": float(alpha_u.mean()) if len(alpha_u) else 0.0}
+    return alpha_u, raw_u, params
 
 
 def _choose_k(ctx: FitContext, minimum: int = 1) -> tuple[int, dict]:
-    """k from the hyper-parameter: an int as given, or "auto" (binary: 2; else choose_k)."""
-    k = ctx.hp["k"]
-    if k == "auto":
-        if ctx.num_classes == 2:
-            k = 2
-        else:
-            from slam_bench.estimators import choose_k
+    """k from the hyper-parameter: an int as given, or "auto" (choose_k on V; binary: 2)."""
+    if ctx.hp["k"] == "auto":
+        from slam_bench.estimators import choose_k
 
-            k = int(choose_k(ctx.probs_val.cpu(), ctx.y_val.cpu(), target=ctx.hp["k_target"]).k)
-    k = int(k)
+        choice = choose_k(ctx.probs_val, ctx.y_val, target=ctx.hp["k_target"])
+        k, params = choice.k, choice.params()
+    else:
+        k, params = int(ctx.hp["k"]), {}
     k_used = min(max(k, minimum), ctx.num_classes)
-    return k_used, {"k": k_used, "k_chosen": k}
+    return k_used, {**params, "k": k_used, "k_chosen": k}
 
 
 # --------------------------------------------------------------------------- the methods
@@ -163,26 +151,24 @@ def _taylor_loss(b: Batch) -> Tensor:
     from slam_bench.losses import taylor_ce_loss
 
     return taylor_ce_loss(b.logits, b.teacher_probs, order=b.hp["order"],
-                          temperature=b.hp["temperature"])
+                          temperature=b.hp["temperature"], check_values=False)
 
 
 def _fit_ups(ctx: FitContext) -> Fitted:
     from slam_bench.losses import ups_select
 
+    if ctx.hp["rounds"] != 1:
+        raise ValueError(f"ups: rounds must be 1 (one labelling round is implemented), "
+                         f"got {ctx.hp['rounds']!r}")
     sel = ups_select(ctx.probs_u, ctx.mc_std_u, tau_p=ctx.hp["tau_p"], kappa_p=ctx.hp["kappa_p"],
                      tau_n=ctx.hp["tau_n"], kappa_n=ctx.hp["kappa_n"])
-    stats = {f"ups_{k}": (round(float(v), 6) if isinstance(v, float) else v)
-             for k, v in sel.stats().items()}
-    return Fitted(params=stats, per_example={"pos_mask": sel.pos_mask, "pos_label": sel.pos_label,
-                                             "neg_mask": sel.neg_mask})
+    return Fitted(params=sel.stats(), state={"selection": sel})
 
 
 def _ups_loss(b: Batch) -> Tensor:
-    from slam_bench.losses import UPSSelection, ups_loss
+    from slam_bench.losses import ups_loss
 
-    sel = UPSSelection(pos_mask=b.extra["pos_mask"], pos_label=b.extra["pos_label"],
-                       neg_mask=b.extra["neg_mask"])
-    return ups_loss(b.logits, sel)
+    return ups_loss(b.logits, b.fitted.state["selection"].subset(b.index), check_values=False)
 
 
 def _fit_vid(ctx: FitContext) -> Fitted:
@@ -199,9 +185,9 @@ def _vid_loss(b: Batch) -> Tensor:
 def _fit_weighted(ctx: FitContext) -> Fitted:
     from slam_bench.estimators import fit_weights
 
-    w = fit_weights(ctx.probs_val.cpu(), ctx.y_val.cpu(), ctx.probs_u.cpu()).to(torch.float32)
-    return Fitted(params={"weight_min": round(float(w.min()), 6), "weight_max": round(float(w.max()), 6)},
-                  per_example={"weight": w.to(ctx.probs_u.device)})
+    w, params = fit_weights(ctx.probs_val, ctx.y_val, ctx.probs_u,
+                            lower_bound=ctx.hp["weight_lower_bound"], return_params=True)
+    return Fitted(params=params, per_example={"weight": w})
 
 
 def _weighted_loss(b: Batch) -> Tensor:
@@ -210,27 +196,28 @@ def _weighted_loss(b: Batch) -> Tensor:
 
 
 def _fit_forward(ctx: FitContext) -> Fitted:
-    from slam_bench.estimators import fit_transition
+    from slam_bench.estimators import fit_transition, transition_params
 
-    t = fit_transition(ctx.probs_val.cpu(), ctx.y_val.cpu(), smoothing=ctx.hp["smoothing"])
-    t = t.to(device=ctx.probs_u.device, dtype=torch.float32)
-    return Fitted(params={"transition_diag_mean": round(float(t.diagonal().mean()), 6)},
-                  state={"transition": t})
+    t = fit_transition(ctx.probs_val, ctx.y_val, smoothing=ctx.hp["smoothing"])
+    return Fitted(params={**transition_params(ctx.hp["smoothing"]),
+                          "transition_diag_mean": float(t.diagonal().mean())},
+                  state={"transition": t.to(device=ctx.probs_u.device, dtype=torch.float32)})
 
 
 def _forward_loss(b: Batch) -> Tensor:
     from slam_bench.losses import forward_correction_loss
 
     return forward_correction_loss(b.logits, b.teacher_probs, b.fitted.state["transition"],
-                                   temperature=b.hp["temperature"], weight=None, reduction="mean")
+                                   temperature=b.hp["temperature"], check_values=False)
 
 
 def _slam_fitter(normalize: bool):
     def fit(ctx: FitContext) -> Fitted:
-        alpha_u, params = _fit_alpha(ctx)
+        alpha_u, raw_u, params = _fit_alpha(ctx)
         # normalize=True divides by k - 1, so it needs k >= 2.
         k, kparams = _choose_k(ctx, minimum=2 if normalize else 1)
-        return Fitted(params={**params, **kparams}, per_example={"alpha": alpha_u})
+        return Fitted(params={**params, **kparams}, per_example={"alpha": alpha_u},
+                      state={"alpha_raw": raw_u})
     return fit
 
 
@@ -253,7 +240,8 @@ register_method(Method("ups", "UPS", {"tau_p": 0.7, "kappa_p": 0.05, "tau_n": 0.
                        _fit_ups, _ups_loss, "uncertainty-aware pseudo-label selection, one round"))
 register_method(Method("vid", "VID", {"vid_beta": 1.0, "vid_hidden": None, "temperature": 1.0},
                        _fit_vid, _vid_loss, "vanilla + variational information distillation"))
-register_method(Method("weighted", "Weighted", {"temperature": 1.0}, _fit_weighted,
+register_method(Method("weighted", "Weighted", {"weight_lower_bound": 0.0, "temperature": 1.0},
+                       _fit_weighted,
                        _weighted_loss, "vanilla with per-example weights from V"))
 register_method(Method("forward", "Forward", {"smoothing": 1.0, "temperature": 1.0}, _fit_forward,
                        _forward_loss, "global transition-matrix forward correction"))

@@ -18,10 +18,11 @@ from slam_bench.pipeline.fileio import atomic_write, locked
 
 # Leading columns in this order; method-specific parameters follow, sorted by name.
 CORE_COLUMNS = [
-    "suite", "dataset", "labeled_size", "n_unlabeled", "n_val", "n_test", "split_seed",
+    "suite", "dataset", "dataset_meta", "labeled_size", "n_unlabeled", "n_val", "n_test", "split_seed",
     "train_seed", "teacher_arch", "student_arch", "teacher_test_acc", "teacher_val_acc", "method",
-    "config_hash", "teacher_key", "epochs", "steps", "teacher_steps", "batch_size", "lr",
-    "optimizer", "labeled_weight", "selection", "test_acc", "wall_s", "device", "git_sha",
+    "config_hash", "teacher_key", "teacher_train", "teacher_steps", "epochs", "steps",
+    "batch_size", "lr", "optimizer", "weight_decay", "labeled_weight", "selection", "test_acc",
+    "wall_s", "device", "git_sha",
 ]
 # Hex hashes and shas must stay strings (an all-digit hash would otherwise lose leading zeros).
 _STR_COLUMNS = {"config_hash": str, "teacher_key": str, "git_sha": str}
@@ -77,7 +78,7 @@ def to_csv_bytes(df: pd.DataFrame) -> bytes:
 def record_row(path: Path, row: Mapping) -> None:
     """Add `row`, replacing a row with the same id (dataset, labeled size, seeds, method)."""
     path = Path(path)
-    with locked(path.with_name(f".{path.name}.lock")):
+    with locked(path):
         df = read_rows(path)
         rid = _row_id(row)
         if len(df):
@@ -91,7 +92,7 @@ def record_row(path: Path, row: Mapping) -> None:
 def prune_rows(path: Path, keep_keys: Set[Tuple]) -> int:
     """Drop rows whose (id, config hash) is not in `keep_keys`; returns how many were dropped."""
     path = Path(path)
-    with locked(path.with_name(f".{path.name}.lock")):
+    with locked(path):
         df = read_rows(path)
         if df.empty:
             return 0

@@ -8,6 +8,7 @@ skipped, so a killed run resumes where it stopped.
 from __future__ import annotations
 
 import functools
+import json
 import subprocess
 import sys
 import time
@@ -53,15 +54,19 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
-def _alpha_truth(ds, split, probs_u: torch.Tensor, alpha_u: torch.Tensor) -> Dict[str, float]:
+def _alpha_truth(ds, split, probs_u: torch.Tensor, fitted) -> Dict[str, float]:
     """For datasets with a known posterior: the error of the alpha estimate against the truth
-    alpha_true(x) = p(y = teacher's top-1 | x) on U."""
+    alpha_true(x) = p(y = teacher's top-1 | x) on U, for the clipped alpha the loss uses
+    (`alpha_true_mae`) and the unclipped isotonic fit (`alpha_true_mae_raw`)."""
     post = getattr(ds, "posterior_train", None)
-    if post is None:
+    if post is None or "alpha" not in fitted.per_example:
         return {}
     truth = post[split.u].gather(1, probs_u.argmax(dim=1, keepdim=True)).squeeze(1).float()
-    return {"alpha_true_mean": round(float(truth.mean()), 6),
-            "alpha_true_mae": round(float((alpha_u.cpu() - truth).abs().mean()), 6)}
+    out = {"alpha_true_mean": round(float(truth.mean()), 6),
+           "alpha_true_mae": round(float((fitted.per_example["alpha"].cpu() - truth).abs().mean()), 6)}
+    if "alpha_raw" in fitted.state:
+        out["alpha_true_mae_raw"] = round(float((fitted.state["alpha_raw"].cpu() - truth).abs().mean()), 6)
+    return out
 
 
 def plan(suite: Suite, smoke: bool) -> List[Tuple[int, int, int]]:
@@ -73,13 +78,27 @@ def plan(suite: Suite, smoke: bool) -> List[Tuple[int, int, int]]:
 
 def run_suite(suite: Suite, out: Path, *, smoke: bool = False, device: str = "auto",
               data_root: Optional[Path] = None, force: bool = False, prune: bool = False,
-              progress: bool = False, log: Callable[[str], None] = lambda s: None) -> Path:
+              progress: bool = False, log: Callable[[str], None] = lambda s: None,
+              cpu_threads: Optional[int] = 1) -> Path:
     """Run `suite` (its smoke or full sizes), recording rows in <out>/runs/<suite>.csv.
 
     force: recompute rows and teachers even if recorded/cached. prune: afterwards drop rows of
     this suite that the current configuration did not produce (a full rewrite of the file).
-    Returns the runs CSV path.
+    cpu_threads: torch intra-op threads while the suite runs on CPU (restored afterwards);
+    these models are so small that extra threads only add synchronisation, which is ruinous
+    on a shared machine (measured 20x slower per step with 2 threads than with 1 under load).
+    None leaves torch's setting alone. Returns the runs CSV path.
     """
+    previous = torch.get_num_threads()
+    if cpu_threads is not None:
+        torch.set_num_threads(cpu_threads)
+    try:
+        return _run_suite(suite, out, smoke, device, data_root, force, prune, progress, log)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run_suite(suite, out, smoke, device, data_root, force, prune, progress, log) -> Path:
     sizes = suite.sizes(smoke)
     dev = resolve_device(device)
     methods = [M.get_method(m) for m in suite.methods]
@@ -89,6 +108,10 @@ def run_suite(suite: Suite, out: Path, *, smoke: bool = False, device: str = "au
     ds = load_dataset(suite.dataset, data_root, **suite.dataset_options)
     dataset_id = {"name": ds.name, "options": dict(suite.dataset_options),
                   "digest": tensor_digest(ds.x_train, ds.y_train, ds.x_test, ds.y_test)}
+    # The loader's options and scalar facts (e.g. a synthetic set's Bayes accuracy), logged.
+    meta_json = json.dumps({**dict(suite.dataset_options),
+                            **{k: v for k, v in ds.meta.items()
+                               if isinstance(v, (int, float, str, bool))}}, sort_keys=True)
     out = Path(out)
     csv_path = runs_path(out, suite.name)
     done = set() if force else done_keys(read_rows(csv_path))
@@ -123,14 +146,16 @@ def run_suite(suite: Suite, out: Path, *, smoke: bool = False, device: str = "au
                                       suite.teacher_model, sizes.teacher, train_seed,
                                       sizes.mc_passes, out / "cache", force=force)
             base = {
-                "suite": suite.name, "dataset": ds.name, "labeled_size": labeled,
+                "suite": suite.name, "dataset": ds.name, "dataset_meta": meta_json,
+                "labeled_size": labeled,
                 "n_unlabeled": len(split.u), "n_val": len(split.v), "n_test": len(ds.y_test),
                 "split_seed": split_seed, "train_seed": train_seed,
                 "teacher_arch": suite.teacher_model.describe(),
                 "student_arch": suite.student_model.describe(),
                 "teacher_test_acc": round(teacher.test_acc, 6),
                 "teacher_val_acc": round(teacher.val_acc, 6), "teacher_key": tkey,
-                "teacher_steps": teacher.steps, "labeled_weight": suite.labeled_weight,
+                "teacher_steps": teacher.steps, "teacher_train": _describe(sizes.teacher),
+                "labeled_weight": suite.labeled_weight, "weight_decay": sizes.student.weight_decay,
                 "selection": "last", "device": str(dev), "git_sha": git_sha(),
                 "mc_passes": sizes.mc_passes,
             }
@@ -177,12 +202,11 @@ def _run_student(method: M.Method, hp: dict, ds, split, teacher, x_train, y_trai
                        student_feature_dim=student.feature_dim, hp=hp)
     fitted = method.fit(ctx)
     params = dict(fitted.params)
-    if "alpha" in fitted.per_example:
-        params.update(_alpha_truth(ds, split, teacher.probs_u, fitted.per_example["alpha"]))
+    params.update(_alpha_truth(ds, split, teacher.probs_u, fitted))
     per_example = {k: v.to(dev) for k, v in fitted.per_example.items()}
 
     def unlabeled_loss(idx, logits, feats):
-        batch = M.Batch(logits=logits, features=feats, teacher_probs=probs_u[idx],
+        batch = M.Batch(index=idx, logits=logits, features=feats, teacher_probs=probs_u[idx],
                         teacher_features=feats_u[idx],
                         extra={k: v[idx] for k, v in per_example.items()}, fitted=fitted, hp=hp)
         return method.loss(batch)
@@ -192,6 +216,11 @@ def _run_student(method: M.Method, hp: dict, ds, split, teacher, x_train, y_trai
     steps = train_student(student, x_train[a], y_train[a], x_train[u], unlabeled_loss,
                           sizes.student, train_seed, suite.labeled_weight, extra)
     return accuracy(predict(student, x_test), y_test), steps, params
+
+
+def _describe(t) -> str:
+    return (f"{t.optimizer} lr={t.lr:g} wd={t.weight_decay:g} bs={t.batch_size} "
+            f"epochs={t.epochs} min_steps={t.min_steps}")
 
 
 def _loggable(v):

@@ -24,7 +24,8 @@ from slam_bench.pipeline.fileio import atomic_write
 from slam_bench.pipeline.hashing import PIPELINE_VERSION, stable_hash
 from slam_bench.pipeline.splits import Split
 from slam_bench.pipeline.suites import ModelSpec, TrainSpec
-from slam_bench.pipeline.train import accuracy, predict, train_supervised
+from slam_bench.losses import mc_dropout_probs
+from slam_bench.pipeline.train import EVAL_BATCH, accuracy, predict, train_supervised
 
 
 class CacheError(RuntimeError):
@@ -106,10 +107,11 @@ def teacher_outputs(ds: Dataset, x_train: Tensor, y_train: Tensor, x_test: Tenso
     probs_val = predict(net, x_train[v])
     probs_u, feats_u = predict(net, x_train[u], features=True)
     probs_test = predict(net, x_test)
-    # MC dropout (UPS): K stochastic passes with dropout on; their per-class std.
+    # MC dropout (UPS): per-class std over K passes with only the dropout layers active.
     torch.manual_seed(seed + 1)
-    passes = torch.stack([predict(net, x_train[u], train_mode=True) for _ in range(mc_passes)])
-    mc_std = passes.std(dim=0, unbiased=False) if mc_passes > 1 else torch.zeros_like(probs_u)
+    xu = x_train[u]
+    mc_std = torch.cat([mc_dropout_probs(net, xu[i:i + EVAL_BATCH], passes=mc_passes)[1]
+                        for i in range(0, len(xu), EVAL_BATCH)])
     out = TeacherOutputs(key=key, probs_val=probs_val.cpu(), probs_u=probs_u.cpu(),
                          probs_test=probs_test.cpu(), mc_std_u=mc_std.cpu(),
                          features_u=feats_u.cpu(),

@@ -87,12 +87,9 @@ def train_student(model: nn.Module, x_a: Tensor, y_a: Tensor, x_u: Tensor,
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: Tensor, *, features: bool = False, train_mode: bool = False):
-    """Softmax probabilities (N, C) float32, and penultimate features (N, F) if asked.
-
-    train_mode=True keeps dropout active (one MC-dropout pass).
-    """
-    model.train(train_mode)
+def predict(model: nn.Module, x: Tensor, *, features: bool = False):
+    """Eval-mode softmax probabilities (N, C) float32, and penultimate features (N, F) if asked."""
+    model.eval()
     probs, feats = [], []
     for i in range(0, len(x), EVAL_BATCH):
         f = model.forward_features(x[i:i + EVAL_BATCH])
