@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import sys
 import time
 from pathlib import Path
@@ -46,26 +47,36 @@ from slam_bench.pipeline.hashing import PIPELINE_VERSION, stable_hash, tensor_di
 from slam_bench.pipeline.leaderboard import markdown_table
 from slam_bench.pipeline.report import default_readme, regenerate
 from slam_bench.pipeline.results import ResultsError, done_keys, read_rows, record_row, runs_path
-from slam_bench.pipeline.runner import _alpha_truth, _loggable, git_sha, plan
+from slam_bench.losses import mc_dropout_probs
+from slam_bench.pipeline.runner import _alpha_truth, _describe, _loggable, git_sha, plan
 from slam_bench.pipeline.splits import make_split, save_split
 from slam_bench.pipeline.suites import Suite, TrainSpec, get_suite
 from slam_bench.pipeline.teacher import CacheError, TeacherOutputs, load_cached, teacher_key
-from slam_bench.pipeline.train import _Batches, accuracy, make_optimizer, predict, train_supervised
+from slam_bench.pipeline.train import (EVAL_BATCH, _Batches, accuracy, make_optimizer, predict,
+                                      train_supervised)
 
 # Collectives wait this long for a slow rank (rank 0 trains the teacher while the others wait).
 TIMEOUT_S = 4 * 3600
 
 
-def sharded_predict(ctx: DistContext, model: nn.Module, x: Tensor, *, features: bool = False,
-                    train_mode: bool = False):
+def sharded_predict(ctx: DistContext, model: nn.Module, x: Tensor, *, features: bool = False):
     """`predict` over rows of x split across ranks; every rank gets the full result."""
     if len(x) < ctx.world_size:
         raise ValueError(f"cannot shard {len(x)} rows over {ctx.world_size} ranks")
     rows = ctx.shard(len(x))
-    out = predict(model, x[rows], features=features, train_mode=train_mode)
+    out = predict(model, x[rows], features=features)
     if features:
         return ctx.gather_rows(out[0], len(x)), ctx.gather_rows(out[1], len(x))
     return ctx.gather_rows(out, len(x))
+
+
+@torch.no_grad()
+def sharded_mc_std(ctx: DistContext, model: nn.Module, x: Tensor, passes: int) -> Tensor:
+    """Per-class std over `passes` MC-dropout passes (`losses.mc_dropout_probs`), row-sharded."""
+    mine = x[ctx.shard(len(x))]
+    std = torch.cat([mc_dropout_probs(model, mine[i:i + EVAL_BATCH], passes=passes)[1]
+                     for i in range(0, len(mine), EVAL_BATCH)])
+    return ctx.gather_rows(std, len(x))
 
 
 def _broadcast_module(ctx: DistContext, module: nn.Module) -> None:
@@ -98,9 +109,7 @@ def teacher_outputs_ddp(ctx: DistContext, ds, x_train, y_train, x_test, y_test, 
     probs_test = sharded_predict(ctx, net, x_test)
     # Rank-specific dropout masks: the ranks' passes cover different rows anyway.
     torch.manual_seed(seed + 1 + 7919 * ctx.rank)
-    passes = torch.stack([sharded_predict(ctx, net, x_train[u], train_mode=True)
-                          for _ in range(mc_passes)])
-    mc_std = passes.std(dim=0, unbiased=False) if mc_passes > 1 else torch.zeros_like(probs_u)
+    mc_std = sharded_mc_std(ctx, net, x_train[u], mc_passes)
     out = TeacherOutputs(key=key, probs_val=probs_val.cpu(), probs_u=probs_u.cpu(),
                          probs_test=probs_test.cpu(), mc_std_u=mc_std.cpu(), features_u=feats_u.cpu(),
                          test_acc=accuracy(probs_test, y_test), val_acc=accuracy(probs_val, y_train[v]),
@@ -167,12 +176,11 @@ def _run_student_ddp(ctx, method, hp, ds, split, teacher, x_train, y_train, x_te
                         student_feature_dim=student.feature_dim, hp=hp)
     fitted = method.fit(fctx)
     params = dict(fitted.params)
-    if "alpha" in fitted.per_example:
-        params.update(_alpha_truth(ds, split, teacher.probs_u, fitted.per_example["alpha"]))
+    params.update(_alpha_truth(ds, split, teacher.probs_u, fitted))
     per_example = {k: v.to(dev) for k, v in fitted.per_example.items()}
 
     def unlabeled_loss(idx, logits, feats):
-        batch = M.Batch(logits=logits, features=feats, teacher_probs=probs_u[idx],
+        batch = M.Batch(index=idx, logits=logits, features=feats, teacher_probs=probs_u[idx],
                         teacher_features=feats_u[idx],
                         extra={k: v[idx] for k, v in per_example.items()}, fitted=fitted, hp=hp)
         return method.loss(batch)
@@ -185,8 +193,21 @@ def _run_student_ddp(ctx, method, hp, ds, split, teacher, x_train, y_train, x_te
 
 def run_suite_ddp(ctx: DistContext, suite: Suite, out: Path, *, smoke: bool = False,
                   data_root: Optional[Path] = None, force: bool = False,
-                  log: Callable[[str], None] = lambda s: None) -> Path:
-    """`runner.run_suite` across the ranks of `ctx`; returns the runs CSV path (all ranks)."""
+                  log: Callable[[str], None] = lambda s: None, cpu_threads: Optional[int] = 1) -> Path:
+    """`runner.run_suite` across the ranks of `ctx`; returns the runs CSV path (all ranks).
+
+    cpu_threads: torch threads per rank while running (as runner.run_suite; None: unchanged).
+    """
+    previous = torch.get_num_threads()
+    if cpu_threads is not None:
+        torch.set_num_threads(cpu_threads)
+    try:
+        return _run_suite_ddp(ctx, suite, Path(out), smoke, data_root, force, log)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run_suite_ddp(ctx, suite, out, smoke, data_root, force, log) -> Path:
     sizes = suite.sizes(smoke)
     dev = ctx.device
     methods = [M.get_method(m) for m in suite.methods]
@@ -196,7 +217,9 @@ def run_suite_ddp(ctx: DistContext, suite: Suite, out: Path, *, smoke: bool = Fa
     ds = load_dataset(suite.dataset, data_root, **suite.dataset_options)
     dataset_id = {"name": ds.name, "options": dict(suite.dataset_options),
                   "digest": tensor_digest(ds.x_train, ds.y_train, ds.x_test, ds.y_test)}
-    out = Path(out)
+    meta_json = json.dumps({**dict(suite.dataset_options),
+                            **{k: v for k, v in ds.meta.items()
+                               if isinstance(v, (int, float, str, bool))}}, sort_keys=True)
     csv_path = runs_path(out, suite.name)
     done = set() if force else done_keys(read_rows(csv_path))
     ctx.barrier()  # every rank has read the rows before rank 0 starts adding to them
@@ -227,14 +250,16 @@ def run_suite_ddp(ctx: DistContext, suite: Suite, out: Path, *, smoke: bool = Fa
                                       suite.teacher_model, sizes.teacher, train_seed,
                                       sizes.mc_passes, out / "cache", force)
         base = {
-            "suite": suite.name, "dataset": ds.name, "labeled_size": labeled,
+            "suite": suite.name, "dataset": ds.name, "dataset_meta": meta_json,
+            "labeled_size": labeled,
             "n_unlabeled": len(split.u), "n_val": len(split.v), "n_test": len(ds.y_test),
             "split_seed": split_seed, "train_seed": train_seed,
             "teacher_arch": suite.teacher_model.describe(),
             "student_arch": suite.student_model.describe(),
             "teacher_test_acc": round(teacher.test_acc, 6),
             "teacher_val_acc": round(teacher.val_acc, 6), "teacher_key": tkey,
-            "teacher_steps": teacher.steps, "labeled_weight": suite.labeled_weight,
+            "teacher_steps": teacher.steps, "teacher_train": _describe(sizes.teacher),
+            "labeled_weight": suite.labeled_weight, "weight_decay": sizes.student.weight_decay,
             "selection": "last", "device": device_label, "git_sha": git_sha(),
             "mc_passes": sizes.mc_passes,
         }
