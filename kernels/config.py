@@ -1,0 +1,49 @@
+"""Launch-shape heuristic for the SLaM kernels: block width, rows per program, warps.
+
+No autotuning: Triton's autotuner needs a GPU to time configs, and the interpreter used in CI
+would run every candidate. The heuristic follows spec/kernels.md's design rules instead, and
+every threshold is a named module constant so a GPU sweep can revisit it.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import triton
+
+# A row whose padded width fits in this many elements is loaded once and kept on chip, so the
+# forward reads it once. Wider rows are streamed. 16k fp32 values over 32 warps is about 16
+# registers per thread per live tile; the spec's ceiling is 32k before registers spill.
+MAX_SINGLE_BLOCK = 16384
+# Block width when streaming a wide row (at most 32k per spec/kernels.md rule 1). Re-reads of
+# the row in the forward's second pass mostly hit L2: 132 SMs x a few 8k-element blocks each.
+STREAM_BLOCK = 8192
+# For narrow rows, one program takes several rows so that it still moves about this many
+# elements (amortises launch/index overhead on a GPU and keeps the interpreter's grid small).
+TILE_ELEMENTS = 4096
+# Upper bound on rows per program: more rows per program leaves SMs idle at moderate N.
+MAX_ROWS = 64
+
+
+class BlockConfig(NamedTuple):
+    """block: columns per tile (power of two); rows: rows per program (power of two);
+    single: the whole row fits in one block (no streaming loop); num_warps: launch warps."""
+
+    block: int
+    rows: int
+    single: bool
+    num_warps: int
+
+
+def block_config(n_cols: int) -> BlockConfig:
+    """The launch shape used for rows of `n_cols` classes (any C >= 1)."""
+    if isinstance(n_cols, bool) or not isinstance(n_cols, int) or n_cols < 1:
+        raise ValueError(f"n_cols must be a positive int, got {n_cols!r}")
+    width = triton.next_power_of_2(n_cols)
+    if width <= MAX_SINGLE_BLOCK:
+        rows = max(1, min(MAX_ROWS, TILE_ELEMENTS // width))
+        block, single = width, True
+    else:
+        rows, block, single = 1, STREAM_BLOCK, False
+    # One warp per 512 tile elements (16 fp32 registers per thread per live tile), 4..32.
+    num_warps = max(4, min(32, rows * block // 512))
+    return BlockConfig(block=block, rows=rows, single=single, num_warps=num_warps)

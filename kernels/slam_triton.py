@@ -1,0 +1,211 @@
+"""Triton kernels for the SLaM loss family (spec/slam.md section 2) and their launchers.
+
+Design note
+-----------
+Choice: the forward saves per-row fp32 statistics and a backward kernel recomputes the
+softmax, instead of computing the gradient in the forward (Liger style).
+
+- Forward: per row, `lse = logsumexp(z / T)`, the row loss and `sum_r = sum_j r_j`
+  (r_j = f_j g_j, see below), all fp32. Saved for backward: references to z and y (no copy)
+  and 3 per-row fp32 vectors (12 bytes a row); the per-row alpha, s and top-k threshold.
+- Backward: one pass over the row: reads z and y, writes
+  `dz = go_i (r - f sum_r) / T` once, in the logits' dtype, with the per-row upstream gradient
+  go_i (the reduction and the weights arrive in it) read from device memory.
+- Passes over memory (bytes per element with bf16 z and y; floor 6 = read z, y, write dz):
+    * C <= MAX_SINGLE_BLOCK (row kept on chip): forward 1 read of z and y (4 B), backward
+      1 read of z and y + 1 write of dz (6 B): 10 B in all.
+    * wider rows, SLaM (MIXING): forward pass 1 streams z (online max / sum of exp), pass 2
+      streams z and y (the mixed entries need f, hence the final lse): 6 B; backward 6 B:
+      12 B in all (pass 2's re-read of z mostly hits L2).
+    * wider rows, vanilla (MIXING=False): the loss is linear in log f, so one online pass over
+      z and y computes it (4 B); backward 6 B: 10 B in all.
+  Liger style would write the gradient in the forward (6 B at C <= block, 8 B streamed) and
+  then multiply it by grad_output in backward (+4 B), since skipping that multiply needs a
+  host-side `grad_output == 1` test, i.e. a sync, which CUDA graphs forbid: 10 B / 14 B. So the
+  recompute design moves no more bytes, fewer for wide rows, and additionally: forward-only
+  calls (evaluation) never touch an N x C output, the only N x C allocation is the returned
+  gradient itself (peak extra memory = one gradient buffer, nothing saved N x C), and
+  grad_output is folded into the single gradient write.
+
+Numerics (as slam_bench/torch_backend.py): fp32 math after every load. Outside the top-k mask
+(and everywhere when b = s (1 - alpha) = 0) q_j = alpha f_j, so log q_j = log alpha + log f_j
+stays finite where f_j underflows; inside, q_j = c_j f_j + b >= min(alpha, b) > 0 with
+c_j = alpha - b. The gradient uses r_j = -y_j c_j f_j / q_j (exactly -y_j outside the mask),
+dz_j = (r_j - f_j sum_i r_i) / T. Vanilla streaming accumulates sum y and sum y (x - m)
+relative to the running max m (rescaled as m moves), so logits shifted by +100 cancel exactly.
+
+Top-k mask: m_j = y_j >= thresh_i with thresh_i the k-th largest y of row i, computed by the
+caller (kernels/ops.py) before the launch; both kernels only compare against it.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .config import block_config
+
+
+@triton.jit
+def _row_params(alpha_ptr, s_ptr, th_ptr, rows64, row_ok, stride_a, stride_s, stride_th):
+    """Per-row alpha, b = s (1 - alpha), c = alpha - b, log alpha and threshold, fp32 (ROWS,)."""
+    a = tl.load(alpha_ptr + rows64 * stride_a, mask=row_ok, other=1.0).to(tl.float32)
+    s = tl.load(s_ptr + rows64 * stride_s, mask=row_ok, other=1.0).to(tl.float32)
+    th = tl.load(th_ptr + rows64 * stride_th, mask=row_ok, other=0.0).to(tl.float32)
+    b = s * (1.0 - a)
+    return b, a - b, tl.log(a), th
+
+
+@triton.jit
+def _load_tile(z_ptr, y_ptr, rows64, row_ok, cols, n_cols, stride_z, stride_y, inv_t):
+    """x = z / T (padding -inf) and y (padding 0), fp32 (ROWS, BLOCK), and the valid mask."""
+    valid = row_ok[:, None] & (cols[None, :] < n_cols)
+    z = tl.load(z_ptr + rows64[:, None] * stride_z + cols[None, :], mask=valid, other=0.0)
+    y = tl.load(y_ptr + rows64[:, None] * stride_y + cols[None, :], mask=valid, other=0.0)
+    x = tl.where(valid, z.to(tl.float32) * inv_t, float("-inf"))
+    return x, tl.where(valid, y.to(tl.float32), 0.0), valid
+
+
+@triton.jit
+def _mix_terms(logf, y, valid, b, c, log_a, th, MIXING: tl.constexpr):
+    """Per element: y_j log q_j (0 where y_j = 0), r_j = f_j dloss/df_j, and f_j."""
+    f = tl.exp(logf)
+    if MIXING:
+        mixed = valid & (y >= th[:, None]) & (b[:, None] > 0)
+        cf = c[:, None] * f
+        q = tl.where(mixed, cf + b[:, None], 1.0)
+        logq = tl.where(mixed, tl.log(q), log_a[:, None] + logf)
+        r = tl.where(mixed, -y * cf / q, -y)
+    else:
+        logq = logf
+        r = -y
+    # Select before multiplying: 0 * -inf (padding, underflow) would be NaN.
+    return y * tl.where(y > 0, logq, 0.0), r, f
+
+
+@triton.jit
+def _slam_fwd_kernel(z_ptr, y_ptr, alpha_ptr, s_ptr, th_ptr, loss_ptr, lse_ptr, sumr_ptr,
+                     n_rows, n_cols, stride_z, stride_y, stride_a, stride_s, stride_th, inv_t,
+                     MIXING: tl.constexpr, ROWS: tl.constexpr, BLOCK: tl.constexpr,
+                     SINGLE: tl.constexpr):
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    row_ok = rows < n_rows
+    rows64 = rows.to(tl.int64)  # row offsets in int64: N x C may exceed 2**31
+    cols = tl.arange(0, BLOCK)
+    if MIXING:
+        b, c, log_a, th = _row_params(alpha_ptr, s_ptr, th_ptr, rows64, row_ok,
+                                      stride_a, stride_s, stride_th)
+    else:
+        b = tl.zeros([ROWS], tl.float32)
+        c = b + 1.0
+        log_a = b
+        th = b
+    if SINGLE:
+        x, y, valid = _load_tile(z_ptr, y_ptr, rows64, row_ok, cols, n_cols, stride_z,
+                                 stride_y, inv_t)
+        m = tl.where(row_ok, tl.max(x, axis=1), 0.0)
+        l = tl.where(row_ok, tl.sum(tl.exp(x - m[:, None]), axis=1), 1.0)
+        lse = m + tl.log(l)
+        ylogq, r, f = _mix_terms(x - lse[:, None], y, valid, b, c, log_a, th, MIXING)
+        loss = -tl.sum(ylogq, axis=1)
+        sumr = tl.sum(r, axis=1)
+    else:
+        m = tl.full([ROWS], float("-inf"), tl.float32)
+        l = tl.zeros([ROWS], tl.float32)
+        sy = tl.zeros([ROWS], tl.float32)
+        syx = tl.zeros([ROWS], tl.float32)  # sum_j y_j (x_j - m), relative to the running max
+        for start in range(0, n_cols, BLOCK):
+            x, y, valid = _load_tile(z_ptr, y_ptr, rows64, row_ok, start + cols, n_cols,
+                                     stride_z, stride_y, inv_t)
+            m_new = tl.where(row_ok, tl.maximum(m, tl.max(x, axis=1)), 0.0)
+            l = l * tl.exp(m - m_new) + tl.sum(tl.exp(x - m_new[:, None]), axis=1)
+            if not MIXING:
+                # sy = 0 means nothing accumulated yet (m may still be -inf): no rescale.
+                syx = syx - tl.where(sy > 0, m_new - m, 0.0) * sy
+                syx += tl.sum(y * tl.where(y > 0, x - m_new[:, None], 0.0), axis=1)
+                sy += tl.sum(y, axis=1)
+            m = m_new
+        l = tl.where(row_ok, l, 1.0)
+        lse = m + tl.log(l)
+        if MIXING:
+            loss = tl.zeros([ROWS], tl.float32)
+            sumr = tl.zeros([ROWS], tl.float32)
+            for start in range(0, n_cols, BLOCK):
+                x, y, valid = _load_tile(z_ptr, y_ptr, rows64, row_ok, start + cols, n_cols,
+                                         stride_z, stride_y, inv_t)
+                ylogq, r, f = _mix_terms(x - lse[:, None], y, valid, b, c, log_a, th, MIXING)
+                loss -= tl.sum(ylogq, axis=1)
+                sumr += tl.sum(r, axis=1)
+        else:
+            loss = sy * tl.log(l) - syx  # -sum y (x - m - log l)
+            sumr = -sy
+    tl.store(loss_ptr + rows64, loss, mask=row_ok)
+    tl.store(lse_ptr + rows64, lse, mask=row_ok)
+    tl.store(sumr_ptr + rows64, sumr, mask=row_ok)
+
+
+@triton.jit
+def _slam_bwd_kernel(z_ptr, y_ptr, alpha_ptr, s_ptr, th_ptr, lse_ptr, sumr_ptr, go_ptr, dz_ptr,
+                     n_rows, n_cols, stride_z, stride_y, stride_dz, stride_a, stride_s,
+                     stride_th, stride_go, inv_t, MIXING: tl.constexpr, ROWS: tl.constexpr,
+                     BLOCK: tl.constexpr):
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    row_ok = rows < n_rows
+    rows64 = rows.to(tl.int64)
+    cols = tl.arange(0, BLOCK)
+    if MIXING:
+        b, c, log_a, th = _row_params(alpha_ptr, s_ptr, th_ptr, rows64, row_ok,
+                                      stride_a, stride_s, stride_th)
+    else:
+        b = tl.zeros([ROWS], tl.float32)
+        c = b + 1.0
+        log_a = b
+        th = b
+    lse = tl.load(lse_ptr + rows64, mask=row_ok, other=0.0)
+    sumr = tl.load(sumr_ptr + rows64, mask=row_ok, other=0.0)
+    # Upstream gradient per row (stride 0 for a broadcast scalar): read on device, no sync.
+    scale = tl.load(go_ptr + rows64 * stride_go, mask=row_ok, other=0.0).to(tl.float32) * inv_t
+    for start in range(0, n_cols, BLOCK):
+        x, y, valid = _load_tile(z_ptr, y_ptr, rows64, row_ok, start + cols, n_cols,
+                                 stride_z, stride_y, inv_t)
+        ylogq, r, f = _mix_terms(x - lse[:, None], y, valid, b, c, log_a, th, MIXING)
+        dz = (r - f * sumr[:, None]) * scale[:, None]
+        tl.store(dz_ptr + rows64[:, None] * stride_dz + (start + cols)[None, :],
+                 dz.to(dz_ptr.dtype.element_ty), mask=valid)
+
+
+def slam_forward(z: torch.Tensor, y: torch.Tensor, alpha: torch.Tensor, s: torch.Tensor,
+                 thresh: torch.Tensor, inv_t: float, mixing: bool):
+    """Launch the forward. z, y (N, C) with unit column stride; alpha, s, thresh (N,) fp32
+    (any row stride, 0 for a broadcast scalar). Returns loss, lse, sum_r: (N,) fp32 each."""
+    n, c = z.shape
+    out = [torch.empty(n, dtype=torch.float32, device=z.device) for _ in range(3)]
+    if n == 0:
+        return tuple(out)
+    cfg = block_config(c)
+    grid = (triton.cdiv(n, cfg.rows),)
+    _slam_fwd_kernel[grid](
+        z, y, alpha, s, thresh, out[0], out[1], out[2], n, c, z.stride(0), y.stride(0),
+        alpha.stride(0), s.stride(0), thresh.stride(0), inv_t,
+        MIXING=mixing, ROWS=cfg.rows, BLOCK=cfg.block, SINGLE=cfg.single,
+        num_warps=cfg.num_warps)
+    return tuple(out)
+
+
+def slam_backward(grad_rows: torch.Tensor, z: torch.Tensor, y: torch.Tensor, alpha: torch.Tensor,
+                  s: torch.Tensor, thresh: torch.Tensor, lse: torch.Tensor, sum_r: torch.Tensor,
+                  inv_t: float, mixing: bool) -> torch.Tensor:
+    """Launch the backward: dL/dz (N, C) contiguous, z's dtype, for the upstream gradient
+    grad_rows (N,) of the per-row losses (any row stride). Other arguments as the forward's."""
+    n, c = z.shape
+    dz = torch.empty((n, c), dtype=z.dtype, device=z.device)
+    if n == 0:
+        return dz
+    # The forward streams only when the row does not fit; the backward is one pass either way.
+    cfg = block_config(c)
+    grid = (triton.cdiv(n, cfg.rows),)
+    _slam_bwd_kernel[grid](
+        z, y, alpha, s, thresh, lse, sum_r, grad_rows, dz, n, c, z.stride(0), y.stride(0),
+        dz.stride(0), alpha.stride(0), s.stride(0), thresh.stride(0), grad_rows.stride(0), inv_t,
+        MIXING=mixing, ROWS=cfg.rows, BLOCK=cfg.block, num_warps=cfg.num_warps)
+    return dz
