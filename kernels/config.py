@@ -39,11 +39,10 @@ def block_config(n_cols: int) -> BlockConfig:
     if isinstance(n_cols, bool) or not isinstance(n_cols, int) or n_cols < 1:
         raise ValueError(f"n_cols must be a positive int, got {n_cols!r}")
     width = triton.next_power_of_2(n_cols)
-    if width <= MAX_SINGLE_BLOCK:
-        rows = max(1, min(MAX_ROWS, TILE_ELEMENTS // width))
-        block, single = width, True
-    else:
-        rows, block, single = 1, STREAM_BLOCK, False
+    single = width <= MAX_SINGLE_BLOCK
+    block = width if single else STREAM_BLOCK
+    # With the default constants a streamed row gets a program of its own (rows = 1).
+    rows = max(1, min(MAX_ROWS, TILE_ELEMENTS // block))
     # One warp per 512 tile elements (16 fp32 registers per thread per live tile), 4..32.
     num_warps = max(4, min(32, rows * block // 512))
     return BlockConfig(block=block, rows=rows, single=single, num_warps=num_warps)

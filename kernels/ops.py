@@ -32,42 +32,42 @@ KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 @torch.library.custom_op("slam_bench::slam_fwd", mutates_args=())
 def slam_fwd(z: Tensor, y: Tensor, alpha: Tensor, s: Tensor, thresh: Tensor, inv_t: float,
-             mixing: bool) -> Tuple[Tensor, Tensor, Tensor]:
-    """Per-row loss, lse and sum_r, (N,) fp32 each; see slam_triton.slam_forward."""
+             mixing: bool) -> Tuple[Tensor, Tensor]:
+    """Per-row loss (N,) and statistics (3, N), fp32; see slam_triton.slam_forward."""
     return slam_forward(z, y, alpha, s, thresh, inv_t, mixing)
 
 
 @slam_fwd.register_fake
 def _slam_fwd_fake(z, y, alpha, s, thresh, inv_t, mixing):
     n = z.shape[0]
-    return tuple(z.new_empty(n, dtype=torch.float32) for _ in range(3))
+    return z.new_empty(n, dtype=torch.float32), z.new_empty((3, n), dtype=torch.float32)
 
 
 @torch.library.custom_op("slam_bench::slam_bwd", mutates_args=())
 def slam_bwd(grad_rows: Tensor, z: Tensor, y: Tensor, alpha: Tensor, s: Tensor, thresh: Tensor,
-             lse: Tensor, sum_r: Tensor, inv_t: float, mixing: bool) -> Tensor:
+             stats: Tensor, inv_t: float, mixing: bool) -> Tensor:
     """dL/dz (N, C) contiguous in z's dtype; see slam_triton.slam_backward."""
-    return slam_backward(grad_rows, z, y, alpha, s, thresh, lse, sum_r, inv_t, mixing)
+    return slam_backward(grad_rows, z, y, alpha, s, thresh, stats, inv_t, mixing)
 
 
 @slam_bwd.register_fake
-def _slam_bwd_fake(grad_rows, z, y, alpha, s, thresh, lse, sum_r, inv_t, mixing):
+def _slam_bwd_fake(grad_rows, z, y, alpha, s, thresh, stats, inv_t, mixing):
     return z.new_empty(z.shape, dtype=z.dtype)
 
 
 def _setup_context(ctx, inputs, output):
     z, y, alpha, s, thresh, inv_t, mixing = inputs
-    _, lse, sum_r = output
-    ctx.save_for_backward(z, y, alpha, s, thresh, lse, sum_r)
+    _, stats = output
+    ctx.save_for_backward(z, y, alpha, s, thresh, stats)
     ctx.inv_t, ctx.mixing = inv_t, mixing
-    ctx.mark_non_differentiable(lse, sum_r)
+    ctx.mark_non_differentiable(stats)
 
 
-def _backward(ctx, grad_rows, _grad_lse, _grad_sum_r):
-    z, y, alpha, s, thresh, lse, sum_r = ctx.saved_tensors
+def _backward(ctx, grad_rows, _grad_stats):
+    z, y, alpha, s, thresh, stats = ctx.saved_tensors
     dz = None
     if ctx.needs_input_grad[0] and grad_rows is not None:
-        dz = slam_bwd(grad_rows, z, y, alpha, s, thresh, lse, sum_r, ctx.inv_t, ctx.mixing)
+        dz = slam_bwd(grad_rows, z, y, alpha, s, thresh, stats, ctx.inv_t, ctx.mixing)
     return dz, None, None, None, None, None, None
 
 
@@ -137,7 +137,7 @@ def slam_loss_triton(z: Tensor, y: Tensor, alpha: Union[float, Tensor], k: Union
         thresh = topk_threshold(y, k)
     else:
         a = s = thresh = _row_vector(1.0, n, z.device)  # unread by the MIXING=False kernels
-    rows, _, _ = slam_fwd(z, y, a, s, thresh, 1.0 / float(temperature), bool(mixing))
+    rows, _ = slam_fwd(z, y, a, s, thresh, 1.0 / float(temperature), bool(mixing))
     if weight is not None:
         rows = rows * weight.to(torch.float32)
     if reduction == "none":

@@ -57,13 +57,13 @@ def _row_params(alpha_ptr, s_ptr, th_ptr, rows64, row_ok, stride_a, stride_s, st
 
 
 @triton.jit
-def _load_tile(z_ptr, y_ptr, rows64, row_ok, cols, n_cols, stride_z, stride_y, inv_t):
-    """x = z / T (padding -inf) and y (padding 0), fp32 (ROWS, BLOCK), and the valid mask."""
+def _load_tile(z_ptr, y_ptr, rows64, row_ok, cols, n_cols, stride_z, stride_y):
+    """Raw logits z (padding -inf) and y (padding 0), fp32 (ROWS, BLOCK), and the valid mask."""
     valid = row_ok[:, None] & (cols[None, :] < n_cols)
     z = tl.load(z_ptr + rows64[:, None] * stride_z + cols[None, :], mask=valid, other=0.0)
     y = tl.load(y_ptr + rows64[:, None] * stride_y + cols[None, :], mask=valid, other=0.0)
-    x = tl.where(valid, z.to(tl.float32) * inv_t, float("-inf"))
-    return x, tl.where(valid, y.to(tl.float32), 0.0), valid
+    z = tl.where(valid, z.to(tl.float32), float("-inf"))
+    return z, tl.where(valid, y.to(tl.float32), 0.0), valid
 
 
 @triton.jit
@@ -84,7 +84,13 @@ def _mix_terms(logf, y, valid, b, c, log_a, th, MIXING: tl.constexpr):
 
 
 @triton.jit
-def _slam_fwd_kernel(z_ptr, y_ptr, alpha_ptr, s_ptr, th_ptr, loss_ptr, lse_ptr, sumr_ptr,
+def _no_mix_params(ROWS: tl.constexpr):
+    b = tl.zeros([ROWS], tl.float32)
+    return b, b + 1.0, b, b
+
+
+@triton.jit
+def _slam_fwd_kernel(z_ptr, y_ptr, alpha_ptr, s_ptr, th_ptr, loss_ptr, stats_ptr,
                      n_rows, n_cols, stride_z, stride_y, stride_a, stride_s, stride_th, inv_t,
                      MIXING: tl.constexpr, ROWS: tl.constexpr, BLOCK: tl.constexpr,
                      SINGLE: tl.constexpr):
@@ -96,56 +102,54 @@ def _slam_fwd_kernel(z_ptr, y_ptr, alpha_ptr, s_ptr, th_ptr, loss_ptr, lse_ptr, 
         b, c, log_a, th = _row_params(alpha_ptr, s_ptr, th_ptr, rows64, row_ok,
                                       stride_a, stride_s, stride_th)
     else:
-        b = tl.zeros([ROWS], tl.float32)
-        c = b + 1.0
-        log_a = b
-        th = b
+        b, c, log_a, th = _no_mix_params(ROWS)
     if SINGLE:
-        x, y, valid = _load_tile(z_ptr, y_ptr, rows64, row_ok, cols, n_cols, stride_z,
-                                 stride_y, inv_t)
-        m = tl.where(row_ok, tl.max(x, axis=1), 0.0)
-        l = tl.where(row_ok, tl.sum(tl.exp(x - m[:, None]), axis=1), 1.0)
-        lse = m + tl.log(l)
-        ylogq, r, f = _mix_terms(x - lse[:, None], y, valid, b, c, log_a, th, MIXING)
+        z, y, valid = _load_tile(z_ptr, y_ptr, rows64, row_ok, cols, n_cols, stride_z, stride_y)
+        m = tl.where(row_ok, tl.max(z, axis=1), 0.0)
+        d = (z - m[:, None]) * inv_t  # z - m is exact for nearby values: shift-invariant
+        log_l = tl.log(tl.where(row_ok, tl.sum(tl.exp(d), axis=1), 1.0))
+        ylogq, r, f = _mix_terms(d - log_l[:, None], y, valid, b, c, log_a, th, MIXING)
         loss = -tl.sum(ylogq, axis=1)
         sumr = tl.sum(r, axis=1)
     else:
         m = tl.full([ROWS], float("-inf"), tl.float32)
         l = tl.zeros([ROWS], tl.float32)
         sy = tl.zeros([ROWS], tl.float32)
-        syx = tl.zeros([ROWS], tl.float32)  # sum_j y_j (x_j - m), relative to the running max
+        syz = tl.zeros([ROWS], tl.float32)  # sum_j y_j (z_j - m), relative to the running max
         for start in range(0, n_cols, BLOCK):
-            x, y, valid = _load_tile(z_ptr, y_ptr, rows64, row_ok, start + cols, n_cols,
-                                     stride_z, stride_y, inv_t)
-            m_new = tl.where(row_ok, tl.maximum(m, tl.max(x, axis=1)), 0.0)
-            l = l * tl.exp(m - m_new) + tl.sum(tl.exp(x - m_new[:, None]), axis=1)
+            z, y, valid = _load_tile(z_ptr, y_ptr, rows64, row_ok, start + cols, n_cols,
+                                     stride_z, stride_y)
+            m_new = tl.where(row_ok, tl.maximum(m, tl.max(z, axis=1)), 0.0)
+            d = z - m_new[:, None]
+            l = l * tl.exp((m - m_new) * inv_t) + tl.sum(tl.exp(d * inv_t), axis=1)
             if not MIXING:
                 # sy = 0 means nothing accumulated yet (m may still be -inf): no rescale.
-                syx = syx - tl.where(sy > 0, m_new - m, 0.0) * sy
-                syx += tl.sum(y * tl.where(y > 0, x - m_new[:, None], 0.0), axis=1)
+                syz = syz - tl.where(sy > 0, m_new - m, 0.0) * sy
+                syz += tl.sum(y * tl.where(y > 0, d, 0.0), axis=1)
                 sy += tl.sum(y, axis=1)
             m = m_new
-        l = tl.where(row_ok, l, 1.0)
-        lse = m + tl.log(l)
+        log_l = tl.log(tl.where(row_ok, l, 1.0))
         if MIXING:
             loss = tl.zeros([ROWS], tl.float32)
             sumr = tl.zeros([ROWS], tl.float32)
             for start in range(0, n_cols, BLOCK):
-                x, y, valid = _load_tile(z_ptr, y_ptr, rows64, row_ok, start + cols, n_cols,
-                                         stride_z, stride_y, inv_t)
-                ylogq, r, f = _mix_terms(x - lse[:, None], y, valid, b, c, log_a, th, MIXING)
+                z, y, valid = _load_tile(z_ptr, y_ptr, rows64, row_ok, start + cols, n_cols,
+                                         stride_z, stride_y)
+                logf = (z - m[:, None]) * inv_t - log_l[:, None]
+                ylogq, r, f = _mix_terms(logf, y, valid, b, c, log_a, th, MIXING)
                 loss -= tl.sum(ylogq, axis=1)
                 sumr += tl.sum(r, axis=1)
         else:
-            loss = sy * tl.log(l) - syx  # -sum y (x - m - log l)
+            loss = sy * log_l - syz * inv_t  # -sum_j y_j ((z_j - m) / T - log l)
             sumr = -sy
     tl.store(loss_ptr + rows64, loss, mask=row_ok)
-    tl.store(lse_ptr + rows64, lse, mask=row_ok)
-    tl.store(sumr_ptr + rows64, sumr, mask=row_ok)
+    tl.store(stats_ptr + rows64, m, mask=row_ok)
+    tl.store(stats_ptr + n_rows + rows64, log_l, mask=row_ok)
+    tl.store(stats_ptr + 2 * n_rows + rows64, sumr, mask=row_ok)
 
 
 @triton.jit
-def _slam_bwd_kernel(z_ptr, y_ptr, alpha_ptr, s_ptr, th_ptr, lse_ptr, sumr_ptr, go_ptr, dz_ptr,
+def _slam_bwd_kernel(z_ptr, y_ptr, alpha_ptr, s_ptr, th_ptr, stats_ptr, go_ptr, dz_ptr,
                      n_rows, n_cols, stride_z, stride_y, stride_dz, stride_a, stride_s,
                      stride_th, stride_go, inv_t, MIXING: tl.constexpr, ROWS: tl.constexpr,
                      BLOCK: tl.constexpr):
@@ -157,18 +161,17 @@ def _slam_bwd_kernel(z_ptr, y_ptr, alpha_ptr, s_ptr, th_ptr, lse_ptr, sumr_ptr, 
         b, c, log_a, th = _row_params(alpha_ptr, s_ptr, th_ptr, rows64, row_ok,
                                       stride_a, stride_s, stride_th)
     else:
-        b = tl.zeros([ROWS], tl.float32)
-        c = b + 1.0
-        log_a = b
-        th = b
-    lse = tl.load(lse_ptr + rows64, mask=row_ok, other=0.0)
-    sumr = tl.load(sumr_ptr + rows64, mask=row_ok, other=0.0)
+        b, c, log_a, th = _no_mix_params(ROWS)
+    m = tl.load(stats_ptr + rows64, mask=row_ok, other=0.0)
+    log_l = tl.load(stats_ptr + n_rows + rows64, mask=row_ok, other=0.0)
+    sumr = tl.load(stats_ptr + 2 * n_rows + rows64, mask=row_ok, other=0.0)
     # Upstream gradient per row (stride 0 for a broadcast scalar): read on device, no sync.
     scale = tl.load(go_ptr + rows64 * stride_go, mask=row_ok, other=0.0).to(tl.float32) * inv_t
     for start in range(0, n_cols, BLOCK):
-        x, y, valid = _load_tile(z_ptr, y_ptr, rows64, row_ok, start + cols, n_cols,
-                                 stride_z, stride_y, inv_t)
-        ylogq, r, f = _mix_terms(x - lse[:, None], y, valid, b, c, log_a, th, MIXING)
+        z, y, valid = _load_tile(z_ptr, y_ptr, rows64, row_ok, start + cols, n_cols,
+                                 stride_z, stride_y)
+        logf = (z - m[:, None]) * inv_t - log_l[:, None]
+        ylogq, r, f = _mix_terms(logf, y, valid, b, c, log_a, th, MIXING)
         dz = (r - f * sumr[:, None]) * scale[:, None]
         tl.store(dz_ptr + rows64[:, None] * stride_dz + (start + cols)[None, :],
                  dz.to(dz_ptr.dtype.element_ty), mask=valid)
@@ -177,24 +180,26 @@ def _slam_bwd_kernel(z_ptr, y_ptr, alpha_ptr, s_ptr, th_ptr, lse_ptr, sumr_ptr, 
 def slam_forward(z: torch.Tensor, y: torch.Tensor, alpha: torch.Tensor, s: torch.Tensor,
                  thresh: torch.Tensor, inv_t: float, mixing: bool):
     """Launch the forward. z, y (N, C) with unit column stride; alpha, s, thresh (N,) fp32
-    (any row stride, 0 for a broadcast scalar). Returns loss, lse, sum_r: (N,) fp32 each."""
+    (any row stride, 0 for a broadcast scalar). Returns the row losses (N,) fp32 and the
+    statistics (3, N) fp32 the backward needs: row max of z, log sum exp((z - max) / T), sum_r."""
     n, c = z.shape
-    out = [torch.empty(n, dtype=torch.float32, device=z.device) for _ in range(3)]
+    loss = torch.empty(n, dtype=torch.float32, device=z.device)
+    stats = torch.empty((3, n), dtype=torch.float32, device=z.device)
     if n == 0:
-        return tuple(out)
+        return loss, stats
     cfg = block_config(c)
     grid = (triton.cdiv(n, cfg.rows),)
     _slam_fwd_kernel[grid](
-        z, y, alpha, s, thresh, out[0], out[1], out[2], n, c, z.stride(0), y.stride(0),
+        z, y, alpha, s, thresh, loss, stats, n, c, z.stride(0), y.stride(0),
         alpha.stride(0), s.stride(0), thresh.stride(0), inv_t,
         MIXING=mixing, ROWS=cfg.rows, BLOCK=cfg.block, SINGLE=cfg.single,
         num_warps=cfg.num_warps)
-    return tuple(out)
+    return loss, stats
 
 
 def slam_backward(grad_rows: torch.Tensor, z: torch.Tensor, y: torch.Tensor, alpha: torch.Tensor,
-                  s: torch.Tensor, thresh: torch.Tensor, lse: torch.Tensor, sum_r: torch.Tensor,
-                  inv_t: float, mixing: bool) -> torch.Tensor:
+                  s: torch.Tensor, thresh: torch.Tensor, stats: torch.Tensor, inv_t: float,
+                  mixing: bool) -> torch.Tensor:
     """Launch the backward: dL/dz (N, C) contiguous, z's dtype, for the upstream gradient
     grad_rows (N,) of the per-row losses (any row stride). Other arguments as the forward's."""
     n, c = z.shape
@@ -205,7 +210,7 @@ def slam_backward(grad_rows: torch.Tensor, z: torch.Tensor, y: torch.Tensor, alp
     cfg = block_config(c)
     grid = (triton.cdiv(n, cfg.rows),)
     _slam_bwd_kernel[grid](
-        z, y, alpha, s, thresh, lse, sum_r, grad_rows, dz, n, c, z.stride(0), y.stride(0),
+        z, y, alpha, s, thresh, stats, grad_rows, dz, n, c, z.stride(0), y.stride(0),
         dz.stride(0), alpha.stride(0), s.stride(0), thresh.stride(0), grad_rows.stride(0), inv_t,
         MIXING=mixing, ROWS=cfg.rows, BLOCK=cfg.block, num_warps=cfg.num_warps)
     return dz
