@@ -11,12 +11,14 @@ from typing import NamedTuple
 import triton
 
 # A row whose padded width fits in this many elements is loaded once and kept on chip, so the
-# forward reads it once. Wider rows are streamed. 16k fp32 values over 32 warps is about 16
-# registers per thread per live tile; the spec's ceiling is 32k before registers spill.
-MAX_SINGLE_BLOCK = 16384
-# Block width when streaming a wide row (at most 32k per spec/kernels.md rule 1). Re-reads of
-# the row in the forward's second pass mostly hit L2: 132 SMs x a few 8k-element blocks each.
-STREAM_BLOCK = 8192
+# forward reads it once; wider rows are streamed. The SLaM math keeps about 6 fp32 tiles live;
+# at 8k elements over 32 warps that is ~48 registers a thread, under the 64 a thread can have
+# when 1024 threads share an SM's 64k registers (spec/kernels.md's ceiling is 32k elements).
+MAX_SINGLE_BLOCK = 8192
+# Block width when streaming a wide row (at most 32k per spec/kernels.md rule 1): 8 elements a
+# thread over 16 warps, one 16-byte load per thread for bf16. The forward's second pass over
+# the row mostly hits L2 (132 SMs x one row of at most 512 KiB each fits in H100/H200 L2).
+STREAM_BLOCK = 4096
 # For narrow rows, one program takes several rows so that it still moves about this many
 # elements (amortises launch/index overhead on a GPU and keeps the interpreter's grid small).
 TILE_ELEMENTS = 4096
@@ -43,6 +45,6 @@ def block_config(n_cols: int) -> BlockConfig:
     block = width if single else STREAM_BLOCK
     # With the default constants a streamed row gets a program of its own (rows = 1).
     rows = max(1, min(MAX_ROWS, TILE_ELEMENTS // block))
-    # One warp per 512 tile elements (16 fp32 registers per thread per live tile), 4..32.
-    num_warps = max(4, min(32, rows * block // 512))
+    # One warp per 256 tile elements (8 fp32 registers per thread per live tile), 4..32.
+    num_warps = max(4, min(32, rows * block // 256))
     return BlockConfig(block=block, rows=rows, single=single, num_warps=num_warps)

@@ -120,7 +120,8 @@ def slam_loss_triton(z: Tensor, y: Tensor, alpha: Union[float, Tensor], k: Union
     if y.dtype == torch.float64:
         y = y.float()
     elif y.dtype not in KERNEL_DTYPES:
-        raise TypeError(f"teacher_probs must be a float16/bfloat16/float32/float64 tensor, got {y.dtype}")
+        raise TypeError(
+            f"teacher_probs must be a float16/bfloat16/float32/float64 tensor, got {y.dtype}")
     n = z.shape[0]
     z, y = _unit_column_stride(z), _unit_column_stride(y)
     # A scalar alpha of 1 is vanilla distillation exactly (b = 0 everywhere): skip the top-k.

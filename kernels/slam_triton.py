@@ -5,34 +5,39 @@ Design note
 Choice: the forward saves per-row fp32 statistics and a backward kernel recomputes the
 softmax, instead of computing the gradient in the forward (Liger style).
 
-- Forward: per row, `lse = logsumexp(z / T)`, the row loss and `sum_r = sum_j r_j`
-  (r_j = f_j g_j, see below), all fp32. Saved for backward: references to z and y (no copy)
-  and 3 per-row fp32 vectors (12 bytes a row); the per-row alpha, s and top-k threshold.
-- Backward: one pass over the row: reads z and y, writes
-  `dz = go_i (r - f sum_r) / T` once, in the logits' dtype, with the per-row upstream gradient
-  go_i (the reduction and the weights arrive in it) read from device memory.
+- Forward: per row, the loss and three fp32 statistics: the row max m of z, log l with
+  l = sum_j exp((z_j - m) / T), and sum_r = sum_j r_j (r_j = f_j dloss/df_j, see below).
+  Saved for backward: references to z and y (no copy), the (3, N) statistics (12 bytes a
+  row), and the (N,) alpha, s and top-k threshold vectors (stride-0 views for scalars).
+  m and log l are kept apart rather than as lse = m / T + log l: at |z| ~ 1e3, rounding lse
+  costs 3e-5 absolute in every log f_j; (z_j - m) is exact for nearby values.
+- Backward: one pass over the row: reads z and y, writes dz = go_i (r - f sum_r) / T once,
+  in the logits' dtype; the per-row upstream gradient go_i (where the weights and the
+  reduction's 1/N arrive, as a stride-0 view for mean/sum) is read from device memory.
 - Passes over memory (bytes per element with bf16 z and y; floor 6 = read z, y, write dz):
     * C <= MAX_SINGLE_BLOCK (row kept on chip): forward 1 read of z and y (4 B), backward
       1 read of z and y + 1 write of dz (6 B): 10 B in all.
     * wider rows, SLaM (MIXING): forward pass 1 streams z (online max / sum of exp), pass 2
-      streams z and y (the mixed entries need f, hence the final lse): 6 B; backward 6 B:
+      streams z and y (the mixed entries need f, hence the final log l): 6 B; backward 6 B:
       12 B in all (pass 2's re-read of z mostly hits L2).
     * wider rows, vanilla (MIXING=False): the loss is linear in log f, so one online pass over
       z and y computes it (4 B); backward 6 B: 10 B in all.
-  Liger style would write the gradient in the forward (6 B at C <= block, 8 B streamed) and
-  then multiply it by grad_output in backward (+4 B), since skipping that multiply needs a
-  host-side `grad_output == 1` test, i.e. a sync, which CUDA graphs forbid: 10 B / 14 B. So the
-  recompute design moves no more bytes, fewer for wide rows, and additionally: forward-only
-  calls (evaluation) never touch an N x C output, the only N x C allocation is the returned
-  gradient itself (peak extra memory = one gradient buffer, nothing saved N x C), and
-  grad_output is folded into the single gradient write.
+  Liger style (gradient written in the forward) needs the row sum of r before any gradient
+  element, so streamed rows take 3 passes (2 + 4 + 6 B), and the backward must still multiply
+  the saved gradient by grad_output (+4 B: skipping it needs a host-side `grad_output == 1`
+  test, a sync that CUDA graphs forbid): 10 B on chip, 16 B streamed. The recompute design
+  moves no more bytes, fewer for wide rows, and: forward-only calls (evaluation) never touch
+  an N x C output; the only N x C allocation is the returned gradient (peak extra memory: one
+  gradient buffer); grad_output is folded into the single gradient write. Reaching the 6 B
+  floor would need grad_output known in the forward, which autograd does not offer.
 
 Numerics (as slam_bench/torch_backend.py): fp32 math after every load. Outside the top-k mask
 (and everywhere when b = s (1 - alpha) = 0) q_j = alpha f_j, so log q_j = log alpha + log f_j
 stays finite where f_j underflows; inside, q_j = c_j f_j + b >= min(alpha, b) > 0 with
 c_j = alpha - b. The gradient uses r_j = -y_j c_j f_j / q_j (exactly -y_j outside the mask),
-dz_j = (r_j - f_j sum_i r_i) / T. Vanilla streaming accumulates sum y and sum y (x - m)
-relative to the running max m (rescaled as m moves), so logits shifted by +100 cancel exactly.
+dz_j = (r_j - f_j sum_i r_i) / T. The temperature multiplies (z - m), never z, so shifted
+logits cancel exactly. Vanilla streaming accumulates sum y and sum y (z - m) relative to the
+running max m, rescaled as m moves.
 
 Top-k mask: m_j = y_j >= thresh_i with thresh_i the k-th largest y of row i, computed by the
 caller (kernels/ops.py) before the launch; both kernels only compare against it.
@@ -113,7 +118,7 @@ def _slam_fwd_kernel(z_ptr, y_ptr, alpha_ptr, s_ptr, th_ptr, loss_ptr, stats_ptr
         sumr = tl.sum(r, axis=1)
     else:
         m = tl.full([ROWS], float("-inf"), tl.float32)
-        l = tl.zeros([ROWS], tl.float32)
+        sum_e = tl.zeros([ROWS], tl.float32)  # sum of exp((z - m) / T)
         sy = tl.zeros([ROWS], tl.float32)
         syz = tl.zeros([ROWS], tl.float32)  # sum_j y_j (z_j - m), relative to the running max
         for start in range(0, n_cols, BLOCK):
@@ -121,14 +126,14 @@ def _slam_fwd_kernel(z_ptr, y_ptr, alpha_ptr, s_ptr, th_ptr, loss_ptr, stats_ptr
                                      stride_z, stride_y)
             m_new = tl.where(row_ok, tl.maximum(m, tl.max(z, axis=1)), 0.0)
             d = z - m_new[:, None]
-            l = l * tl.exp((m - m_new) * inv_t) + tl.sum(tl.exp(d * inv_t), axis=1)
+            sum_e = sum_e * tl.exp((m - m_new) * inv_t) + tl.sum(tl.exp(d * inv_t), axis=1)
             if not MIXING:
                 # sy = 0 means nothing accumulated yet (m may still be -inf): no rescale.
                 syz = syz - tl.where(sy > 0, m_new - m, 0.0) * sy
                 syz += tl.sum(y * tl.where(y > 0, d, 0.0), axis=1)
                 sy += tl.sum(y, axis=1)
             m = m_new
-        log_l = tl.log(tl.where(row_ok, l, 1.0))
+        log_l = tl.log(tl.where(row_ok, sum_e, 1.0))
         if MIXING:
             loss = tl.zeros([ROWS], tl.float32)
             sumr = tl.zeros([ROWS], tl.float32)

@@ -13,28 +13,31 @@ Tolerance policy (constants in kernel_testlib.py):
   of the largest gradient entry where that is larger (PyTorch can be exact by luck on tiny
   rows; the kernel's single rounding step is the final cast).
 
-Shapes: N in {0, 1, 2, 3, 5, 17, 70} (70 and 17 are not multiples of the rows per program);
+Shapes: N in {0, 1, 2, 3, 5, 17, 70} (17 and 70 are not multiples of the rows per program);
 C in {2, 3, 7, 10, 100, 257, 1000} with the default launch heuristic, and C around the block
 boundaries with the heuristic shrunk (single block <= 16, streaming blocks of 8): the same code
-paths a real C of 16385 or 65537 takes, at interpreter cost. test_kernel_cases.py covers the
-real boundaries and C > 64k once each.
+paths a real C of 8193 or 65537 takes, at interpreter cost. On CUDA, real streaming widths up
+to 128256 and N up to 1000 are drawn too. test_kernel_cases.py covers the real boundaries and
+C > 64k once each on every machine.
 """
 from __future__ import annotations
 
 import contextlib
 
-import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kernel_testlib import (DEVICE, MINOR_EXAMPLES, assert_grad_close, assert_loss_close, lowp_reference_grad,
-                            reference, row_grad_scale, small_blocks)
+from kernel_testlib import (DEVICE, MINOR_EXAMPLES, assert_grad_close, assert_loss_close,
+                            lowp_reference_grad, reference, row_grad_scale, small_blocks)
 from slam_bench.kernels import slam_loss_triton
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 LOGITS = ["normal", "confident", "very_negative", "shifted"]
 TEACHERS = ["soft", "zeros", "ties", "student", "onehot"]
+# Real streaming widths and larger batches only where launches are cheap (a CUDA device).
+WIDE_C = [8193, 32000, 50257, 128256] if DEVICE == "cuda" else []
+WIDE_N = [256, 1000] if DEVICE == "cuda" else []
 
 
 def make_logits(kind, n, c, gen):
@@ -70,8 +73,8 @@ def make_teacher(kind, z, gen):
 def problems(draw):
     small = draw(st.booleans())
     c = draw(st.sampled_from([2, 3, 15, 16, 17, 24, 25, 40] if small
-                             else [2, 3, 7, 10, 100, 257, 1000]))
-    n = draw(st.sampled_from([0, 1, 2, 3, 5, 17, 70] if c <= 257 else [0, 1, 3, 5]))
+                             else [2, 3, 7, 10, 100, 257, 1000] + WIDE_C))
+    n = draw(st.sampled_from([0, 1, 2, 3, 5, 17, 70] + WIDE_N if c <= 257 else [0, 1, 3, 5]))
     mixing = draw(st.booleans())
     normalize = mixing and draw(st.booleans())
     lo = 2 if normalize else 1
@@ -197,7 +200,3 @@ def test_shift_invariance(seed, mixing, small):
         grads.append(zs.grad.double())
     torch.testing.assert_close(losses[1], losses[0], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-5, atol=1e-6)
-
-
-if __name__ == "__main__":
-    pytest.main([__file__, "-q"])
