@@ -228,3 +228,25 @@ def test_cuda_graph_capture_and_replay():
     ref.backward()
     torch.testing.assert_close(loss, ref, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(zs.grad.float(), zr.grad.float(), rtol=2e-2, atol=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available()
+                    or torch.cuda.get_device_properties(0).total_memory < 40 * 2 ** 30,
+                    reason="needs a GPU with room for three > 2**31-element bf16 tensors")
+def test_int64_offsets_past_two_to_the_31_elements():
+    """Rows past element 2**31 are addressed correctly (int32 offsets would wrap)."""
+    n, c = 8200, 262144  # N * C = 2.15e9 > 2**31
+    assert n * c > 2 ** 31
+    z = torch.randn(n, c, device=DEVICE, dtype=torch.bfloat16)
+    y = torch.softmax(torch.randn(n, c, device=DEVICE, dtype=torch.bfloat16), dim=1)
+    zz = z.requires_grad_()
+    out = slam_loss_triton(zz, y, 0.7, 4, reduction="none", mixing=True, **KW)
+    go = torch.zeros(n, device=DEVICE)
+    go[-2:] = 1.0
+    out.backward(go)
+    tail = slice(n - 2, n)
+    zt = z[tail].detach().clone().requires_grad_()
+    ref = slam_loss(zt, y[tail], 0.7, 4, reduction="none", backend="torch")
+    ref.sum().backward()
+    torch.testing.assert_close(out[tail], ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(zz.grad[tail].float(), zt.grad.float(), rtol=2e-2, atol=1e-7)
