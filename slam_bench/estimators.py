@@ -1,0 +1,301 @@
+"""Noise estimators fitted on the validation set V (spec/slam.md sections 3 and 4).
+
+Inputs are the teacher's probabilities on V (n, C), V's true labels (n,), and for prediction
+the teacher's probabilities elsewhere (U). numpy arrays or torch tensors are accepted; results
+are torch tensors (float32) on the device of the probabilities passed in (CPU for numpy).
+Every fitted object has `params()`: plain floats/ints for a result row.
+
+- alpha(x): isotonic (non-decreasing) regression of 1[teacher argmax == label] on the
+  teacher's margin p_(1) - p_(2), clipped to [lower_bound, 1] (`fit_alpha`).
+- k: the smallest k whose top-k accuracy on V reaches a target (`choose_k`); with C = 2 the
+  search is skipped and k = 2 (the paper's binary setting, where SLaM is forward correction).
+- transition matrix for forward correction (`fit_transition`).
+- weights for weighted distillation: the same isotonic accuracy estimate, normalized to mean 1
+  over U (`fit_weights`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.isotonic import IsotonicRegression
+from sklearn.model_selection import KFold
+from torch import Tensor
+
+from slam_bench import checks
+
+# Calibration error of the alpha estimate on V: expected calibration error (equal-width bins of
+# the predicted accuracy) of the isotonic fit before clipping, on out-of-fold predictions (an
+# in-sample isotonic fit is calibrated by construction, so in-sample ECE would say nothing).
+# Clipping at lower_bound is a deliberate bias; its extent is logged separately.
+CALIBRATION_BINS = 10
+CALIBRATION_FOLDS = 5
+CALIBRATION_SEED = 0
+
+
+def _as_probs(name: str, probs) -> Tensor:
+    """(n, C) probabilities (numpy or tensor) -> float64 tensor on the input's device."""
+    if isinstance(probs, np.ndarray):
+        if not np.issubdtype(probs.dtype, np.floating):
+            raise TypeError(f"{name} must hold floats, got dtype {probs.dtype}")
+        probs = torch.from_numpy(np.ascontiguousarray(probs))
+    if not isinstance(probs, Tensor):
+        raise TypeError(f"{name} must be a numpy array or a torch.Tensor, got {type(probs).__name__}")
+    if not probs.is_floating_point():
+        raise TypeError(f"{name} must be a float tensor, got {probs.dtype}")
+    if probs.dim() != 2 or probs.shape[1] < 2:
+        raise ValueError(f"{name} must have shape (n, C) with C >= 2, got {tuple(probs.shape)}")
+    p = probs.detach().double()
+    if p.numel():
+        if not bool(torch.isfinite(p).all()) or bool((p < 0).any()):
+            raise ValueError(f"{name} must be finite and non-negative")
+        tol = checks.SIMPLEX_ATOL.get(probs.dtype, 1e-3)
+        err = float((p.sum(dim=1) - 1).abs().max())
+        if err > tol:
+            raise ValueError(f"{name} rows must sum to 1 within {tol:g}, worst row is off by {err:.3g}")
+    return p
+
+
+def _as_labels(name: str, labels, n: int, c: int, device) -> Tensor:
+    """(n,) integer labels in [0, C) -> int64 tensor on `device`."""
+    if isinstance(labels, np.ndarray):
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise TypeError(f"{name} must hold integers, got dtype {labels.dtype}")
+        labels = torch.from_numpy(np.ascontiguousarray(labels))
+    if not isinstance(labels, Tensor):
+        raise TypeError(f"{name} must be a numpy array or a torch.Tensor, got {type(labels).__name__}")
+    if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
+        raise TypeError(f"{name} must be an integer tensor, got {labels.dtype}")
+    if labels.dim() != 1 or labels.shape[0] != n:
+        raise ValueError(f"{name} must have shape ({n},) like the probabilities' rows, "
+                         f"got {tuple(labels.shape)}")
+    labels = labels.to(device=device, dtype=torch.int64)
+    if n and not bool(((labels >= 0) & (labels < c)).all()):
+        raise ValueError(f"{name} must lie in [0, C={c})")
+    return labels
+
+
+def _val_set(val_probs, val_labels) -> tuple[Tensor, Tensor]:
+    p = _as_probs("val_probs", val_probs)
+    if p.shape[0] == 0:
+        raise ValueError("val_probs must have at least one row (the validation set is empty)")
+    return p, _as_labels("val_labels", val_labels, p.shape[0], p.shape[1], p.device)
+
+
+def _unit_interval(name: str, value, *, low_open: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a float, got {type(value).__name__}")
+    v = float(value)
+    ok = (0.0 < v <= 1.0) if low_open else (0.0 <= v <= 1.0)
+    if not ok:  # also rejects NaN
+        raise ValueError(f"{name} must lie in {'(0, 1]' if low_open else '[0, 1]'}, got {value}")
+    return v
+
+
+def _margin(p: Tensor) -> Tensor:
+    top2 = torch.topk(p, 2, dim=1).values
+    return top2[:, 0] - top2[:, 1]
+
+
+def teacher_margin(probs) -> Tensor:
+    """(N, C) probabilities -> (N,) float32 margin: top-1 minus top-2 probability."""
+    return _margin(_as_probs("probs", probs)).float()
+
+
+def _ece(pred: np.ndarray, correct: np.ndarray, bins: int) -> float:
+    """Expected calibration error, equal-width bins of `pred` on [0, 1]."""
+    idx = np.minimum((pred * bins).astype(np.int64), bins - 1)
+    err = 0.0
+    for b in np.unique(idx):
+        sel = idx == b
+        err += sel.mean() * abs(pred[sel].mean() - correct[sel].mean())
+    return float(err)
+
+
+def _isotonic(margin: np.ndarray, correct: np.ndarray) -> IsotonicRegression:
+    return IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True,
+                              out_of_bounds="clip").fit(margin, correct)
+
+
+@dataclass
+class AlphaEstimator:
+    """alpha(x) = clip(iso(margin(x)), lower_bound, 1); fit with `fit_alpha`."""
+    model: IsotonicRegression
+    lower_bound: float
+    calibration_error: float
+    calibration_folds: int  # min(CALIBRATION_FOLDS, n); 1 means in-sample (n = 1)
+    clipped_fraction: float
+    mean_val: float
+    val_accuracy: float
+    val_size: int
+    num_classes: int
+
+    def predict(self, probs) -> Tensor:
+        """(N, C) teacher probabilities -> (N,) float32 alpha in [lower_bound, 1]."""
+        p = _as_probs("probs", probs)
+        if p.shape[1] != self.num_classes:
+            raise ValueError(f"probs must have the C={self.num_classes} classes the estimator was "
+                             f"fitted on, got {p.shape[1]}")
+        if p.shape[0] == 0:
+            return torch.empty(0, dtype=torch.float32, device=p.device)
+        a = self.model.predict(_margin(p).cpu().numpy())
+        a = np.clip(a, self.lower_bound, 1.0)
+        return torch.from_numpy(a).to(device=p.device, dtype=torch.float32)
+
+    def params(self) -> dict:
+        """alpha_lower_bound; alpha_calibration_error (out-of-fold ECE on V of the unclipped
+        fit, see CALIBRATION_*); alpha_clipped_fraction_val (share of V raised to lower_bound);
+        alpha_mean_val (mean clipped alpha on V); teacher accuracy and size of V."""
+        return {"alpha_lower_bound": self.lower_bound,
+                "alpha_calibration_error": self.calibration_error,
+                "alpha_calibration_bins": CALIBRATION_BINS,
+                "alpha_calibration_folds": self.calibration_folds,
+                "alpha_clipped_fraction_val": self.clipped_fraction,
+                "alpha_mean_val": self.mean_val,
+                "teacher_val_accuracy": self.val_accuracy,
+                "val_size": self.val_size}
+
+
+def _fit_accuracy(val_probs, val_labels, lower_bound: float) -> AlphaEstimator:
+    p, labels = _val_set(val_probs, val_labels)
+    margin = _margin(p).cpu().numpy()
+    correct = (p.argmax(dim=1) == labels).double().cpu().numpy()
+    model = _isotonic(margin, correct)
+    n = margin.shape[0]
+    # Out-of-fold predictions for the calibration error (in-sample isotonic is ~calibrated).
+    folds = min(CALIBRATION_FOLDS, n)
+    oof = np.empty(n)
+    if folds >= 2:
+        for tr, te in KFold(folds, shuffle=True, random_state=CALIBRATION_SEED).split(margin):
+            oof[te] = _isotonic(margin[tr], correct[tr]).predict(margin[te])
+    else:
+        oof = model.predict(margin)
+    raw = model.predict(margin)
+    fitted = np.clip(raw, lower_bound, 1.0)
+    return AlphaEstimator(model, lower_bound, _ece(oof, correct, CALIBRATION_BINS), max(folds, 1),
+                          float((raw < lower_bound).mean()), float(fitted.mean()),
+                          float(correct.mean()), int(n), int(p.shape[1]))
+
+
+def fit_alpha(val_probs, val_labels, *, lower_bound: float = 0.6) -> AlphaEstimator:
+    """Fit alpha(x), the probability that the teacher's top-1 label is right, on V.
+
+    Args:
+        val_probs: (n, C) teacher probabilities on V (numpy or tensor), n >= 1.
+        val_labels: (n,) integer true labels of V.
+        lower_bound: in (0, 1]; predictions are clipped to [lower_bound, 1]. With the default
+            s = 1 SLaM form it must exceed 1/2 (spec/slam.md section 2) for the loss to reward
+            the teacher's label; with normalize=True, 1/k.
+    """
+    lower_bound = _unit_interval("lower_bound", lower_bound, low_open=True)
+    return _fit_accuracy(val_probs, val_labels, lower_bound)
+
+
+@dataclass
+class KChoice:
+    """The chosen top-k size for one trial; fit with `choose_k`."""
+    k: int
+    target: float
+    topk_acc: float
+
+    def params(self) -> dict:
+        return {"k": self.k, "k_target": self.target, "k_topk_acc": self.topk_acc}
+
+
+def topk_accuracy(probs, labels) -> Tensor:
+    """(C,) float64: entry k-1 is the fraction of rows whose label is in the teacher's top-k,
+    with ties at the threshold included (the SLaM mask's rule, spec/slam.md section 2)."""
+    p, lab = _val_set(probs, labels)
+    p_label = p.gather(1, lab[:, None])
+    rank = (p > p_label).sum(dim=1)  # classes strictly above the label: in top-k iff rank < k
+    counts = torch.bincount(rank.cpu(), minlength=p.shape[1]).double()
+    return counts.cumsum(0) / p.shape[0]
+
+
+def choose_k(val_probs, val_labels, *, target: float = 0.9, num_classes=None) -> KChoice:
+    """The smallest k whose teacher top-k accuracy on V is >= target (C if none is).
+
+    Binary tasks (C = 2) return k = 2 without searching: the paper uses k = 2 there, which
+    makes SLaM the classic binary forward correction.
+    Args:
+        val_probs: (n, C) teacher probabilities on V; val_labels: (n,) true labels.
+        target: in (0, 1].
+        num_classes: optional; if given it must equal C (guards against a mis-shaped input).
+    """
+    target = _unit_interval("target", target, low_open=True)
+    p, labels = _val_set(val_probs, val_labels)
+    c = p.shape[1]
+    if num_classes is not None and num_classes != c:
+        raise ValueError(f"num_classes={num_classes} does not match val_probs' C={c}")
+    acc = topk_accuracy(p, labels)
+    if c == 2:
+        return KChoice(2, target, float(acc[1]))
+    # A tiny slack so that an accuracy equal to the target up to rounding counts as reaching it.
+    hits = torch.nonzero(acc >= target - 1e-12)
+    k = int(hits[0]) + 1 if hits.numel() else c
+    return KChoice(k, target, float(acc[k - 1]))
+
+
+def fit_transition(val_probs, val_labels, *, smoothing: float = 1.0) -> Tensor:
+    """(C, C) float32 row-stochastic T, T[i, j] = P(teacher argmax = j | true class i).
+
+    The confusion counts on V plus `smoothing` (additive, Laplace) in every cell, each row
+    divided by its sum. smoothing >= 0; with 0, every class must occur in val_labels.
+    Its logged parameter is `transition_params(smoothing)`.
+    """
+    if isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)) \
+            or not math.isfinite(smoothing) or smoothing < 0:
+        raise ValueError(f"smoothing must be a finite float >= 0, got {smoothing!r}")
+    p, labels = _val_set(val_probs, val_labels)
+    c = p.shape[1]
+    pred = p.argmax(dim=1)
+    counts = torch.bincount(labels * c + pred, minlength=c * c).double().view(c, c).cpu()
+    counts += float(smoothing)
+    totals = counts.sum(dim=1, keepdim=True)
+    if bool((totals == 0).any()):
+        missing = torch.nonzero(totals.squeeze(1) == 0).squeeze(1).tolist()
+        raise ValueError(f"val_labels has no example of classes {missing[:10]}; "
+                         f"use smoothing > 0 to fill their rows of the transition matrix")
+    return (counts / totals).float().to(p.device)
+
+
+def transition_params(smoothing: float = 1.0) -> dict:
+    return {"transition_smoothing": float(smoothing)}
+
+
+def fit_weights(val_probs, val_labels, unlabeled_probs, *, lower_bound: float = 0.0,
+                return_params: bool = False):
+    """Weighted-distillation weights on U: the isotonic teacher-accuracy estimate at each
+    unlabeled example (as in `fit_alpha`), clipped to [lower_bound, 1], divided by its mean
+    over U so the weights have mean 1 (spec/slam.md section 4, "Weighted").
+
+    Args:
+        val_probs, val_labels: V as in `fit_alpha`.
+        unlabeled_probs: (N_u, C) teacher probabilities on U.
+        lower_bound: in [0, 1]; 0 lets examples the teacher surely gets wrong weigh 0.
+        return_params: also return the params dict (weights_lower_bound, weights_raw_mean,
+            weights_min, weights_max and the accuracy fit's calibration error).
+    Returns:
+        (N_u,) float32 tensor with mean 1, or (weights, params) with return_params=True.
+    """
+    lower_bound = _unit_interval("lower_bound", lower_bound, low_open=False)
+    est = _fit_accuracy(val_probs, val_labels, lower_bound)
+    u = _as_probs("unlabeled_probs", unlabeled_probs)
+    if u.shape[1] != est.num_classes:
+        raise ValueError(f"unlabeled_probs must have the C={est.num_classes} of val_probs, "
+                         f"got {u.shape[1]}")
+    raw = est.predict(u)
+    raw_mean = float(raw.double().mean()) if raw.numel() else 0.0
+    if raw.numel() and raw_mean <= 0:
+        raise ValueError("fit_weights: the teacher-accuracy estimate is 0 on every unlabeled "
+                         "example (cannot normalize to mean 1); raise lower_bound")
+    w = (raw.double() / raw_mean).float() if raw.numel() else raw
+    if not return_params:
+        return w
+    params = {"weights_lower_bound": lower_bound, "weights_raw_mean": raw_mean,
+              "weights_min": float(w.min()) if w.numel() else 0.0,
+              "weights_max": float(w.max()) if w.numel() else 0.0,
+              "weights_calibration_error": est.calibration_error}
+    return w, params
