@@ -46,10 +46,11 @@ class Problem:
     alpha: Tensor
     k: int
     labels: Tensor
+    backend: str = "auto"  # what the "slam_bench" provider asks for ("triton" in dry runs)
 
 
 def make_problem(kernel: str, n: int, c: int, dtype: torch.dtype, device, teacher: str,
-                 seed: int = 0) -> Problem:
+                 seed: int = 0, backend: str = "auto") -> Problem:
     if kernel not in KERNELS:
         raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
     if teacher not in TEACHERS:
@@ -68,7 +69,7 @@ def make_problem(kernel: str, n: int, c: int, dtype: torch.dtype, device, teache
     lo, hi = ALPHA_RANGE
     alpha = lo + (hi - lo) * torch.rand(n, generator=gen)
     return Problem(kernel, z, y.to(device=device, dtype=dtype), alpha.to(device),
-                   min(K_TOP, c), labels.to(device))
+                   min(K_TOP, c), labels.to(device), backend)
 
 
 _COMPILED: dict = {}
@@ -101,8 +102,9 @@ def _loss_fn(provider: str, kernel: str, device: torch.device) -> Callable[[Prob
     """The loss of `kernel` as computed by `provider`, as a function of the problem."""
     if provider == "slam_bench":
         if kernel == "slam":
-            return lambda p: slam_loss(p.z, p.y, p.alpha, p.k, check_values=False)
-        return lambda p: distill_loss(p.z, p.y, check_values=False)
+            return lambda p: slam_loss(p.z, p.y, p.alpha, p.k, check_values=False,
+                                       backend=p.backend)
+        return lambda p: distill_loss(p.z, p.y, check_values=False, backend=p.backend)
     if provider in ("eager", "compile"):
         if kernel == "slam":
             ref = slam_loss_reference

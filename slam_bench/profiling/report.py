@@ -114,6 +114,10 @@ def write_csv(df: pd.DataFrame, out_dir: Path, stem: str) -> Path:
     return path
 
 
+_COLORS = {"slam_bench": "tab:red", "eager": "tab:blue", "compile": "tab:green",
+           "torch_ce": "tab:orange", "liger": "tab:purple"}
+
+
 def plot(df: pd.DataFrame, path: Path, mode: str = "full") -> Path:
     """GB/s against C per provider (at each kernel's most common N, "peaked" teacher if
     present), one panel per (kernel, dtype), with the measured copy bandwidth as the ceiling."""
@@ -135,7 +139,7 @@ def plot(df: pd.DataFrame, path: Path, mode: str = "full") -> Path:
         sub = sub[sub["N"] == n_main]
         for prov, g in sub.groupby("provider"):
             g = g.sort_values("C")
-            ax.plot(g["C"], g["gbps"], marker="o", label=prov)
+            ax.plot(g["C"], g["gbps"], marker="o", label=prov, color=_COLORS.get(prov))
         if math.isfinite(bw):
             ax.axhline(bw, color="k", linestyle="--", linewidth=1,
                        label=f"measured copy bandwidth {bw:.0f} GB/s")
@@ -168,7 +172,7 @@ def _pick(df, kernel, provider, mode, dtype, n=None, c=None, teacher=None) -> pd
     return df[sel]
 
 
-def _check(goal: str, value: Optional[float], threshold: str, passed: bool) -> dict:
+def check_row(goal: str, value: Optional[float], threshold: str, passed: bool) -> dict:
     return {"goal": goal, "value": value, "threshold": threshold,
             "result": "PASS" if passed else ("MISSING" if value is None else "FAIL")}
 
@@ -184,17 +188,17 @@ def cpu_targets(df: pd.DataFrame) -> List[dict]:
 
     ours, eager = med("slam", "slam_bench"), med("slam", "eager")
     ratio = eager / ours if ours and eager else None
-    out.append(_check(f"slam_loss fwd+bwd speed-up over eager formula (N={n}, C={c}, fp32)",
+    out.append(check_row(f"slam_loss fwd+bwd speed-up over eager formula (N={n}, C={c}, fp32)",
                       ratio, f">= {CPU_MIN_SPEEDUP_VS_EAGER}x",
                       ratio is not None and ratio >= CPU_MIN_SPEEDUP_VS_EAGER))
     rows = _pick(df, "slam", "slam_bench", "full", "fp32", n, c)
     buffers = float(rows["peak_extra_bytes"].max()) / (n * c * 4) if len(rows) else None
-    out.append(_check("slam_loss fwd+bwd peak extra memory, in N x C fp32 buffers", buffers,
+    out.append(check_row("slam_loss fwd+bwd peak extra memory, in N x C fp32 buffers", buffers,
                       f"<= {CPU_MAX_PEAK_BUFFERS}",
                       buffers is not None and buffers <= CPU_MAX_PEAK_BUFFERS))
     ours, ce = med("distill", "slam_bench"), med("distill", "torch_ce")
     ratio = ce / ours if ours and ce else None
-    out.append(_check("distill_loss fwd+bwd speed vs F.cross_entropy soft targets (ce_ms / ours_ms)",
+    out.append(check_row("distill_loss fwd+bwd speed vs F.cross_entropy soft targets (ce_ms / ours_ms)",
                       ratio, f">= {CPU_MIN_SPEEDUP_VS_TORCH_CE}",
                       ratio is not None and ratio >= CPU_MIN_SPEEDUP_VS_TORCH_CE))
     return out
@@ -206,7 +210,7 @@ def gpu_goals(df: pd.DataFrame, kernel: str = "slam") -> List[dict]:
     ours = _pick(df, kernel, "slam_bench", "full", "bf16")
     large = ours[ours["C"] >= GPU_LARGE_C]
     frac = float(large["frac_copy_bw"].min()) if len(large) else None
-    out.append(_check(f"{kernel} bf16 fwd+bwd at C >= {GPU_LARGE_C}: min fraction of copy bandwidth",
+    out.append(check_row(f"{kernel} bf16 fwd+bwd at C >= {GPU_LARGE_C}: min fraction of copy bandwidth",
                       frac, f">= {GPU_MIN_FRAC_COPY_BW}",
                       frac is not None and frac >= GPU_MIN_FRAC_COPY_BW))
     keys = ["N", "C", "teacher"]
@@ -214,7 +218,7 @@ def gpu_goals(df: pd.DataFrame, kernel: str = "slam") -> List[dict]:
         other = _pick(df, kernel, prov, "full", "bf16")
         m = large.merge(other, on=keys, suffixes=("", "_o"))
         sp = float((m["ms_median_o"] / m["ms_median"]).min()) if len(m) else None
-        out.append(_check(f"{kernel} bf16 fwd+bwd at C >= {GPU_LARGE_C}: min speed-up over {prov}",
+        out.append(check_row(f"{kernel} bf16 fwd+bwd at C >= {GPU_LARGE_C}: min speed-up over {prov}",
                           sp, f">= {need}x", sp is not None and sp >= need))
     worst = None
     for (_, dtype, teacher), g in _pick(df, kernel, "slam_bench", "full", "bf16").groupby(
@@ -224,7 +228,7 @@ def gpu_goals(df: pd.DataFrame, kernel: str = "slam") -> List[dict]:
             continue
         r = (g["gbps"].values[1:] / g["gbps"].values[:-1]).min()
         worst = r if worst is None else min(worst, r)
-    out.append(_check(f"{kernel} bf16 fwd+bwd: no cliff along C (worst GB/s ratio to previous C)",
+    out.append(check_row(f"{kernel} bf16 fwd+bwd: no cliff along C (worst GB/s ratio to previous C)",
                       worst, f">= {GPU_CLIFF_RATIO}", worst is not None and worst >= GPU_CLIFF_RATIO))
     full = df[(df["kernel"] == kernel) & (df["provider"] == "slam_bench") & (df["mode"] == "full")
               & (df["status"] == "ok")]
@@ -235,7 +239,7 @@ def gpu_goals(df: pd.DataFrame, kernel: str = "slam") -> List[dict]:
         passed = bool((full["peak_extra_bytes"] <= limit).all())
     else:
         ratio, passed = None, False
-    out.append(_check(f"{kernel} fwd+bwd peak extra memory, in gradient buffers (max)", ratio,
+    out.append(check_row(f"{kernel} fwd+bwd peak extra memory, in gradient buffers (max)", ratio,
                       "<= 1 (+ per-row stats)", passed))
     return out
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Tuple
 
 import torch
 
@@ -40,7 +40,7 @@ class SweepSpec:
     # torch.compile only for these (kernel, mode) pairs: its warm-up costs tens of seconds
     # per graph on a small CPU, which the quick sweep cannot afford for every graph.
     compile_only: Optional[Tuple[Tuple[str, str], ...]] = None
-    extra: Dict[str, object] = field(default_factory=dict)
+    backend: str = "auto"  # backend of the "slam_bench" provider
 
     def configs(self):
         """(kernel, teacher, dtype, N, C) in sweep order: bf16 first, then the rest."""
@@ -66,10 +66,13 @@ CPU_FULL = SweepSpec(
 GPU = SweepSpec(
     name="gpu", kernels=("slam", "distill", "distill_onehot"), dtypes=("bf16", "fp32"),
     teachers=("peaked", "random"), c_values=(10, 100, 1000, 32000, 128256, 262144),
-    n_fixed=2048, n_values=(512, 8192, 32768), c_for_n_sweep=32000)
+    n_fixed=2048, n_values=(512, 8192, 32768), c_for_n_sweep=32000,
+    compile_only=(("slam", "full"),))
+# gpu_check --dry-run: the Triton kernel in the interpreter on CPU tensors, tiny sizes.
 DRY = SweepSpec(
-    name="dry-run", kernels=("slam", "distill"), dtypes=("bf16", "fp32"), teachers=("peaked",),
-    c_values=(10, 100), n_fixed=16, n_values=(), c_for_n_sweep=100, warmup=1, reps=3)
+    name="dry-run", kernels=("slam", "distill"), dtypes=("bf16",), teachers=("peaked",),
+    c_values=(10, 100), n_fixed=16, n_values=(), c_for_n_sweep=100, warmup=0, reps=2,
+    compile_only=(), backend="triton")
 
 
 def model_bytes(mode: str, n: int, c: int, dtype: str) -> int:
@@ -95,15 +98,18 @@ def run_sweep(spec: SweepSpec, device: torch.device, copy_bw_gbps: float,
                     alpha_range=f"{P.ALPHA_RANGE[0]}-{P.ALPHA_RANGE[1]}" if kernel == "slam" else "")
         for mode in spec.modes:
             fns = {}
-            problem = P.make_problem(kernel, n, c, DTYPES[dtype], device, teacher)
+            problem = P.make_problem(kernel, n, c, DTYPES[dtype], device, teacher,
+                                     backend=spec.backend)
             for prov in spec.providers:
                 reason = None
                 if deadline is not None and time.monotonic() > deadline:
                     reason = "time budget of the run spent"
                 elif (prov == "compile" and spec.compile_only is not None
                       and (kernel, mode) not in spec.compile_only):
-                    reason = (f"{spec.name}: torch.compile measured only for "
-                              f"{', '.join('/'.join(p) for p in spec.compile_only)} (warm-up cost)")
+                    only = ", ".join("/".join(p) for p in spec.compile_only)
+                    reason = (f"{spec.name}: torch.compile measured only for {only} "
+                              "(warm-up cost)" if only else
+                              f"{spec.name}: torch.compile not measured (warm-up cost)")
                 if reason is None:
                     try:
                         fns[prov] = P.build(prov, problem, mode)
