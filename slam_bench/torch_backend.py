@@ -30,6 +30,7 @@ through an N x C mask.
 """
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Optional, Union
@@ -178,9 +179,11 @@ def _for_each_chunk(run, starts: range, device: torch.device) -> None:
             run(i)
         return
     try:
-        pool = _POOLS.get(threads)
+        # Keyed by process id too: a forked child inherits the pool object but not its threads.
+        key = (os.getpid(), threads)
+        pool = _POOLS.get(key)
         if pool is None:
-            pool = _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="slam-chunk")
+            pool = _POOLS[key] = ThreadPoolExecutor(threads, thread_name_prefix="slam-chunk")
 
         def run_no_grad(i):  # grad mode is per thread; the workers must not record a graph
             with torch.no_grad():

@@ -55,21 +55,26 @@ def make_problem(kernel: str, n: int, c: int, dtype: torch.dtype, device, teache
         raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
     if teacher not in TEACHERS:
         raise ValueError(f"teacher must be one of {TEACHERS}, got {teacher!r}")
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    z = (torch.randn(n, c, generator=gen) * LOGIT_SCALE).to(device=device, dtype=dtype)
-    t_logits = torch.randn(n, c, generator=gen)
-    labels = torch.randint(0, c, (n,), generator=gen)
+    device = torch.device(device)
+    # Drawn on the device itself: GPU sweeps reach 10^9 elements, slow to draw on a CPU.
+    gen = torch.Generator(device=device).manual_seed(seed)
+    kw = dict(generator=gen, device=device)
+    z = (torch.randn(n, c, **kw) * LOGIT_SCALE).to(dtype)
+    t_logits = torch.randn(n, c, **kw)
+    labels = torch.randint(0, c, (n,), **kw)
     if teacher == "peaked":
-        t_logits[torch.arange(n), labels] += PEAK_LOGIT
+        t_logits[torch.arange(n, device=device), labels] += PEAK_LOGIT
     labels = t_logits.argmax(dim=1)
     if kernel == "distill_onehot":
-        y = F.one_hot(labels, c).float()
+        del t_logits
+        y = torch.zeros(n, c, dtype=dtype, device=device).scatter_(1, labels[:, None], 1.0)
     else:
         y = torch.softmax(t_logits, dim=1)
+        del t_logits
+        y = y.to(dtype)
     lo, hi = ALPHA_RANGE
-    alpha = lo + (hi - lo) * torch.rand(n, generator=gen)
-    return Problem(kernel, z, y.to(device=device, dtype=dtype), alpha.to(device),
-                   min(K_TOP, c), labels.to(device), backend)
+    alpha = lo + (hi - lo) * torch.rand(n, **kw)
+    return Problem(kernel, z, y, alpha, min(K_TOP, c), labels, backend)
 
 
 _COMPILED: dict = {}

@@ -96,10 +96,10 @@ def run_sweep(spec: SweepSpec, device: torch.device, copy_bw_gbps: float,
         base = dict(kernel=kernel, teacher=teacher, dtype=dtype, N=n, C=c,
                     k=min(P.K_TOP, c) if kernel == "slam" else "",
                     alpha_range=f"{P.ALPHA_RANGE[0]}-{P.ALPHA_RANGE[1]}" if kernel == "slam" else "")
+        problem = P.make_problem(kernel, n, c, DTYPES[dtype], device, teacher,
+                                 backend=spec.backend)
         for mode in spec.modes:
             fns = {}
-            problem = P.make_problem(kernel, n, c, DTYPES[dtype], device, teacher,
-                                     backend=spec.backend)
             for prov in spec.providers:
                 reason = None
                 if deadline is not None and time.monotonic() > deadline:
@@ -122,6 +122,8 @@ def run_sweep(spec: SweepSpec, device: torch.device, copy_bw_gbps: float,
                         told.add((prov, reason))
             rows += _measure(spec, fns, problem, base, mode, device, cuda_timer, copy_bw_gbps,
                              log)
+            problem.z.grad = None
+        del problem
     return rows
 
 
