@@ -7,7 +7,8 @@ only the gradient, with 1/T, the weight and the 1/N of "mean" already folded in.
 one multiply by grad_output, skipped on CPU when grad_output is exactly 1 (`loss.backward()`),
 in which case autograd adopts the saved buffer as `.grad` without a copy (it copies when the
 graph is retained). Peak extra memory: the gradient buffer (plus the product buffer when
-grad_output != 1) and one chunk's temporaries.
+grad_output != 1) and the temporaries of the chunks in flight (one per worker thread, about
+2 MiB each).
 
 Numerics (the Triton kernel does the same):
 - Entries outside the top-k mask, and every entry when alpha = 1, have q_j = alpha f_j, so

@@ -144,6 +144,7 @@ def plot(df: pd.DataFrame, path: Path, mode: str = "full") -> Path:
             ax.axhline(bw, color="k", linestyle="--", linewidth=1,
                        label=f"measured copy bandwidth {bw:.0f} GB/s")
         ax.set_xscale("log")
+        ax.set_yscale("log")  # providers differ by orders of magnitude
         ax.set_xlabel("C (classes)")
         ax.set_ylabel("GB/s (model bytes / median time)")
         ax.set_title(f"{kernel} {dtype} {mode}, N={n_main}")
