@@ -47,8 +47,6 @@ def _lowp_tol(torch_err: float) -> float:
 
 def check_correctness(device, sizes, log) -> List[dict]:
     """One row per (kernel, dtype, N, C): the fused kernel's loss and gradient error."""
-    import torch
-
     from slam_bench import distill_loss, slam_loss
     from slam_bench.profiling import providers as P
     from slam_bench.profiling.sweep import DTYPES
