@@ -45,6 +45,9 @@ from slam_bench.reference import topk_mask
 # cache between the passes over it, and the per-op Python overhead stays small next to the
 # work (about 32 chunks at N x C = 8192 x 1000).
 CHUNK_ELEMENTS = 1 << 18
+# Below this many elements one thread does the whole loss (torch's own intra-op grain size);
+# above it, small inputs are still split so that every worker thread gets a chunk.
+MIN_PARALLEL_ELEMENTS = 1 << 15
 
 
 def _work_dtype(z: Tensor) -> torch.dtype:
@@ -208,6 +211,9 @@ class _SLaMFunction(torch.autograd.Function):
         rows = torch.empty(n, dtype=wd, device=z.device)
         grad = torch.empty((n, c), dtype=wd, device=z.device) if want_grad else None
         step = max(1, CHUNK_ELEMENTS // c)
+        threads = torch.get_num_threads() if z.device.type == "cpu" else 1
+        if threads > 1 and n * c >= MIN_PARALLEL_ELEMENTS:
+            step = min(step, -(-n // threads))  # at least one chunk per worker
         inv_t = 1.0 / temperature
         kmax = k if isinstance(k, int) else (int(k.max()) if n else 1)
         # The per-row factor that the reduction applies to dL/dz: weight and 1/N.
