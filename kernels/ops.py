@@ -1,0 +1,147 @@
+"""`slam_loss_triton`: the Triton kernels as `torch.library` custom ops with autograd.
+
+Two ops, `slam_bench::slam_fwd` (per-row loss and saved statistics) and `slam_bench::slam_bwd`
+(dL/dz), each with a fake implementation, and an autograd formula linking them, so that
+torch.compile traces a model using the loss as one opaque node without graph breaks.
+
+Everything outside the ops is plain, sync-free torch on (N,) vectors: broadcasting scalar
+parameters (stride-0 views, no N-sized copies), the top-k threshold pre-step, the weights and
+the reduction. The weights and the reduction therefore reach the backward kernel through the
+per-row upstream gradient that autograd computes, which the kernel reads on device.
+
+Top-k threshold (the k-th largest teacher value of each row, ties included by `y >= thresh`):
+- scalar k: `torch.topk(y, k).values.amin(1)`, O(N k) extra memory (k = 1 and k = C use
+  amax / amin); exact, since y's dtype upcasts exactly to fp32.
+- per-row k tensor: `torch.sort(y, descending).values.gather(k - 1)`. `torch.topk` would need
+  `max(k)` on the host (a sync, illegal under CUDA graphs); the sort is sync-free but costs
+  O(N C log C) time and an N x C values + int64 indices temporary. Per-row k is an extension
+  (the paper uses one k per trial), so the simple sync-free form was preferred to a
+  bit-bisection pre-kernel.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple, Union
+
+import torch
+from torch import Tensor
+
+from .slam_triton import slam_backward, slam_forward
+
+KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+@torch.library.custom_op("slam_bench::slam_fwd", mutates_args=())
+def slam_fwd(z: Tensor, y: Tensor, alpha: Tensor, s: Tensor, thresh: Tensor, inv_t: float,
+             mixing: bool) -> Tuple[Tensor, Tensor]:
+    """Per-row loss (N,) and statistics (3, N), fp32; see slam_triton.slam_forward."""
+    return slam_forward(z, y, alpha, s, thresh, inv_t, mixing)
+
+
+@slam_fwd.register_fake
+def _slam_fwd_fake(z, y, alpha, s, thresh, inv_t, mixing):
+    n = z.shape[0]
+    return z.new_empty(n, dtype=torch.float32), z.new_empty((3, n), dtype=torch.float32)
+
+
+@torch.library.custom_op("slam_bench::slam_bwd", mutates_args=())
+def slam_bwd(grad_rows: Tensor, z: Tensor, y: Tensor, alpha: Tensor, s: Tensor, thresh: Tensor,
+             stats: Tensor, inv_t: float, mixing: bool) -> Tensor:
+    """dL/dz (N, C) contiguous in z's dtype; see slam_triton.slam_backward."""
+    return slam_backward(grad_rows, z, y, alpha, s, thresh, stats, inv_t, mixing)
+
+
+@slam_bwd.register_fake
+def _slam_bwd_fake(grad_rows, z, y, alpha, s, thresh, stats, inv_t, mixing):
+    return z.new_empty(z.shape, dtype=z.dtype)
+
+
+def _setup_context(ctx, inputs, output):
+    z, y, alpha, s, thresh, inv_t, mixing = inputs
+    _, stats = output
+    ctx.save_for_backward(z, y, alpha, s, thresh, stats)
+    ctx.inv_t, ctx.mixing = inv_t, mixing
+    ctx.mark_non_differentiable(stats)
+
+
+def _backward(ctx, grad_rows, _grad_stats):
+    z, y, alpha, s, thresh, stats = ctx.saved_tensors
+    dz = None
+    if ctx.needs_input_grad[0] and grad_rows is not None:
+        dz = slam_bwd(grad_rows, z, y, alpha, s, thresh, stats, ctx.inv_t, ctx.mixing)
+    return dz, None, None, None, None, None, None
+
+
+slam_fwd.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _row_vector(x: Union[float, int, Tensor], n: int, device) -> Tensor:
+    """(N,) fp32: a tensor converted, a scalar as a stride-0 view of one filled element."""
+    if isinstance(x, Tensor):
+        return x.to(dtype=torch.float32)
+    return torch.full((1,), float(x), dtype=torch.float32, device=device).expand(n)
+
+
+def topk_threshold(y: Tensor, k: Union[int, Tensor]) -> Tensor:
+    """(N,) fp32: the k-th largest value of each row of y (N, C); k an int or (N,) ints."""
+    c = y.shape[1]
+    if isinstance(k, Tensor):
+        idx = (k.to(device=y.device, dtype=torch.long) - 1).clamp(0, c - 1)
+        top = torch.sort(y, dim=1, descending=True).values
+        return top.gather(1, idx[:, None]).squeeze(1).float()
+    if k == 1:
+        return y.amax(dim=1).float()
+    if k == c:
+        return y.amin(dim=1).float()
+    return torch.topk(y, k, dim=1, sorted=False).values.amin(dim=1).float()
+
+
+def _unit_column_stride(t: Tensor) -> Tensor:
+    # The kernels honour any row stride (views into larger buffers are read in place) but
+    # index columns densely; anything else is copied rather than misread.
+    return t if t.stride(1) == 1 else t.contiguous()
+
+
+def slam_loss_triton(z: Tensor, y: Tensor, alpha: Union[float, Tensor], k: Union[int, Tensor], *,
+                     normalize: bool, temperature: float, weight: Optional[Tensor],
+                     reduction: str, mixing: bool = True) -> Tensor:
+    """SLaM (mixing=True) or vanilla distillation (mixing=False: alpha = 1, k ignored) loss.
+
+    Inputs are validated by slam_bench.functional. z: (N, C) float16/bfloat16/float32 logits
+    (float64 is rejected: the kernels compute in fp32, which would silently break the float64
+    result promised by the torch backend; use backend="torch"). y: (N, C) teacher probabilities,
+    float16/bfloat16/float32 (float64 is cast to float32, as the torch backend does). alpha a
+    float or (N,) float tensor; k an int or (N,) integer tensor; weight None or (N,).
+    Returns float32: (N,) for reduction="none", else a scalar ("mean" = weighted sum / N, and
+    0.0 when N = 0). Gradients flow to z only.
+    """
+    if z.dtype not in KERNEL_DTYPES:
+        raise TypeError(f"student_logits must be float16/bfloat16/float32 for backend='triton' "
+                        f"(the kernel computes in fp32), got {z.dtype}; use backend='torch'")
+    if y.dtype == torch.float64:
+        y = y.float()
+    elif y.dtype not in KERNEL_DTYPES:
+        raise TypeError(
+            f"teacher_probs must be a float16/bfloat16/float32/float64 tensor, got {y.dtype}")
+    n = z.shape[0]
+    z, y = _unit_column_stride(z), _unit_column_stride(y)
+    # A scalar alpha of 1 is vanilla distillation exactly (b = 0 everywhere): skip the top-k.
+    if mixing and not isinstance(alpha, Tensor) and float(alpha) == 1.0:
+        mixing = False
+    if mixing:
+        a = _row_vector(alpha, n, z.device)
+        if not normalize:
+            s = _row_vector(1.0, n, z.device)
+        elif isinstance(k, Tensor):
+            s = 1.0 / (k.to(device=z.device, dtype=torch.float32) - 1.0)
+        else:
+            s = _row_vector(1.0 / (k - 1), n, z.device)
+        thresh = topk_threshold(y, k)
+    else:
+        a = s = thresh = _row_vector(1.0, n, z.device)  # unread by the MIXING=False kernels
+    rows, _ = slam_fwd(z, y, a, s, thresh, 1.0 / float(temperature), bool(mixing))
+    if weight is not None:
+        rows = rows * weight.to(torch.float32)
+    if reduction == "none":
+        return rows
+    total = rows.sum()
+    return total / max(n, 1) if reduction == "mean" else total
