@@ -32,34 +32,34 @@ KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 @torch.library.custom_op("slam_bench::slam_fwd", mutates_args=())
 def slam_fwd(z: Tensor, y: Tensor, alpha: Tensor, s: Tensor, thresh: Tensor, inv_t: float,
-             mixing: bool) -> Tuple[Tensor, Tensor]:
+             mixing: bool, taylor_order: int) -> Tuple[Tensor, Tensor]:
     """Per-row loss (N,) and statistics (3, N), fp32; see slam_triton.slam_forward."""
-    return slam_forward(z, y, alpha, s, thresh, inv_t, mixing)
+    return slam_forward(z, y, alpha, s, thresh, inv_t, mixing, taylor_order)
 
 
 @slam_fwd.register_fake
-def _slam_fwd_fake(z, y, alpha, s, thresh, inv_t, mixing):
+def _slam_fwd_fake(z, y, alpha, s, thresh, inv_t, mixing, taylor_order):
     n = z.shape[0]
     return z.new_empty(n, dtype=torch.float32), z.new_empty((3, n), dtype=torch.float32)
 
 
 @torch.library.custom_op("slam_bench::slam_bwd", mutates_args=())
 def slam_bwd(grad_rows: Tensor, z: Tensor, y: Tensor, alpha: Tensor, s: Tensor, thresh: Tensor,
-             stats: Tensor, inv_t: float, mixing: bool) -> Tensor:
+             stats: Tensor, inv_t: float, mixing: bool, taylor_order: int) -> Tensor:
     """dL/dz (N, C) contiguous in z's dtype; see slam_triton.slam_backward."""
-    return slam_backward(grad_rows, z, y, alpha, s, thresh, stats, inv_t, mixing)
+    return slam_backward(grad_rows, z, y, alpha, s, thresh, stats, inv_t, mixing, taylor_order)
 
 
 @slam_bwd.register_fake
-def _slam_bwd_fake(grad_rows, z, y, alpha, s, thresh, stats, inv_t, mixing):
+def _slam_bwd_fake(grad_rows, z, y, alpha, s, thresh, stats, inv_t, mixing, taylor_order):
     return z.new_empty(z.shape, dtype=z.dtype)
 
 
 def _setup_context(ctx, inputs, output):
-    z, y, alpha, s, thresh, inv_t, mixing = inputs
+    z, y, alpha, s, thresh, inv_t, mixing, taylor_order = inputs
     _, stats = output
     ctx.save_for_backward(z, y, alpha, s, thresh, stats)
-    ctx.inv_t, ctx.mixing = inv_t, mixing
+    ctx.inv_t, ctx.mixing, ctx.taylor_order = inv_t, mixing, taylor_order
     ctx.mark_non_differentiable(stats)
 
 
@@ -67,8 +67,9 @@ def _backward(ctx, grad_rows, _grad_stats):
     z, y, alpha, s, thresh, stats = ctx.saved_tensors
     dz = None
     if ctx.needs_input_grad[0] and grad_rows is not None:
-        dz = slam_bwd(grad_rows, z, y, alpha, s, thresh, stats, ctx.inv_t, ctx.mixing)
-    return dz, None, None, None, None, None, None
+        dz = slam_bwd(grad_rows, z, y, alpha, s, thresh, stats, ctx.inv_t, ctx.mixing,
+                      ctx.taylor_order)
+    return dz, None, None, None, None, None, None, None
 
 
 slam_fwd.register_autograd(_backward, setup_context=_setup_context)
@@ -114,16 +115,8 @@ def slam_loss_triton(z: Tensor, y: Tensor, alpha: Union[float, Tensor], k: Union
     Returns float32: (N,) for reduction="none", else a scalar ("mean" = weighted sum / N, and
     0.0 when N = 0). Gradients flow to z only.
     """
-    if z.dtype not in KERNEL_DTYPES:
-        raise TypeError(f"student_logits must be float16/bfloat16/float32 for backend='triton' "
-                        f"(the kernel computes in fp32), got {z.dtype}; use backend='torch'")
-    if y.dtype == torch.float64:
-        y = y.float()
-    elif y.dtype not in KERNEL_DTYPES:
-        raise TypeError(
-            f"teacher_probs must be a float16/bfloat16/float32/float64 tensor, got {y.dtype}")
+    z, y = _prepare(z, y)
     n = z.shape[0]
-    z, y = _unit_column_stride(z), _unit_column_stride(y)
     # A scalar alpha of 1 is vanilla distillation exactly (b = 0 everywhere): skip the top-k.
     if mixing and not isinstance(alpha, Tensor) and float(alpha) == 1.0:
         mixing = False
@@ -138,10 +131,57 @@ def slam_loss_triton(z: Tensor, y: Tensor, alpha: Union[float, Tensor], k: Union
         thresh = topk_threshold(y, k)
     else:
         a = s = thresh = _row_vector(1.0, n, z.device)  # unread by the MIXING=False kernels
-    rows, _ = slam_fwd(z, y, a, s, thresh, 1.0 / float(temperature), bool(mixing))
+    rows, _ = slam_fwd(z, y, a, s, thresh, 1.0 / float(temperature), bool(mixing), 0)
+    return _reduce(rows, weight, reduction)
+
+
+# Taylor-CE's series is unrolled at compile time; orders past this gain nothing (the terms
+# (1 - f)^n / n vanish) and only lengthen compilation.
+MAX_TAYLOR_ORDER = 16
+
+
+def taylor_ce_triton(z: Tensor, y: Tensor, order: int = 2, *, temperature: float = 1.0,
+                     weight: Optional[Tensor] = None, reduction: str = "mean") -> Tensor:
+    """Taylor-CE (Feng et al., IJCAI 2020): sum_j y_j sum_{n=1..order} (1 - f_j)^n / n with
+    f = softmax(z / T), from the same kernels (TAYLOR = order). z, y, weight, reduction and
+    the result as in `slam_loss_triton`; callers validate y's values (slam_bench.checks)."""
+    if isinstance(order, bool) or not isinstance(order, int) or not 1 <= order <= MAX_TAYLOR_ORDER:
+        raise ValueError(f"order must be an int in [1, {MAX_TAYLOR_ORDER}], got {order!r}")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
+            or not temperature > 0:
+        raise ValueError(f"temperature must be a positive float, got {temperature!r}")
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"reduction must be one of 'mean', 'sum', 'none'; got {reduction!r}")
+    for name, t in (("student_logits", z), ("teacher_probs", y)):
+        if not isinstance(t, Tensor) or t.dim() != 2:
+            raise ValueError(f"{name} must be an (N, C) tensor")
+    if z.shape != y.shape:
+        raise ValueError(f"teacher_probs must have the shape of student_logits "
+                         f"{tuple(z.shape)}, got {tuple(y.shape)}")
+    if weight is not None and (not isinstance(weight, Tensor) or weight.shape != (z.shape[0],)):
+        raise ValueError(f"weight must be None or a tensor of shape ({z.shape[0]},)")
+    z, y = _prepare(z, y)
+    one = _row_vector(1.0, z.shape[0], z.device)
+    rows, _ = slam_fwd(z, y, one, one, one, 1.0 / float(temperature), False, order)
+    return _reduce(rows, weight, reduction)
+
+
+def _prepare(z: Tensor, y: Tensor) -> Tuple[Tensor, Tensor]:
+    if z.dtype not in KERNEL_DTYPES:
+        raise TypeError(f"student_logits must be float16/bfloat16/float32 for backend='triton' "
+                        f"(the kernel computes in fp32), got {z.dtype}; use backend='torch'")
+    if y.dtype == torch.float64:
+        y = y.float()
+    elif y.dtype not in KERNEL_DTYPES:
+        raise TypeError(
+            f"teacher_probs must be a float16/bfloat16/float32/float64 tensor, got {y.dtype}")
+    return _unit_column_stride(z), _unit_column_stride(y)
+
+
+def _reduce(rows: Tensor, weight: Optional[Tensor], reduction: str) -> Tensor:
     if weight is not None:
         rows = rows * weight.to(torch.float32)
     if reduction == "none":
         return rows
     total = rows.sum()
-    return total / max(n, 1) if reduction == "mean" else total
+    return total / max(rows.shape[0], 1) if reduction == "mean" else total

@@ -193,11 +193,12 @@ def test_custom_ops_pass_opcheck():
     one = torch.ones(1, device=DEVICE).expand(n)
     thresh = ops.topk_threshold(y, 3)
     alpha = torch.full((n,), 0.7, device=DEVICE)
-    args = (z.requires_grad_(), y, alpha, one, thresh, 0.5, True)
+    args = (z.requires_grad_(), y, alpha, one, thresh, 0.5, True, 0)
     torch.library.opcheck(ops.slam_fwd, args)
     rows, stats = ops.slam_fwd(*args)
     go = torch.randn(n, device=DEVICE)
-    torch.library.opcheck(ops.slam_bwd, (go, z.detach(), y, alpha, one, thresh, stats, 0.5, True))
+    torch.library.opcheck(ops.slam_bwd,
+                          (go, z.detach(), y, alpha, one, thresh, stats, 0.5, True, 0))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
