@@ -9,14 +9,13 @@ parameters (stride-0 views, no N-sized copies), the top-k threshold pre-step, th
 the reduction. The weights and the reduction therefore reach the backward kernel through the
 per-row upstream gradient that autograd computes, which the kernel reads on device.
 
-Top-k threshold (the k-th largest teacher value of each row, ties included by `y >= thresh`):
-- scalar k: `torch.topk(y, k).values.amin(1)`, O(N k) extra memory (k = 1 and k = C use
-  amax / amin); exact, since y's dtype upcasts exactly to fp32.
-- per-row k tensor: `torch.sort(y, descending).values.gather(k - 1)`. `torch.topk` would need
-  `max(k)` on the host (a sync, illegal under CUDA graphs); the sort is sync-free but costs
-  O(N C log C) time and an N x C values + int64 indices temporary. Per-row k is an extension
-  (the paper uses one k per trial), so the simple sync-free form was preferred to a
-  bit-bisection pre-kernel.
+Top-k threshold (the k-th largest teacher value of each row, ties included by `y >= thresh`;
+exact, since y's dtype upcasts exactly to fp32), a small sync-free pre-step:
+- scalar k = 1 or k = C: a row max / min.
+- scalar k <= TOPK_MAX_K: `torch.topk(y, k).values.amin(1)` (N x k temporaries).
+- larger scalar k, and a per-row k tensor: the bisection kernel of kernels/threshold.py, its own
+  custom op, allocating only the (N,) result. (`torch.topk` with a per-row k would need max(k)
+  on the host, a sync; `torch.sort` + gather would allocate N x C values and int64 indices.)
 """
 from __future__ import annotations
 
@@ -26,8 +25,23 @@ import torch
 from torch import Tensor
 
 from .slam_triton import slam_backward, slam_forward
+from .threshold import topk_threshold_bisect
 
 KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+# Scalar k up to this uses torch.topk, whose N x k temporaries stay small; larger k uses the
+# bisection kernel, whose cost (31 counting passes) does not depend on k.
+TOPK_MAX_K = 64
+
+
+@torch.library.custom_op("slam_bench::topk_threshold", mutates_args=())
+def topk_threshold_op(y: Tensor, k: Tensor) -> Tensor:
+    """(N,) fp32 k-th largest value per row; see threshold.topk_threshold_bisect."""
+    return topk_threshold_bisect(y, k)
+
+
+@topk_threshold_op.register_fake
+def _topk_threshold_fake(y, k):
+    return y.new_empty(y.shape[0], dtype=torch.float32)
 
 
 @torch.library.custom_op("slam_bench::slam_fwd", mutates_args=())
@@ -83,17 +97,19 @@ def _row_vector(x: Union[float, int, Tensor], n: int, device) -> Tensor:
 
 
 def topk_threshold(y: Tensor, k: Union[int, Tensor]) -> Tensor:
-    """(N,) fp32: the k-th largest value of each row of y (N, C); k an int or (N,) ints."""
-    c = y.shape[1]
+    """(N,) fp32: the k-th largest value of each row of y (N, C), non-negative
+    fp16/bf16/fp32; k an int or (N,) integer tensor in [1, C] (unchecked here)."""
+    n, c = y.shape
     if isinstance(k, Tensor):
-        idx = (k.to(device=y.device, dtype=torch.long) - 1).clamp(0, c - 1)
-        top = torch.sort(y, dim=1, descending=True).values
-        return top.gather(1, idx[:, None]).squeeze(1).float()
+        return topk_threshold_op(_unit_column_stride(y), k.to(device=y.device, dtype=torch.int32))
     if k == 1:
         return y.amax(dim=1).float()
     if k == c:
         return y.amin(dim=1).float()
-    return torch.topk(y, k, dim=1, sorted=False).values.amin(dim=1).float()
+    if k <= TOPK_MAX_K:
+        return torch.topk(y, k, dim=1, sorted=False).values.amin(dim=1).float()
+    k_rows = torch.full((1,), k, dtype=torch.int32, device=y.device).expand(n)
+    return topk_threshold_op(_unit_column_stride(y), k_rows)
 
 
 def _unit_column_stride(t: Tensor) -> Tensor:
