@@ -1,8 +1,9 @@
 """`slam_loss_triton`: the Triton kernels as `torch.library` custom ops with autograd.
 
-Two ops, `slam_bench::slam_fwd` (per-row loss and saved statistics) and `slam_bench::slam_bwd`
-(dL/dz), each with a fake implementation, and an autograd formula linking them, so that
-torch.compile traces a model using the loss as one opaque node without graph breaks.
+Ops: `slam_bench::slam_fwd` (per-row loss and saved statistics), `slam_bench::slam_bwd`
+(dL/dz) and `slam_bench::topk_threshold` (the mask threshold pre-step), each with a fake
+implementation, and an autograd formula linking the first two, so that torch.compile traces a
+model using the loss without graph breaks (the ops are opaque nodes in its graph).
 
 Everything outside the ops is plain, sync-free torch on (N,) vectors: broadcasting scalar
 parameters (stride-0 views, no N-sized copies), the top-k threshold pre-step, the weights and

@@ -8,10 +8,10 @@ import contextlib
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from kernel_testlib import (DEVICE, MINOR_EXAMPLES, assert_grad_close, assert_loss_close,
+from kernel_testlib import (DEVICE, MINOR_SETTINGS, assert_grad_close, assert_loss_close,
                             row_grad_scale, small_blocks)
 from slam_bench.kernels import taylor_ce_triton
 
@@ -27,7 +27,7 @@ def taylor_ce_float64(z, y, order, temperature, weight, reduction):
     return rows.sum() / max(rows.shape[0], 1) if reduction == "mean" else rows.sum()
 
 
-@settings(max_examples=MINOR_EXAMPLES)
+@MINOR_SETTINGS
 @given(st.integers(0, 2 ** 31 - 1), st.sampled_from([1, 2, 3, 6]),
        st.sampled_from([(0, 5), (1, 2), (7, 10), (3, 17), (70, 3), (2, 40)]), st.booleans(),
        st.sampled_from([torch.float32, torch.bfloat16, torch.float16]),

@@ -6,10 +6,10 @@ import contextlib
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from kernel_testlib import DEVICE, MINOR_EXAMPLES, small_blocks
+from kernel_testlib import DEVICE, MINOR_SETTINGS, small_blocks
 from slam_bench.kernels import ops, topk_threshold
 
 
@@ -19,7 +19,7 @@ def kth_largest(y, k):
     return top.gather(1, (k.long() - 1)[:, None]).squeeze(1)
 
 
-@settings(max_examples=MINOR_EXAMPLES)
+@MINOR_SETTINGS
 @given(st.integers(0, 2 ** 31 - 1),
        st.sampled_from([(1, 2), (5, 3), (9, 16), (4, 17), (70, 5), (3, 40), (2, 300)]),
        st.sampled_from([torch.float32, torch.bfloat16, torch.float16]),
