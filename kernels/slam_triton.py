@@ -22,6 +22,9 @@ softmax, instead of computing the gradient in the forward (Liger style).
       12 B in all (pass 2's re-read of z mostly hits L2).
     * wider rows, vanilla (MIXING=False): the loss is linear in log f, so one online pass over
       z and y computes it (4 B); backward 6 B: 10 B in all.
+    * Taylor-CE (TAYLOR = order t > 0, Feng et al. 2020, spec/slam.md section 4) is the same
+      family with another per-element function of (f_j, y_j); like SLaM it needs f, so wide
+      rows take the two-pass forward.
   Liger style (gradient written in the forward) needs the row sum of r before any gradient
   element, so streamed rows take 3 passes (2 + 4 + 6 B), and the backward must still multiply
   the saved gradient by grad_output (+4 B: skipping it needs a host-side `grad_output == 1`
@@ -72,20 +75,35 @@ def _load_tile(z_ptr, y_ptr, rows64, row_ok, cols, n_cols, stride_z, stride_y):
 
 
 @triton.jit
-def _mix_terms(logf, y, valid, b, c, log_a, th, MIXING: tl.constexpr):
-    """Per element: y_j log q_j (0 where y_j = 0), r_j = f_j dloss/df_j, and f_j."""
+def _mix_terms(logf, y, valid, b, c, log_a, th, MIXING: tl.constexpr, TAYLOR: tl.constexpr):
+    """Per element: -loss_j (y_j log q_j, 0 where y_j = 0), r_j = f_j dloss/df_j, and f_j."""
     f = tl.exp(logf)
-    if MIXING:
-        mixed = valid & (y >= th[:, None]) & (b[:, None] > 0)
-        cf = c[:, None] * f
-        q = tl.where(mixed, cf + b[:, None], 1.0)
-        logq = tl.where(mixed, tl.log(q), log_a[:, None] + logf)
-        r = tl.where(mixed, -y * cf / q, -y)
+    if TAYLOR > 0:
+        # Taylor-CE of order TAYLOR: loss_j = y_j sum_{n<=t} (1 - f_j)^n / n, hence
+        # dloss/df_j = -y_j sum_{n<=t} (1 - f_j)^(n-1). Padding has f = 0, y = 0: terms 0.
+        u = 1.0 - f
+        p = f * 0.0 + 1.0
+        series = f * 0.0
+        d_series = f * 0.0
+        for n in tl.static_range(1, TAYLOR + 1):
+            d_series += p
+            p = p * u
+            series += p / n
+        neg_loss = -(y * series)
+        r = -(y * f * d_series)
     else:
-        logq = logf
-        r = -y
-    # Select before multiplying: 0 * -inf (padding, underflow) would be NaN.
-    return y * tl.where(y > 0, logq, 0.0), r, f
+        if MIXING:
+            mixed = valid & (y >= th[:, None]) & (b[:, None] > 0)
+            cf = c[:, None] * f
+            q = tl.where(mixed, cf + b[:, None], 1.0)
+            logq = tl.where(mixed, tl.log(q), log_a[:, None] + logf)
+            r = tl.where(mixed, -y * cf / q, -y)
+        else:
+            logq = logf
+            r = -y
+        # Select before multiplying: 0 * -inf (padding, underflow) would be NaN.
+        neg_loss = y * tl.where(y > 0, logq, 0.0)
+    return neg_loss, r, f
 
 
 @triton.jit
@@ -97,8 +115,8 @@ def _no_mix_params(ROWS: tl.constexpr):
 @triton.jit
 def _slam_fwd_kernel(z_ptr, y_ptr, alpha_ptr, s_ptr, th_ptr, loss_ptr, stats_ptr,
                      n_rows, n_cols, stride_z, stride_y, stride_a, stride_s, stride_th, inv_t,
-                     MIXING: tl.constexpr, ROWS: tl.constexpr, BLOCK: tl.constexpr,
-                     SINGLE: tl.constexpr):
+                     MIXING: tl.constexpr, TAYLOR: tl.constexpr, TWO_PASS: tl.constexpr,
+                     ROWS: tl.constexpr, BLOCK: tl.constexpr, SINGLE: tl.constexpr):
     rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
     row_ok = rows < n_rows
     rows64 = rows.to(tl.int64)  # row offsets in int64: N x C may exceed 2**31
@@ -113,7 +131,8 @@ def _slam_fwd_kernel(z_ptr, y_ptr, alpha_ptr, s_ptr, th_ptr, loss_ptr, stats_ptr
         m = tl.where(row_ok, tl.max(z, axis=1), 0.0)
         d = (z - m[:, None]) * inv_t  # z - m is exact for nearby values: shift-invariant
         log_l = tl.log(tl.where(row_ok, tl.sum(tl.exp(d), axis=1), 1.0))
-        ylogq, r, f = _mix_terms(d - log_l[:, None], y, valid, b, c, log_a, th, MIXING)
+        logf = d - log_l[:, None]
+        ylogq, r, f = _mix_terms(logf, y, valid, b, c, log_a, th, MIXING, TAYLOR)
         loss = -tl.sum(ylogq, axis=1)
         sumr = tl.sum(r, axis=1)
     else:
@@ -127,21 +146,21 @@ def _slam_fwd_kernel(z_ptr, y_ptr, alpha_ptr, s_ptr, th_ptr, loss_ptr, stats_ptr
             m_new = tl.where(row_ok, tl.maximum(m, tl.max(z, axis=1)), 0.0)
             d = z - m_new[:, None]
             sum_e = sum_e * tl.exp((m - m_new) * inv_t) + tl.sum(tl.exp(d * inv_t), axis=1)
-            if not MIXING:
+            if not TWO_PASS:
                 # sy = 0 means nothing accumulated yet (m may still be -inf): no rescale.
                 syz = syz - tl.where(sy > 0, m_new - m, 0.0) * sy
                 syz += tl.sum(y * tl.where(y > 0, d, 0.0), axis=1)
                 sy += tl.sum(y, axis=1)
             m = m_new
         log_l = tl.log(tl.where(row_ok, sum_e, 1.0))
-        if MIXING:
+        if TWO_PASS:
             loss = tl.zeros([ROWS], tl.float32)
             sumr = tl.zeros([ROWS], tl.float32)
             for start in range(0, n_cols, BLOCK):
                 z, y, valid = _load_tile(z_ptr, y_ptr, rows64, row_ok, start + cols, n_cols,
                                          stride_z, stride_y)
                 logf = (z - m[:, None]) * inv_t - log_l[:, None]
-                ylogq, r, f = _mix_terms(logf, y, valid, b, c, log_a, th, MIXING)
+                ylogq, r, f = _mix_terms(logf, y, valid, b, c, log_a, th, MIXING, TAYLOR)
                 loss -= tl.sum(ylogq, axis=1)
                 sumr += tl.sum(r, axis=1)
         else:
@@ -156,8 +175,8 @@ def _slam_fwd_kernel(z_ptr, y_ptr, alpha_ptr, s_ptr, th_ptr, loss_ptr, stats_ptr
 @triton.jit
 def _slam_bwd_kernel(z_ptr, y_ptr, alpha_ptr, s_ptr, th_ptr, stats_ptr, go_ptr, dz_ptr,
                      n_rows, n_cols, stride_z, stride_y, stride_dz, stride_a, stride_s,
-                     stride_th, stride_go, inv_t, MIXING: tl.constexpr, ROWS: tl.constexpr,
-                     BLOCK: tl.constexpr):
+                     stride_th, stride_go, inv_t, MIXING: tl.constexpr, TAYLOR: tl.constexpr,
+                     ROWS: tl.constexpr, BLOCK: tl.constexpr):
     rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
     row_ok = rows < n_rows
     rows64 = rows.to(tl.int64)
@@ -176,17 +195,19 @@ def _slam_bwd_kernel(z_ptr, y_ptr, alpha_ptr, s_ptr, th_ptr, stats_ptr, go_ptr, 
         z, y, valid = _load_tile(z_ptr, y_ptr, rows64, row_ok, start + cols, n_cols,
                                  stride_z, stride_y)
         logf = (z - m[:, None]) * inv_t - log_l[:, None]
-        ylogq, r, f = _mix_terms(logf, y, valid, b, c, log_a, th, MIXING)
+        ylogq, r, f = _mix_terms(logf, y, valid, b, c, log_a, th, MIXING, TAYLOR)
         dz = (r - f * sumr[:, None]) * scale[:, None]
         tl.store(dz_ptr + rows64[:, None] * stride_dz + (start + cols)[None, :],
                  dz.to(dz_ptr.dtype.element_ty), mask=valid)
 
 
 def slam_forward(z: torch.Tensor, y: torch.Tensor, alpha: torch.Tensor, s: torch.Tensor,
-                 thresh: torch.Tensor, inv_t: float, mixing: bool):
+                 thresh: torch.Tensor, inv_t: float, mixing: bool, taylor_order: int = 0):
     """Launch the forward. z, y (N, C) with unit column stride; alpha, s, thresh (N,) fp32
-    (any row stride, 0 for a broadcast scalar). Returns the row losses (N,) fp32 and the
-    statistics (3, N) fp32 the backward needs: row max of z, log sum exp((z - max) / T), sum_r."""
+    (any row stride, 0 for a broadcast scalar); taylor_order > 0 selects Taylor-CE of that
+    order instead of the log loss (mixing must then be False). Returns the row losses (N,)
+    fp32 and the statistics (3, N) fp32 the backward needs: row max m of z,
+    log sum_j exp((z_j - m) / T) and sum_r."""
     n, c = z.shape
     loss = torch.empty(n, dtype=torch.float32, device=z.device)
     stats = torch.empty((3, n), dtype=torch.float32, device=z.device)
@@ -197,14 +218,14 @@ def slam_forward(z: torch.Tensor, y: torch.Tensor, alpha: torch.Tensor, s: torch
     _slam_fwd_kernel[grid](
         z, y, alpha, s, thresh, loss, stats, n, c, z.stride(0), y.stride(0),
         alpha.stride(0), s.stride(0), thresh.stride(0), inv_t,
-        MIXING=mixing, ROWS=cfg.rows, BLOCK=cfg.block, SINGLE=cfg.single,
-        num_warps=cfg.num_warps)
+        MIXING=mixing, TAYLOR=taylor_order, TWO_PASS=mixing or taylor_order > 0,
+        ROWS=cfg.rows, BLOCK=cfg.block, SINGLE=cfg.single, num_warps=cfg.num_warps)
     return loss, stats
 
 
 def slam_backward(grad_rows: torch.Tensor, z: torch.Tensor, y: torch.Tensor, alpha: torch.Tensor,
                   s: torch.Tensor, thresh: torch.Tensor, stats: torch.Tensor, inv_t: float,
-                  mixing: bool) -> torch.Tensor:
+                  mixing: bool, taylor_order: int = 0) -> torch.Tensor:
     """Launch the backward: dL/dz (N, C) contiguous, z's dtype, for the upstream gradient
     grad_rows (N,) of the per-row losses (any row stride). Other arguments as the forward's."""
     n, c = z.shape
@@ -217,5 +238,6 @@ def slam_backward(grad_rows: torch.Tensor, z: torch.Tensor, y: torch.Tensor, alp
     _slam_bwd_kernel[grid](
         z, y, alpha, s, thresh, stats, grad_rows, dz, n, c, z.stride(0), y.stride(0),
         dz.stride(0), alpha.stride(0), s.stride(0), thresh.stride(0), grad_rows.stride(0), inv_t,
-        MIXING=mixing, ROWS=cfg.rows, BLOCK=cfg.block, num_warps=cfg.num_warps)
+        MIXING=mixing, TAYLOR=taylor_order, ROWS=cfg.rows, BLOCK=cfg.block,
+        num_warps=cfg.num_warps)
     return dz

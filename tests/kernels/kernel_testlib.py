@@ -1,15 +1,26 @@
-"""Shared inputs and the tolerance policy of the kernel tests (see test_properties.py)."""
+"""Shared inputs, hypothesis settings and the tolerance policy of the kernel tests (the policy
+is written out in test_kernel_properties.py).
+
+Hypothesis settings: "ci" (default) is sized for the 2-core CI machine running the kernels in
+Triton's interpreter; HYPOTHESIS_PROFILE=gpu draws many more examples for a run on a CUDA
+device, where a launch costs microseconds instead of milliseconds. They are applied per test
+(KERNEL_SETTINGS, MINOR_SETTINGS) instead of loaded as the session's global profile, so other
+test folders keep their own hypothesis configuration.
+"""
 from __future__ import annotations
 
 import contextlib
 import os
 from unittest import mock
 
+import pytest
 import torch
-from hypothesis import settings
+from hypothesis import HealthCheck, settings
 
-from slam_bench.kernels import config
-from slam_bench.reference import distill_loss_reference, slam_loss_reference
+pytest.importorskip("triton", reason="the kernels need Triton (Linux x86-64)")
+
+from slam_bench.kernels import config  # noqa: E402
+from slam_bench.reference import distill_loss_reference, slam_loss_reference  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 GPU_PROFILE = os.environ.get("HYPOTHESIS_PROFILE") == "gpu"
@@ -27,8 +38,13 @@ ABS_ULP = {torch.float32: 0.0, torch.float16: 2.0 ** -24, torch.bfloat16: 0.0}
 # The kernel's gradient error against the float64 oracle may be at most this multiple of
 # PyTorch's own error when it evaluates the oracle's formula in the low precision.
 TORCH_LOWP_MULTIPLE = 2.0
-# Examples for the secondary property tests: a quarter of the profile's (ci 15, gpu 250).
-MINOR_EXAMPLES = max(5, settings.default.max_examples // 4)
+_COMMON = dict(deadline=None, database=None, print_blob=True,
+               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+# Main property test: 150 derandomized (reproducible) examples in CI, 1000 random on a GPU.
+KERNEL_SETTINGS = (settings(max_examples=1000, **_COMMON) if GPU_PROFILE
+                   else settings(max_examples=150, derandomize=True, **_COMMON))
+# Secondary property tests: a quarter of that.
+MINOR_SETTINGS = settings(KERNEL_SETTINGS, max_examples=KERNEL_SETTINGS.max_examples // 4)
 
 
 @contextlib.contextmanager

@@ -25,11 +25,12 @@ from __future__ import annotations
 import contextlib
 
 import torch
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from kernel_testlib import (DEVICE, MINOR_EXAMPLES, assert_grad_close, assert_loss_close,
-                            lowp_reference_grad, reference, row_grad_scale, small_blocks)
+from kernel_testlib import (DEVICE, KERNEL_SETTINGS, MINOR_SETTINGS, assert_grad_close,
+                            assert_loss_close, lowp_reference_grad, reference, row_grad_scale,
+                            small_blocks)
 from slam_bench.kernels import slam_loss_triton
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -118,6 +119,7 @@ def build(p):
     return mv(z), mv(y), mv(alpha), mv(k), mv(weight), mv(go)
 
 
+@KERNEL_SETTINGS
 @given(problems())
 def test_kernel_matches_float64_oracle(p):
     z, y, alpha, k, weight, go = build(p)
@@ -146,7 +148,7 @@ def _cpu(t):
     return t.cpu() if isinstance(t, torch.Tensor) else t
 
 
-@settings(max_examples=MINOR_EXAMPLES)
+@MINOR_SETTINGS
 @given(st.integers(0, 2 ** 31 - 1), st.sampled_from([2, 5, 33]), st.booleans())
 def test_alpha_one_is_vanilla_distillation(seed, c, small):
     """spec/slam.md: alpha = 1 gives the soft-label cross-entropy. Per-row ones keep the
@@ -165,7 +167,7 @@ def test_alpha_one_is_vanilla_distillation(seed, c, small):
     torch.testing.assert_close(vanilla.double(), ce, rtol=1e-5, atol=1e-5)
 
 
-@settings(max_examples=MINOR_EXAMPLES)
+@MINOR_SETTINGS
 @given(st.integers(0, 2 ** 31 - 1), st.floats(0.05, 1.0))
 def test_binary_case_is_forward_correction(seed, alpha):
     """C = 2, k = 2: q = alpha f + (1 - alpha)(1 - f), the classic binary forward correction."""
@@ -180,7 +182,7 @@ def test_binary_case_is_forward_correction(seed, alpha):
     torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5)
 
 
-@settings(max_examples=MINOR_EXAMPLES)
+@MINOR_SETTINGS
 @given(st.integers(0, 2 ** 31 - 1), st.booleans(), st.booleans())
 def test_shift_invariance(seed, mixing, small):
     """Adding 100 to every logit changes neither loss nor gradient. Logits are multiples of
