@@ -1,0 +1,138 @@
+"""Leaderboards, generated from the raw rows only (spec/suites.md).
+
+Wide CSV `<out>/leaderboard/<suite>.csv`: one row per method (Teacher first, then registry
+order), one column per `<dataset>_<labeled size>`, cells `mean +- std` of test accuracy in
+percent with the sample std (ddof=1); the last row, `trials`, gives the number of trials per
+column. The same raw rows always give the same bytes. README gets the same tables in Markdown
+between `<!-- leaderboard:start -->` and `<!-- leaderboard:end -->`.
+"""
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+from typing import Iterable, List, Optional, Tuple
+
+import pandas as pd
+
+from slam_bench.pipeline.fileio import atomic_write, locked
+from slam_bench.pipeline.methods import METHODS
+from slam_bench.pipeline.results import read_all_runs
+
+START, END = "<!-- leaderboard:start -->", "<!-- leaderboard:end -->"
+
+
+def _method_order(names: Iterable[str]) -> List[str]:
+    registry = list(METHODS)
+    known = [m for m in registry if m in set(names)]
+    return known + sorted(set(names) - set(registry))
+
+
+def _columns(df: pd.DataFrame) -> List[Tuple[str, int]]:
+    pairs = {(str(d), int(n)) for d, n in zip(df["dataset"], df["labeled_size"])}
+    return sorted(pairs)
+
+
+def summary(df: pd.DataFrame) -> pd.DataFrame:
+    """Long summary: dataset, labeled_size, method, mean, std (ddof=1), n; accuracies in %."""
+    g = df.assign(acc=100.0 * df["test_acc"].astype(float)).groupby(
+        ["dataset", "labeled_size", "method"], sort=True)["acc"]
+    return g.agg(mean="mean", std=lambda s: s.std(ddof=1), n="count").reset_index()
+
+
+def _cell(mean: float, std: float) -> str:
+    return f"{mean:.2f} +- {std:.2f}" if not math.isnan(std) else f"{mean:.2f} +- n/a"
+
+
+def wide_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Methods x `<dataset>_<labeled size>` table of `mean +- std` strings plus a trials row."""
+    s = summary(df)
+    cols = _columns(df)
+    methods = _method_order(s["method"].unique())
+    index = {(r.dataset, int(r.labeled_size), r.method): r for r in s.itertuples()}
+    rows = []
+    for m in methods:
+        row = {"method": m}
+        for d, n in cols:
+            r = index.get((d, n, m))
+            row[f"{d}_{n}"] = _cell(r.mean, r.std) if r is not None else ""
+        rows.append(row)
+    trials = {"method": "trials"}
+    for d, n in cols:
+        counts = sorted({int(r.n) for r in s.itertuples() if r.dataset == d and int(r.labeled_size) == n})
+        trials[f"{d}_{n}"] = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+    rows.append(trials)
+    return pd.DataFrame(rows, columns=["method"] + [f"{d}_{n}" for d, n in cols])
+
+
+def leaderboard_csv(df: pd.DataFrame) -> bytes:
+    buf = io.StringIO()
+    wide_table(df).to_csv(buf, index=False, lineterminator="\n")
+    return buf.getvalue().encode()
+
+
+def markdown_table(suite: str, df: pd.DataFrame) -> str:
+    """The suite's leaderboard as Markdown; the best student mean per column in bold."""
+    s = summary(df)
+    table = wide_table(df)
+    best = {}
+    for (d, n), grp in s[s["method"] != "teacher"].groupby(["dataset", "labeled_size"]):
+        best[f"{d}_{int(n)}"] = grp["mean"].max()
+    means = {(f"{r.dataset}_{int(r.labeled_size)}", r.method): r.mean for r in s.itertuples()}
+    labels = {name: m.label for name, m in METHODS.items()}
+    header = ["method"] + [f"`{c}`" for c in table.columns[1:]]
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "---|" * len(header)]
+    for row in table.to_dict("records"):
+        m = row["method"]
+        cells = [labels.get(m, m) if m != "trials" else "trials (n)"]
+        for c in table.columns[1:]:
+            v = row[c]
+            mean = means.get((c, m))
+            if m != "teacher" and mean is not None and c in best and mean == best[c]:
+                v = f"**{v}**"
+            cells.append(v)
+        lines.append("| " + " | ".join(cells) + " |")
+    teacher = s[s["method"] == "teacher"]
+    span = (f"teacher accuracy {teacher['mean'].min():.1f}-{teacher['mean'].max():.1f}%"
+            if len(teacher) else "")
+    head = (f"**{suite}** — student test accuracy (%), mean +- sample std (ddof=1) over the "
+            f"trials in the last row; last-epoch models; {span}; best student in bold.")
+    return head + "\n\n" + "\n".join(lines) + "\n"
+
+
+def write_leaderboards(out: Path, suites: Optional[Iterable[str]] = None) -> List[Path]:
+    """Rewrite <out>/leaderboard/<suite>.csv for every suite with raw rows; returns the paths."""
+    paths = []
+    for suite, df in read_all_runs(out, suites):
+        if df.empty:
+            continue
+        path = Path(out) / "leaderboard" / f"{suite}.csv"
+        atomic_write(path, leaderboard_csv(df))
+        paths.append(path)
+    return paths
+
+
+def readme_section(out: Path) -> str:
+    """Every suite's table, registered suites first in registry order, then any others."""
+    from slam_bench.pipeline.suites import SUITES
+
+    order = {name: i for i, name in enumerate(SUITES)}
+    runs = sorted(read_all_runs(out), key=lambda r: (order.get(r[0], len(order)), r[0]))
+    parts = [markdown_table(suite, df) for suite, df in runs if not df.empty]
+    return "\n".join(parts) if parts else "_No results yet: run `slam-bench run SUITE`._\n"
+
+
+def update_readme(readme: Path, out: Path) -> bool:
+    """Replace the text between the leaderboard markers of `readme`; False if no markers."""
+    readme = Path(readme)
+    with locked(readme):
+        text = readme.read_text()
+        if START not in text or END not in text or text.index(START) > text.index(END):
+            return False
+        head, rest = text.split(START, 1)
+        _, tail = rest.split(END, 1)
+        new = f"{head}{START}\n{readme_section(out)}{END}{tail}"
+        if new != text:
+            atomic_write(readme, new)
+        return True

@@ -1,0 +1,252 @@
+"""The one method registry: every student method is a `Method` entry in METHODS.
+
+A method has named hyper-parameter defaults (logged in every row and in its config hash),
+a `fit(ctx)` that fits its estimators on V (labels used only here) and returns per-example
+tensors aligned with U plus the values to log, and a `loss(batch)` for a batch of U.
+
+Adding a method = write its loss (e.g. in slam_bench.losses) and add one entry:
+
+    register_method(Method("mine", "My method", defaults={"beta": 0.5},
+                           fit=_fit_nothing, loss=lambda b: my_loss(b.logits, b.teacher_probs,
+                                                                    beta=b.hp["beta"])))
+
+The suites, the CLI and the leaderboard pick it up from here (list it in a suite's `methods`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Mapping, Optional
+
+import torch
+from torch import Tensor, nn
+
+from slam_bench import distill_loss, slam_loss
+
+
+@dataclass(frozen=True)
+class FitContext:
+    """What a method may fit on. Teacher tensors are float32 on the training device.
+
+    probs_val (|V|, C), y_val (|V|,) int64: V, whose labels exist for fitting only.
+    probs_u (|U|, C): the teacher's soft labels on U; mc_std_u (|U|, C): std over MC-dropout
+    passes; teacher_features_dim / student_features_dim: penultimate widths (for VID).
+    """
+    probs_val: Tensor
+    y_val: Tensor
+    probs_u: Tensor
+    mc_std_u: Tensor
+    num_classes: int
+    teacher_feature_dim: int
+    student_feature_dim: int
+    hp: Mapping
+
+
+@dataclass
+class Fitted:
+    """A fitted method: values to log (`params`), tensors aligned with U (`per_example`, sliced
+    per batch), other fitted tensors (`state`), and an optional module trained with the student."""
+    params: Dict[str, object] = field(default_factory=dict)
+    per_example: Dict[str, Tensor] = field(default_factory=dict)
+    state: Dict[str, object] = field(default_factory=dict)
+    module: Optional[nn.Module] = None
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One batch of U: its indices into U (B,) int64, student logits (B, C) and features (B, F),
+    the teacher's soft labels (B, C) and features (B, F_t), the method's per-example tensors
+    sliced to the batch."""
+    index: Tensor
+    logits: Tensor
+    features: Tensor
+    teacher_probs: Tensor
+    teacher_features: Tensor
+    extra: Mapping[str, Tensor]
+    fitted: Fitted
+    hp: Mapping
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    label: str  # row name in leaderboards
+    defaults: Mapping = field(default_factory=dict)
+    fit: Optional[Callable[[FitContext], Fitted]] = None
+    loss: Optional[Callable[[Batch], Tensor]] = None  # None: no student (the teacher row)
+    description: str = ""
+
+    @property
+    def trains_student(self) -> bool:
+        return self.loss is not None
+
+    def hparams(self, overrides: Optional[Mapping] = None) -> Dict[str, object]:
+        """Defaults updated by `overrides`; unknown names are an error, not silently kept."""
+        hp = dict(self.defaults)
+        for key, value in (overrides or {}).items():
+            if key not in hp:
+                raise ValueError(f"method {self.name!r} has no hyper-parameter {key!r}; "
+                                 f"expected one of {', '.join(sorted(hp)) or '(none)'}")
+            hp[key] = value
+        return hp
+
+
+METHODS: Dict[str, Method] = {}
+
+
+def register_method(method: Method) -> None:
+    if method.name in METHODS:
+        raise ValueError(f"method {method.name!r} is already registered")
+    METHODS[method.name] = method
+
+
+def get_method(name: str) -> Method:
+    if name not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {name!r}")
+    return METHODS[name]
+
+
+# --------------------------------------------------------------------------- shared estimators
+
+def _fit_alpha(ctx: FitContext):
+    """Isotonic alpha on V, evaluated on U; returns ((|U|,) float32 alpha, params to log).
+
+    Also keeps the unclipped isotonic estimate on U (`alpha_raw`, not used by the loss) so a
+    dataset with a known posterior can separate the estimator's error from the clipping's.
+    """
+    from slam_bench.estimators import fit_alpha, teacher_margin
+
+    est = fit_alpha(ctx.probs_val, ctx.y_val, lower_bound=ctx.hp["alpha_lower_bound"])
+    alpha_u = est.predict(ctx.probs_u)
+    raw = est.model.predict(teacher_margin(ctx.probs_u).cpu().numpy())
+    raw_u = torch.as_tensor(raw, dtype=torch.float32).clamp(0, 1)
+    params = {**est.params(), "alpha_mean_u": float(alpha_u.mean()) if len(alpha_u) else 0.0}
+    return alpha_u, raw_u, params
+
+
+def _choose_k(ctx: FitContext, minimum: int = 1) -> tuple[int, dict]:
+    """k from the hyper-parameter: an int as given, or "auto" (choose_k on V; binary: 2)."""
+    if ctx.hp["k"] == "auto":
+        from slam_bench.estimators import choose_k
+
+        choice = choose_k(ctx.probs_val, ctx.y_val, target=ctx.hp["k_target"])
+        k, params = choice.k, choice.params()
+    else:
+        k, params = int(ctx.hp["k"]), {}
+    k_used = min(max(k, minimum), ctx.num_classes)
+    return k_used, {**params, "k": k_used, "k_chosen": k}
+
+
+# --------------------------------------------------------------------------- the methods
+
+def _fit_nothing(ctx: FitContext) -> Fitted:
+    return Fitted()
+
+
+def _vanilla_loss(b: Batch) -> Tensor:
+    return distill_loss(b.logits, b.teacher_probs, temperature=b.hp["temperature"],
+                        check_values=False)
+
+
+def _taylor_loss(b: Batch) -> Tensor:
+    from slam_bench.losses import taylor_ce_loss
+
+    return taylor_ce_loss(b.logits, b.teacher_probs, order=b.hp["order"],
+                          temperature=b.hp["temperature"], check_values=False)
+
+
+def _fit_ups(ctx: FitContext) -> Fitted:
+    from slam_bench.losses import ups_select
+
+    if ctx.hp["rounds"] != 1:
+        raise ValueError(f"ups: rounds must be 1 (one labelling round is implemented), "
+                         f"got {ctx.hp['rounds']!r}")
+    sel = ups_select(ctx.probs_u, ctx.mc_std_u, tau_p=ctx.hp["tau_p"], kappa_p=ctx.hp["kappa_p"],
+                     tau_n=ctx.hp["tau_n"], kappa_n=ctx.hp["kappa_n"])
+    return Fitted(params=sel.stats(), state={"selection": sel})
+
+
+def _ups_loss(b: Batch) -> Tensor:
+    from slam_bench.losses import ups_loss
+
+    return ups_loss(b.logits, b.fitted.state["selection"].subset(b.index), check_values=False)
+
+
+def _fit_vid(ctx: FitContext) -> Fitted:
+    from slam_bench.losses import VIDHead
+
+    head = VIDHead(ctx.student_feature_dim, ctx.teacher_feature_dim, hidden=ctx.hp["vid_hidden"])
+    return Fitted(module=head.to(ctx.probs_u.device))
+
+
+def _vid_loss(b: Batch) -> Tensor:
+    return _vanilla_loss(b) + b.hp["vid_beta"] * b.fitted.module(b.features, b.teacher_features)
+
+
+def _fit_weighted(ctx: FitContext) -> Fitted:
+    from slam_bench.estimators import fit_weights
+
+    w, params = fit_weights(ctx.probs_val, ctx.y_val, ctx.probs_u,
+                            lower_bound=ctx.hp["weight_lower_bound"], return_params=True)
+    return Fitted(params=params, per_example={"weight": w})
+
+
+def _weighted_loss(b: Batch) -> Tensor:
+    return distill_loss(b.logits, b.teacher_probs, temperature=b.hp["temperature"],
+                        weight=b.extra["weight"], check_values=False)
+
+
+def _fit_forward(ctx: FitContext) -> Fitted:
+    from slam_bench.estimators import fit_transition, transition_params
+
+    t = fit_transition(ctx.probs_val, ctx.y_val, smoothing=ctx.hp["smoothing"])
+    return Fitted(params={**transition_params(ctx.hp["smoothing"]),
+                          "transition_diag_mean": float(t.diagonal().mean())},
+                  state={"transition": t.to(device=ctx.probs_u.device, dtype=torch.float32)})
+
+
+def _forward_loss(b: Batch) -> Tensor:
+    from slam_bench.losses import forward_correction_loss
+
+    return forward_correction_loss(b.logits, b.teacher_probs, b.fitted.state["transition"],
+                                   temperature=b.hp["temperature"], check_values=False)
+
+
+def _slam_fitter(normalize: bool):
+    def fit(ctx: FitContext) -> Fitted:
+        alpha_u, raw_u, params = _fit_alpha(ctx)
+        # normalize=True divides by k - 1, so it needs k >= 2.
+        k, kparams = _choose_k(ctx, minimum=2 if normalize else 1)
+        return Fitted(params={**params, **kparams}, per_example={"alpha": alpha_u},
+                      state={"alpha_raw": raw_u})
+    return fit
+
+
+def _slam_loss_fn(normalize: bool):
+    def loss(b: Batch) -> Tensor:
+        return slam_loss(b.logits, b.teacher_probs, b.extra["alpha"], b.fitted.params["k"],
+                         normalize=normalize, temperature=b.hp["temperature"], check_values=False)
+    return loss
+
+
+_SLAM_DEFAULTS = {"alpha_lower_bound": 0.6, "k": "auto", "k_target": 0.9, "temperature": 1.0}
+
+register_method(Method("teacher", "Teacher", description="the teacher's own test accuracy"))
+register_method(Method("vanilla", "Vanilla", {"temperature": 1.0}, _fit_nothing, _vanilla_loss,
+                       "soft cross-entropy on U"))
+register_method(Method("taylor_ce", "Taylor-CE", {"order": 2, "temperature": 1.0}, _fit_nothing,
+                       _taylor_loss, "truncated Taylor series of -log p (Feng et al. 2020)"))
+register_method(Method("ups", "UPS", {"tau_p": 0.7, "kappa_p": 0.05, "tau_n": 0.05,
+                                      "kappa_n": 0.005, "rounds": 1},
+                       _fit_ups, _ups_loss, "uncertainty-aware pseudo-label selection, one round"))
+register_method(Method("vid", "VID", {"vid_beta": 1.0, "vid_hidden": None, "temperature": 1.0},
+                       _fit_vid, _vid_loss, "vanilla + variational information distillation"))
+register_method(Method("weighted", "Weighted", {"weight_lower_bound": 0.0, "temperature": 1.0},
+                       _fit_weighted,
+                       _weighted_loss, "vanilla with per-example weights from V"))
+register_method(Method("forward", "Forward", {"smoothing": 1.0, "temperature": 1.0}, _fit_forward,
+                       _forward_loss, "global transition-matrix forward correction"))
+register_method(Method("slam", "SLaM", dict(_SLAM_DEFAULTS), _slam_fitter(False),
+                       _slam_loss_fn(False), "student-label mixing, s = 1"))
+register_method(Method("slam_normalized", "SLaM (normalized)", dict(_SLAM_DEFAULTS),
+                       _slam_fitter(True), _slam_loss_fn(True),
+                       "student-label mixing, s = 1/(k-1)"))

@@ -1,0 +1,248 @@
+"""Run one suite: for each labeled size and trial, split, teacher, then every method.
+
+Trial t uses split seed SPLIT_SEED_BASE + t and train seed TRAIN_SEED_BASE + t: the split and
+the training randomness are separate streams. Each finished (trial, method) row is recorded
+atomically before the next starts, and rows already recorded with the same config hash are
+skipped, so a killed run resumes where it stopped.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Set, Tuple
+
+import torch
+
+from slam_bench.data import load_dataset
+from slam_bench.models import build_model
+from slam_bench.pipeline import methods as M
+from slam_bench.pipeline.hashing import PIPELINE_VERSION, stable_hash, tensor_digest
+from slam_bench.pipeline.results import (done_keys, prune_rows, read_rows, record_row, runs_path)
+from slam_bench.pipeline.splits import make_split, save_split
+from slam_bench.pipeline.suites import Suite
+from slam_bench.pipeline.teacher import teacher_key, teacher_outputs
+from slam_bench.pipeline.train import accuracy, predict, train_student
+
+SPLIT_SEED_BASE = 0
+TRAIN_SEED_BASE = 1000
+
+
+@functools.lru_cache(maxsize=1)
+def git_sha() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                             text=True, timeout=10, cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {device!r}") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available here")
+    return dev
+
+
+def _alpha_truth(ds, split, probs_u: torch.Tensor, fitted) -> Dict[str, float]:
+    """For datasets with a known posterior: the error of the alpha estimate against the truth
+    alpha_true(x) = p(y = teacher's top-1 | x) on U, for the clipped alpha the loss uses
+    (`alpha_true_mae`) and the unclipped isotonic fit (`alpha_true_mae_raw`)."""
+    post = getattr(ds, "posterior_train", None)
+    if post is None or "alpha" not in fitted.per_example:
+        return {}
+    truth = post[split.u].gather(1, probs_u.argmax(dim=1, keepdim=True)).squeeze(1).float()
+    out = {"alpha_true_mean": round(float(truth.mean()), 6),
+           "alpha_true_mae": round(float((fitted.per_example["alpha"].cpu() - truth).abs().mean()), 6)}
+    if "alpha_raw" in fitted.state:
+        out["alpha_true_mae_raw"] = round(float((fitted.state["alpha_raw"].cpu() - truth).abs().mean()), 6)
+    return out
+
+
+def plan(suite: Suite, smoke: bool) -> List[Tuple[int, int, int]]:
+    """(labeled_size, split_seed, train_seed) for every trial of the suite."""
+    sizes = suite.sizes(smoke)
+    return [(n, SPLIT_SEED_BASE + t, TRAIN_SEED_BASE + t)
+            for n in sizes.labeled_sizes for t in range(sizes.trials)]
+
+
+def run_suite(suite: Suite, out: Path, *, smoke: bool = False, device: str = "auto",
+              data_root: Optional[Path] = None, force: bool = False, prune: bool = False,
+              progress: bool = False, log: Callable[[str], None] = lambda s: None,
+              cpu_threads: Optional[int] = 1) -> Path:
+    """Run `suite` (its smoke or full sizes), recording rows in <out>/runs/<suite>.csv.
+
+    force: recompute rows and teachers even if recorded/cached. prune: afterwards drop rows of
+    this suite that the current configuration did not produce (a full rewrite of the file).
+    cpu_threads: torch intra-op threads while the suite runs on CPU (restored afterwards);
+    these models are so small that extra threads only add synchronisation, which is ruinous
+    on a shared machine (measured 20x slower per step with 2 threads than with 1 under load).
+    None leaves torch's setting alone. Returns the runs CSV path.
+    """
+    previous = torch.get_num_threads()
+    if cpu_threads is not None:
+        torch.set_num_threads(cpu_threads)
+    try:
+        return _run_suite(suite, out, smoke, device, data_root, force, prune, progress, log)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run_suite(suite, out, smoke, device, data_root, force, prune, progress, log) -> Path:
+    sizes = suite.sizes(smoke)
+    dev = resolve_device(device)
+    methods = [M.get_method(m) for m in suite.methods]
+    hps = {m.name: m.hparams(suite.method_options.get(m.name)) for m in methods}
+    for name in suite.method_options:
+        M.get_method(name)  # an override for an unknown method is a config error
+    ds = load_dataset(suite.dataset, data_root, **suite.dataset_options)
+    dataset_id = {"name": ds.name, "options": dict(suite.dataset_options),
+                  "digest": tensor_digest(ds.x_train, ds.y_train, ds.x_test, ds.y_test)}
+    # The loader's options and scalar facts (e.g. a synthetic set's Bayes accuracy), logged.
+    meta_json = json.dumps({**dict(suite.dataset_options),
+                            **{k: v for k, v in ds.meta.items()
+                               if isinstance(v, (int, float, str, bool))}}, sort_keys=True)
+    out = Path(out)
+    csv_path = runs_path(out, suite.name)
+    done = set() if force else done_keys(read_rows(csv_path))
+    x_train, y_train = ds.x_train.to(dev), ds.y_train.to(dev)
+    x_test, y_test = ds.x_test.to(dev), ds.y_test.to(dev)
+    input_shape = tuple(ds.x_train.shape[1:])
+    trials = plan(suite, smoke)
+    common_cfg = {"dataset": dataset_id, "n_val": sizes.n_val, "max_unlabeled": sizes.max_unlabeled,
+                  "teacher_model": suite.teacher_model, "teacher_train": sizes.teacher,
+                  "mc_passes": sizes.mc_passes, "student_model": suite.student_model,
+                  "student_train": sizes.student, "labeled_weight": suite.labeled_weight,
+                  "version": PIPELINE_VERSION}
+    keep: Set[Tuple] = set()
+    bar = _progress(len(trials) * len(methods), suite.name, progress)
+    try:
+        for labeled, split_seed, train_seed in trials:
+            split = make_split(len(ds.y_train), labeled, sizes.n_val, split_seed, sizes.max_unlabeled)
+            cfg_hash = {m.name: stable_hash({**common_cfg, "labeled_size": labeled,
+                                             "method": m.name, "hp": hps[m.name]}) for m in methods}
+            ids = {m.name: (ds.name, str(labeled), str(split_seed), str(train_seed), m.name)
+                   for m in methods}
+            keep.update((*ids[m.name], cfg_hash[m.name]) for m in methods)
+            pending = [m for m in methods if (*ids[m.name], cfg_hash[m.name]) not in done]
+            bar.update(len(methods) - len(pending))
+            if not pending:
+                continue
+            save_split(split, out / "runs" / "splits" / suite.name /
+                       f"{ds.name}_labeled{labeled}_split{split_seed}.npz")
+            tkey = teacher_key(dataset_id, split, labeled, sizes.n_val, sizes.max_unlabeled,
+                               suite.teacher_model, sizes.teacher, train_seed, sizes.mc_passes)
+            teacher = teacher_outputs(ds, x_train, y_train, x_test, y_test, split, tkey,
+                                      suite.teacher_model, sizes.teacher, train_seed,
+                                      sizes.mc_passes, out / "cache", force=force)
+            base = {
+                "suite": suite.name, "dataset": ds.name, "dataset_meta": meta_json,
+                "labeled_size": labeled,
+                "n_unlabeled": len(split.u), "n_val": len(split.v), "n_test": len(ds.y_test),
+                "split_seed": split_seed, "train_seed": train_seed,
+                "teacher_arch": suite.teacher_model.describe(),
+                "student_arch": suite.student_model.describe(),
+                "teacher_test_acc": round(teacher.test_acc, 6),
+                "teacher_val_acc": round(teacher.val_acc, 6), "teacher_key": tkey,
+                "teacher_steps": teacher.steps, "teacher_train": _describe(sizes.teacher),
+                "labeled_weight": suite.labeled_weight, "weight_decay": sizes.student.weight_decay,
+                "selection": "last", "device": str(dev), "git_sha": git_sha(),
+                "mc_passes": sizes.mc_passes,
+            }
+            for m in pending:
+                t0 = time.perf_counter()
+                row = {**base, "method": m.name, "config_hash": cfg_hash[m.name]}
+                row.update({k: _loggable(v) for k, v in hps[m.name].items()})
+                if m.trains_student:
+                    acc, steps, params = _run_student(m, hps[m.name], ds, split, teacher, x_train,
+                                                      y_train, x_test, y_test, input_shape,
+                                                      suite, sizes, train_seed, dev)
+                    row.update(params)
+                    row.update(epochs=sizes.student.epochs, steps=steps,
+                               batch_size=sizes.student.batch_size, lr=sizes.student.lr,
+                               optimizer=sizes.student.optimizer, test_acc=round(acc, 6),
+                               wall_s=round(time.perf_counter() - t0, 3))
+                else:  # the teacher row reports the teacher itself
+                    row.update(epochs=sizes.teacher.epochs, steps=teacher.steps,
+                               batch_size=sizes.teacher.batch_size, lr=sizes.teacher.lr,
+                               optimizer=sizes.teacher.optimizer,
+                               test_acc=round(teacher.test_acc, 6), wall_s=teacher.wall_s)
+                record_row(csv_path, row)
+                log(f"{suite.name} {ds.name} labeled={labeled} split={split_seed} "
+                    f"{m.name}: test_acc={row['test_acc']:.4f}")
+                bar.update(1)
+    finally:
+        bar.close()
+    if prune:
+        prune_rows(csv_path, keep)
+    return csv_path
+
+
+def _run_student(method: M.Method, hp: dict, ds, split, teacher, x_train, y_train, x_test,
+                 y_test, input_shape, suite: Suite, sizes, train_seed: int, dev):
+    """Fit the method on V, train its student on A and U; returns (test acc, steps, params)."""
+    probs_u = teacher.probs_u.to(dev)
+    feats_u = teacher.features_u.to(dev)
+    torch.manual_seed(train_seed)
+    student = build_model(suite.student_model.name, input_shape, ds.num_classes,
+                          **suite.student_model.options).to(dev)
+    ctx = M.FitContext(probs_val=teacher.probs_val.to(dev), y_val=y_train[split.v.to(dev)],
+                       probs_u=probs_u, mc_std_u=teacher.mc_std_u.to(dev),
+                       num_classes=ds.num_classes, teacher_feature_dim=feats_u.shape[1],
+                       student_feature_dim=student.feature_dim, hp=hp)
+    fitted = method.fit(ctx)
+    params = dict(fitted.params)
+    params.update(_alpha_truth(ds, split, teacher.probs_u, fitted))
+    per_example = {k: v.to(dev) for k, v in fitted.per_example.items()}
+
+    def unlabeled_loss(idx, logits, feats):
+        batch = M.Batch(index=idx, logits=logits, features=feats, teacher_probs=probs_u[idx],
+                        teacher_features=feats_u[idx],
+                        extra={k: v[idx] for k, v in per_example.items()}, fitted=fitted, hp=hp)
+        return method.loss(batch)
+
+    a, u = split.a.to(dev), split.u.to(dev)
+    extra = fitted.module.parameters() if fitted.module is not None else ()
+    steps = train_student(student, x_train[a], y_train[a], x_train[u], unlabeled_loss,
+                          sizes.student, train_seed, suite.labeled_weight, extra)
+    return accuracy(predict(student, x_test), y_test), steps, params
+
+
+def _describe(t) -> str:
+    return (f"{t.optimizer} lr={t.lr:g} wd={t.weight_decay:g} bs={t.batch_size} "
+            f"epochs={t.epochs} min_steps={t.min_steps}")
+
+
+def _loggable(v):
+    if v is None:
+        return "none"
+    if isinstance(v, (list, tuple)):
+        return "x".join(str(i) for i in v)
+    return v
+
+
+class _NoBar:
+    def update(self, n=1):
+        pass
+
+    def close(self):
+        pass
+
+
+def _progress(total: int, name: str, enabled: bool):
+    """A tqdm bar on an interactive terminal, nothing otherwise."""
+    if not (enabled and sys.stderr.isatty()):
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=name, unit="run", leave=False)

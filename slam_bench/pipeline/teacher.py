@@ -1,0 +1,124 @@
+"""Train the teacher on A once per (dataset, labeled size, split seed) and cache its outputs.
+
+The cache file `<cache_dir>/teacher/<key>.pt` holds the teacher's probabilities on V, U and
+test, the std of its probabilities over MC-dropout passes on U (UPS) and its penultimate
+features on U (VID). `key` hashes everything that determines them: the dataset's name, options
+and a digest of its tensors (so a loader that orders examples differently gets other keys),
+the split, the teacher's model and training numbers, the seed, the MC passes and the
+pipeline version.
+"""
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Optional
+
+import torch
+from torch import Tensor
+
+from slam_bench.data.base import Dataset
+from slam_bench.models import build_model
+from slam_bench.pipeline.fileio import atomic_write
+from slam_bench.pipeline.hashing import PIPELINE_VERSION, stable_hash
+from slam_bench.pipeline.splits import Split
+from slam_bench.pipeline.suites import ModelSpec, TrainSpec
+from slam_bench.losses import mc_dropout_probs
+from slam_bench.pipeline.train import EVAL_BATCH, accuracy, predict, train_supervised
+
+
+class CacheError(RuntimeError):
+    """A cache file exists but cannot be read; the message names it and the fix."""
+
+
+@dataclass
+class TeacherOutputs:
+    """float32 CPU tensors: probs_* (n, C); mc_std_u (|U|, C); features_u (|U|, F)."""
+    key: str
+    probs_val: Tensor
+    probs_u: Tensor
+    probs_test: Tensor
+    mc_std_u: Tensor
+    features_u: Tensor
+    test_acc: float
+    val_acc: float
+    steps: int
+    wall_s: float
+
+    _TENSORS = ("probs_val", "probs_u", "probs_test", "mc_std_u", "features_u")
+
+    def to_state(self) -> dict:
+        state = {k: getattr(self, k) for k in self._TENSORS}
+        state.update(key=self.key, test_acc=self.test_acc, val_acc=self.val_acc, steps=self.steps,
+                     wall_s=self.wall_s)
+        return state
+
+    @classmethod
+    def from_state(cls, state: Mapping) -> "TeacherOutputs":
+        return cls(**{k: state[k] for k in ("key", *cls._TENSORS, "test_acc", "val_acc", "steps",
+                                            "wall_s")})
+
+
+def teacher_key(dataset_id: Mapping, split: Split, labeled_size: int, n_val: int,
+                max_unlabeled: Optional[int], model: ModelSpec, train: TrainSpec, seed: int,
+                mc_passes: int) -> str:
+    return stable_hash({"dataset": dataset_id, "labeled_size": labeled_size, "n_val": n_val,
+                        "max_unlabeled": max_unlabeled, "split_seed": split.split_seed,
+                        "model": model, "train": train, "seed": seed, "mc_passes": mc_passes,
+                        "version": PIPELINE_VERSION})
+
+
+def load_cached(path: Path, key: str) -> Optional[TeacherOutputs]:
+    """The cached outputs at `path`, None if absent; CacheError if unreadable or mismatched."""
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        out = TeacherOutputs.from_state(state)
+    except Exception as e:  # torch raises many types for a torn or foreign file
+        raise CacheError(f"teacher cache file {path} is unreadable ({type(e).__name__}: {e}); "
+                         f"delete it or rerun with --force to recompute it") from None
+    if out.key != key:
+        raise CacheError(f"teacher cache file {path} holds key {out.key}, expected {key}; "
+                         f"delete it or rerun with --force")
+    return out
+
+
+def teacher_outputs(ds: Dataset, x_train: Tensor, y_train: Tensor, x_test: Tensor,
+                    y_test: Tensor, split: Split, key: str, model: ModelSpec, train: TrainSpec,
+                    seed: int, mc_passes: int, cache_dir: Optional[Path],
+                    force: bool = False) -> TeacherOutputs:
+    """Cached teacher outputs for this split, training the teacher if needed.
+
+    x_*/y_* are the dataset's tensors already on the training device.
+    """
+    path = Path(cache_dir) / "teacher" / f"{key}.pt" if cache_dir is not None else None
+    if path is not None and not force:
+        cached = load_cached(path, key)
+        if cached is not None:
+            return cached
+    device = x_train.device
+    t0 = time.perf_counter()
+    torch.manual_seed(seed)
+    net = build_model(model.name, tuple(x_train.shape[1:]), ds.num_classes, **model.options).to(device)
+    a, v, u = (i.to(device) for i in (split.a, split.v, split.u))
+    steps = train_supervised(net, x_train[a], y_train[a], train, seed)
+    probs_val = predict(net, x_train[v])
+    probs_u, feats_u = predict(net, x_train[u], features=True)
+    probs_test = predict(net, x_test)
+    # MC dropout (UPS): per-class std over K passes with only the dropout layers active.
+    torch.manual_seed(seed + 1)
+    xu = x_train[u]
+    mc_std = torch.cat([mc_dropout_probs(net, xu[i:i + EVAL_BATCH], passes=mc_passes)[1]
+                        for i in range(0, len(xu), EVAL_BATCH)])
+    out = TeacherOutputs(key=key, probs_val=probs_val.cpu(), probs_u=probs_u.cpu(),
+                         probs_test=probs_test.cpu(), mc_std_u=mc_std.cpu(),
+                         features_u=feats_u.cpu(),
+                         test_acc=accuracy(probs_test, y_test), val_acc=accuracy(probs_val, y_train[v]),
+                         steps=steps, wall_s=round(time.perf_counter() - t0, 3))
+    if path is not None:
+        buf = io.BytesIO()
+        torch.save(out.to_state(), buf)
+        atomic_write(path, buf.getvalue())
+    return out

@@ -1,0 +1,94 @@
+"""The embedded benchmark suites (no download, CPU-sized).
+
+`pytest suites/` (smoke): every suite at its tiny size into a temporary directory, checking
+the pipeline's integrity: every method yields a row per trial, accuracies are in range, the
+splits, leaderboard and plot files are well-formed.
+`pytest suites/ --benchmark` (full): the same suites at full size, rewriting
+results/runs/<suite>.csv, results/leaderboard/<suite>.csv, results/plots/<suite>.png and the
+leaderboard table in README.md; the same integrity checks run on the written files.
+"""
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from slam_bench.data import dataset_status
+from slam_bench.pipeline.leaderboard import END, START, leaderboard_csv
+from slam_bench.pipeline.methods import METHODS
+from slam_bench.pipeline.report import regenerate
+from slam_bench.pipeline.results import read_rows
+from slam_bench.pipeline.runner import plan, run_suite
+from slam_bench.pipeline.splits import load_split
+from slam_bench.pipeline.suites import get_suite
+
+ROOT = Path(__file__).resolve().parents[1]
+EMBEDDED = ["digits", "mnist", "mnist1d", "noisy_teacher", "halfspace_rcn"]
+REQUIRED = ["suite", "dataset", "labeled_size", "n_unlabeled", "n_val", "n_test", "split_seed",
+            "train_seed", "teacher_arch", "student_arch", "teacher_test_acc", "method",
+            "config_hash", "epochs", "selection", "test_acc", "wall_s", "device", "git_sha"]
+CELL = re.compile(r"^\d{1,3}\.\d\d \+- (\d+\.\d\d|n/a)$")
+
+
+@pytest.mark.parametrize("name", EMBEDDED)
+def test_embedded_suite(name, full_run, tmp_path):
+    suite = get_suite(name)
+    reason = dataset_status(suite.dataset)
+    if reason is not None:
+        pytest.skip(f"{name}: {reason}")
+    out = ROOT / "results" if full_run else tmp_path / "results"
+    run_suite(suite, out, smoke=not full_run, prune=full_run)
+    regenerate(out, [name], readme=ROOT / "README.md" if full_run else None)
+    check_outputs(out, suite, smoke=not full_run)
+
+
+def check_outputs(out: Path, suite, smoke: bool) -> None:
+    df = read_rows(out / "runs" / f"{suite.name}.csv")
+    # Every (trial, method) has exactly one row.
+    expected = {(n, s, t, m) for n, s, t in plan(suite, smoke) for m in suite.methods}
+    got = [(int(r.labeled_size), int(r.split_seed), int(r.train_seed), r.method) for r in df.itertuples()]
+    assert sorted(got) == sorted(expected)
+    for col in REQUIRED:
+        assert col in df.columns, col
+        assert not df[col].isna().any(), col
+    assert ((df.test_acc >= 0) & (df.test_acc <= 1)).all()
+    assert ((df.teacher_test_acc >= 0) & (df.teacher_test_acc <= 1)).all()
+    assert (df.selection == "last").all()
+    teacher = df[df.method == "teacher"]
+    assert (teacher.test_acc == teacher.teacher_test_acc).all()
+    # One config per method and labeled size; the split seed differs from the train seed.
+    assert (df.groupby(["labeled_size", "method"]).config_hash.nunique() == 1).all()
+    assert (df.split_seed != df.train_seed).all()
+    slam = df[df.method == "slam"]
+    assert slam.k.between(1, 1000).all() and (slam.alpha_lower_bound > 0.5).all()
+    if suite.dataset in ("noisy_teacher", "halfspace_rcn"):  # alpha error against the truth
+        assert slam.alpha_true_mae.between(0, 1).all() and slam.alpha_true_mae_raw.between(0, 1).all()
+    # The saved splits are disjoint and match the rows' sizes.
+    for r in teacher.itertuples():
+        sp = load_split(out / "runs" / "splits" / suite.name /
+                        f"{r.dataset}_labeled{r.labeled_size}_split{r.split_seed}.npz")
+        assert (len(sp.a), len(sp.v), len(sp.u)) == (r.labeled_size, r.n_val, r.n_unlabeled)
+        assert len(set(sp.a.tolist()) | set(sp.v.tolist()) | set(sp.u.tolist())) == \
+            len(sp.a) + len(sp.v) + len(sp.u)
+    # Leaderboard: teacher first, one column per dataset_labeled, well-formed cells, and the
+    # same bytes when regenerated from the same rows.
+    lb_path = out / "leaderboard" / f"{suite.name}.csv"
+    lb = pd.read_csv(lb_path, dtype=str, keep_default_na=False)
+    assert list(lb.method) == [m for m in METHODS if m in suite.methods] + ["trials"]
+    sizes = sorted({n for n, _, _ in plan(suite, smoke)})
+    assert list(lb.columns) == ["method"] + [f"{suite.dataset}_{n}" for n in sizes]
+    for col in lb.columns[1:]:
+        assert all(CELL.match(c) for c in lb[col][:-1]), lb[col].tolist()
+        assert lb[col].iloc[-1] == str(suite.sizes(smoke).trials)
+        means = [float(c.split()[0]) for c in lb[col][:-1]]
+        assert all(0 <= m <= 100 and not math.isnan(m) for m in means)
+    assert lb_path.read_bytes() == leaderboard_csv(df)
+    png = out / "plots" / f"{suite.name}.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    readme = ROOT / "README.md"
+    if not smoke and START in readme.read_text():
+        section = readme.read_text().split(START, 1)[1].split(END, 1)[0]
+        assert f"**{suite.name}**" in section
