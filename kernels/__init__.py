@@ -1,1 +1,10 @@
-"""Fused Triton kernels for the SLaM loss family, imported as `slam_bench.kernels`."""
+"""Fused Triton kernels for the SLaM loss family, imported as `slam_bench.kernels`.
+
+Self-contained: imports torch and triton only (never other slam_bench modules), so the
+dependency direction stays suites -> slam_bench -> kernels.
+"""
+from .config import BlockConfig, block_config
+from .ops import slam_loss_triton, taylor_ce_triton, topk_threshold
+
+__all__ = ["slam_loss_triton", "taylor_ce_triton", "block_config", "BlockConfig",
+           "topk_threshold"]

@@ -25,7 +25,7 @@ def main(argv=None) -> int:
         try:
             modules[name] = importlib.import_module(module)
         except ModuleNotFoundError as e:
-            if e.name != module:  # a real missing dependency: let the user see which
+            if not (e.name == module or module.startswith(e.name + ".")):  # a real missing dependency
                 raise
             continue
         modules[name].add_arguments(sub.add_parser(name, help=help_))

@@ -22,10 +22,11 @@ def _triton_usable(device: torch.device) -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
-def _resolve_backend(backend: str, device: torch.device) -> str:
+def _resolve_backend(backend: str, device: torch.device, dtype: torch.dtype) -> str:
     checks.check_choice("backend", backend, checks.BACKENDS)
     if backend == "auto":
-        if device.type == "cuda" and _triton_kernel_available():
+        # The kernel computes in fp32; float64 logits keep their precision on the torch backend.
+        if device.type == "cuda" and dtype != torch.float64 and _triton_kernel_available():
             return "triton"
         return "torch"
     if backend == "triton" and not _triton_usable(device):
@@ -44,7 +45,7 @@ def _triton_kernel_available() -> bool:
 
 
 def _run(z, y, alpha, k, normalize, temperature, weight, reduction, backend, mixing):
-    backend = _resolve_backend(backend, z.device)
+    backend = _resolve_backend(backend, z.device, z.dtype)
     if backend == "triton":
         try:
             from slam_bench.kernels import slam_loss_triton

@@ -3,9 +3,12 @@
 Why not autograd on the formula: autograd keeps softmax, mask, mix, log and product
 temporaries alive until backward (several N x C buffers) and replays them. Here one pass
 over row chunks computes the row losses and dL/dz together (spec/slam.md section 2), keeping
-only the gradient, with the weight and the 1/N of "mean" already folded in. Backward is one
-multiply by grad_output. Peak extra memory: the saved gradient, the returned gradient and one
-chunk's temporaries.
+only the gradient, with 1/T, the weight and the 1/N of "mean" already folded in. Backward is
+one multiply by grad_output, skipped on CPU when grad_output is exactly 1 (`loss.backward()`),
+in which case autograd adopts the saved buffer as `.grad` without a copy (it copies when the
+graph is retained). Peak extra memory: the gradient buffer (plus the product buffer when
+grad_output != 1) and the temporaries of the chunks in flight (one per worker thread, about
+2 MiB each).
 
 Numerics (the Triton kernel does the same):
 - Entries outside the top-k mask, and every entry when alpha = 1, have q_j = alpha f_j, so
@@ -14,9 +17,23 @@ Numerics (the Triton kernel does the same):
   at least min(alpha, b) > 0.
 - The gradient is written with r_j = f_j g_j = -y_j c_j f_j / q_j, which is exactly -y_j
   outside the mask (no 0/0), so dz_j = (r_j - f_j sum_i r_i) / T.
+- log f_j = (z_j - max) - log(sum_i exp(z_i - max)), with the shifted logits kept, so shifting
+  the logits changes nothing. Logits must be finite (the public API checks this): y_j log f_j
+  is a plain product, and y_j = 0 contributes exactly 0.
+
+Speed (CPU, eager ops only). exp is the costliest op, so it runs once per element: the
+shifted exponentials go straight into the gradient buffer, and both the loss and f come from
+them and their row sums. The top-k mask touches k entries per row, so those entries are
+gathered and the other C - k are handled by whole-row ops with no mask. Rows whose threshold
+value is tied with entries past position k (and is > 0: ties at 0 change nothing, y_j = 0
+terms vanish), and k = C, take the dense-mask fallback, which computes the same quantities
+through an N x C mask.
 """
 from __future__ import annotations
 
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Optional, Union
 
 import torch
@@ -24,40 +41,165 @@ from torch import Tensor
 
 from slam_bench.reference import topk_mask
 
-# Row chunks of about this many elements keep temporaries cache-sized and bounded.
+# Row chunks of about this many elements: a chunk's fp32 temporaries (1 MiB each) stay in
+# cache between the passes over it, and the per-op Python overhead stays small next to the
+# work (about 32 chunks at N x C = 8192 x 1000).
 CHUNK_ELEMENTS = 1 << 18
+# Below this many elements one thread does the whole loss (torch's own intra-op grain size);
+# above it, small inputs are still split so that every worker thread gets a chunk.
+MIN_PARALLEL_ELEMENTS = 1 << 15
 
 
 def _work_dtype(z: Tensor) -> torch.dtype:
     return torch.float64 if z.dtype == torch.float64 else torch.float32
 
 
-def _chunk_rows_and_grad(z: Tensor, y: Tensor, a: Tensor, k, s: Tensor, inv_t: float,
-                         mixing: bool, want_grad: bool):
-    """One chunk: z, y (n, C); a, s (n, 1) in the work dtype. Returns rows (n,), dz or None."""
-    wd = a.dtype
-    logf = torch.log_softmax(z.to(wd) * inv_t, dim=1)
-    f = logf.exp()
-    yv = y.to(wd)
-    pos = yv > 0
-    if mixing:
-        b = s * (1 - a)  # (n, 1): the floor s (1 - alpha) of a masked entry
-        mixed = topk_mask(yv, k) & (b > 0)
-        c = torch.where(mixed, a - b, a)
-        cf = c * f
-        q_mixed = cf + b
-        logq = torch.where(mixed, torch.log(q_mixed), torch.log(a) + logf)
+def _ties_past_k(top_vals: Tensor, k) -> bool:
+    """top_vals (n, kmax + 1) descending. True when some row's k-th largest value (> 0) is
+    repeated just past position k, so the mask holds more than k entries."""
+    if isinstance(k, int):
+        kth, nxt = top_vals[:, k - 1], top_vals[:, k]
     else:
-        mixed = None
-        logq = logf
-    rows = -torch.where(pos, yv * logq, 0.0).sum(dim=1)
-    if not want_grad:
-        return rows, None
-    r = -yv
-    if mixed is not None:
-        r = torch.where(mixed, -yv * cf / q_mixed, r)
-    dz = (r - f * r.sum(dim=1, keepdim=True)) * inv_t
-    return rows, dz
+        kl = k.long().unsqueeze(1)
+        kth = top_vals.gather(1, kl - 1).squeeze(1)
+        nxt = top_vals.gather(1, kl).squeeze(1)
+    return bool(((nxt == kth) & (kth > 0)).any())
+
+
+def _mask_plan(yv: Tensor, k, kmax: int):
+    """How to find the mixed entries of a chunk: ("gather", top_idx (n, kmax), valid (n, kmax)
+    bool or None) when each row's mask is exactly its top k_i entries, else ("dense", mask)."""
+    c = yv.shape[1]
+    if kmax < c:
+        top = torch.topk(yv, kmax + 1, dim=1)
+        if not _ties_past_k(top.values, k):
+            valid = None
+            if not isinstance(k, int):
+                valid = torch.arange(kmax, device=yv.device).unsqueeze(0) < k.unsqueeze(1)
+            return "gather", top.indices[:, :kmax], valid
+    return "dense", topk_mask(yv, k), None
+
+
+def _gathered_terms(y_g, logf_g, a, b, valid):
+    """Mixing on the gathered top entries: y_g (n, kk) their teacher values, logf_g (n, kk)
+    their log f, valid (n, kk) bool or None: which are in the row's mask. Returns (sum of
+    y_j log q_j over them (n,), f there (n, kk), r_j = f_j g_j there (n, kk))."""
+    f_g = logf_g.exp()
+    mixed = b > 0  # (n, 1): alpha = 1 rows have q = alpha f everywhere
+    if valid is not None:
+        mixed = mixed & valid
+    q = (a - b) * f_g + b
+    logq = torch.where(mixed, torch.log(q), torch.log(a) + logf_g)
+    r = torch.where(mixed, -y_g * (a - b) * f_g / q, -y_g)
+    return (y_g * logq).sum(dim=1), f_g, r
+
+
+def _chunk(z, y, a, k, s, kmax, inv_t, mixing, grad_out_buf, scale):
+    """One chunk of rows. z, y (n, C); a, s (n, 1) in the work dtype; k int or (n,) int tensor
+    with max kmax; scale (n, 1) tensor or float: the per-row factor of dL/dz (weight, 1/N).
+    Writes dL/dz * scale into grad_out_buf (n, C) when it is not None. Returns rows (n,)."""
+    wd = a.dtype
+    yv = y if y.dtype == wd else y.to(wd)
+    x = z if z.dtype == wd else z.to(wd)
+    if inv_t != 1.0:
+        x = x * inv_t
+    # Shifted logits xs, in a buffer of our own (reused below).
+    xs = x - x.amax(dim=1, keepdim=True) if x is z else x.sub_(x.amax(dim=1, keepdim=True))
+    del x
+    e = torch.exp(xs, out=grad_out_buf) if grad_out_buf is not None else torch.exp(xs)
+    se = e.sum(dim=1)
+    lse = torch.log(se)  # log f = xs - lse, f = e / se
+
+    b = s * (1 - a) if mixing else None
+    if mixing and not bool((b > 0).any()):
+        mixing = False  # alpha = 1 on every row of the chunk: plain soft cross-entropy
+    if mixing:
+        plan, idx, valid = _mask_plan(yv, k, kmax)
+        if plan == "dense":
+            return _dense_mask_chunk(yv, xs, lse, e / se[:, None], a, b, idx, inv_t,
+                                     grad_out_buf, scale)
+        logq_g, f_g, r_g = _gathered_terms(yv.gather(1, idx), xs.gather(1, idx) - lse[:, None],
+                                           a, b, valid)
+        y_rest = yv.scatter(1, idx, 0.0)
+    else:
+        y_rest = yv
+    y_rest_sum = y_rest.sum(dim=1)
+    # Entries not gathered: y_j (log alpha + log f_j) = y_j (log alpha + xs_j - lse), summed
+    # without a mask; xs is not needed after this, so the product overwrites it.
+    rest = xs.mul_(y_rest).sum(dim=1) - y_rest_sum * lse
+    del xs
+    if mixing:
+        rows = -(rest + torch.log(a).squeeze(1) * y_rest_sum + logq_g)
+    else:
+        rows = -rest
+    if grad_out_buf is None:
+        return rows
+
+    # dz = (r - f sum_i r_i) / T with r = -y on the entries not gathered, f = e / sum(e).
+    u = y_rest_sum - r_g.sum(dim=1) if mixing else y_rest_sum
+    sc = scale * inv_t
+    g = e
+    g.mul_((u / se).unsqueeze(1) * sc)
+    if isinstance(sc, float):
+        g.sub_(yv, alpha=sc)
+    else:
+        g.addcmul_(yv, -sc)
+    if mixing:  # overwrite (not add -y_j + ...): the two would nearly cancel
+        g.scatter_(1, idx, (f_g * u.unsqueeze(1) + r_g) * sc)
+    return rows
+
+
+def _dense_mask_chunk(yv, xs, lse, f, a, b, mask, inv_t, grad_out_buf, scale):
+    """Fallback of `_chunk` for chunks with ties past k or k = C: the same quantities through
+    an (n, C) mask (slower, rare). f = softmax (n, C), a buffer of its own."""
+    mixed = mask & (b > 0)
+    logf = xs - lse[:, None]
+    # q > 0 wherever b > 0 (at least alpha where c < 0, else b); the where keeps log(0) and
+    # 0/0 of underflowed f out of the unmixed entries.
+    q = (a - b) * f + b
+    logq = torch.where(mixed, torch.log(q), torch.log(a) + logf)
+    rows = -(yv * logq).sum(dim=1)
+    if grad_out_buf is None:
+        return rows
+    r = torch.where(mixed, -yv * (a - b) * f / q, -yv)
+    grad_out_buf.copy_((r - f * r.sum(dim=1, keepdim=True)) * (scale * inv_t))
+    return rows
+
+
+_PARALLEL_LOCK = threading.Lock()
+_POOLS: dict = {}
+
+
+def _for_each_chunk(run, starts: range, device: torch.device) -> None:
+    """Call run(start) for every chunk. On CPU with T > 1 torch threads, T Python workers take
+    whole chunks while each op runs single-threaded: a chunk's dozen small ops then need no
+    thread barrier each, which on a loaded machine (other processes on the cores) costs more
+    than the op itself. The lock keeps concurrent callers from interleaving the thread-count
+    change; a caller that finds it taken runs its chunks serially."""
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads < 2 or len(starts) < 2 \
+            or not _PARALLEL_LOCK.acquire(blocking=False):
+        for i in starts:
+            run(i)
+        return
+    try:
+        # Keyed by process id too: a forked child inherits the pool object but not its threads.
+        key = (os.getpid(), threads)
+        pool = _POOLS.get(key)
+        if pool is None:
+            pool = _POOLS[key] = ThreadPoolExecutor(threads, thread_name_prefix="slam-chunk")
+
+        def run_no_grad(i):  # grad mode is per thread; the workers must not record a graph
+            with torch.no_grad():
+                run(i)
+        torch.set_num_threads(1)
+        try:
+            for f in [pool.submit(run_no_grad, i) for i in starts]:
+                f.result()
+        finally:
+            torch.set_num_threads(threads)
+    finally:
+        _PARALLEL_LOCK.release()
 
 
 class _SLaMFunction(torch.autograd.Function):
@@ -69,37 +211,44 @@ class _SLaMFunction(torch.autograd.Function):
         rows = torch.empty(n, dtype=wd, device=z.device)
         grad = torch.empty((n, c), dtype=wd, device=z.device) if want_grad else None
         step = max(1, CHUNK_ELEMENTS // c)
+        threads = torch.get_num_threads() if z.device.type == "cpu" else 1
+        if threads > 1 and n * c >= MIN_PARALLEL_ELEMENTS:
+            step = min(step, -(-n // threads))  # at least one chunk per worker
         inv_t = 1.0 / temperature
-        for i in range(0, n, step):
+        kmax = k if isinstance(k, int) else (int(k.max()) if n else 1)
+        # The per-row factor that the reduction applies to dL/dz: weight and 1/N.
+        inv_n = 1.0 / n if (reduction == "mean" and n) else 1.0
+        w = weight.to(wd) if weight is not None else None
+
+        def run(i):
             j = min(i + step, n)
             k_i = k if isinstance(k, int) else k[i:j]
-            rows[i:j], dz = _chunk_rows_and_grad(
-                z[i:j], y[i:j], alpha[i:j, None], k_i, s[i:j, None], inv_t, mixing, want_grad)
-            if want_grad:
-                grad[i:j] = dz
-        # Fold the per-row factor of the reduction into the saved gradient.
-        scale = weight.to(wd) if weight is not None else None
-        if reduction == "mean" and n:
-            scale = (scale if scale is not None else torch.ones(n, dtype=wd, device=z.device)) / n
+            sc = inv_n if w is None else (w[i:j] * inv_n).unsqueeze(1)
+            rows[i:j] = _chunk(z[i:j], y[i:j], alpha[i:j, None], k_i, s[i:j, None], kmax,
+                               inv_t, mixing, grad[i:j] if want_grad else None, sc)
+
+        _for_each_chunk(run, range(0, n, step), z.device)
         if want_grad:
-            if scale is not None:
-                grad.mul_(scale[:, None])
             ctx.save_for_backward(grad)
             ctx.z_dtype = z.dtype
         ctx.reduction = reduction
-        out = rows if weight is None else rows * weight.to(wd)
+        out = rows if w is None else rows * w
         if reduction == "none":
             return out
         total = out.sum()
-        return total / n if (reduction == "mean" and n) else total
+        return total * inv_n if reduction == "mean" else total
 
     @staticmethod
     def backward(ctx, grad_out):
         (grad,) = ctx.saved_tensors
         g = grad_out.to(grad.dtype)
-        g = g[:, None] if ctx.reduction == "none" else g
-        dz = (grad * g).to(ctx.z_dtype)
-        return dz, None, None, None, None, None, None, None, None
+        # On CPU this check is free; `loss.backward()` passes exactly 1, and returning the
+        # saved buffer unscaled lets autograd adopt it as .grad with no N x C pass.
+        if grad.device.type == "cpu" and bool((g == 1).all()):
+            dz = grad
+        else:
+            dz = grad * (g[:, None] if ctx.reduction == "none" else g)
+        return dz.to(ctx.z_dtype), None, None, None, None, None, None, None, None
 
 
 def slam_loss_torch(z: Tensor, y: Tensor, alpha: Union[float, Tensor], k: Union[int, Tensor], *,

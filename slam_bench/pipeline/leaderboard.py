@@ -114,7 +114,12 @@ def write_leaderboards(out: Path, suites: Optional[Iterable[str]] = None) -> Lis
 
 
 def readme_section(out: Path) -> str:
-    parts = [markdown_table(suite, df) for suite, df in read_all_runs(out) if not df.empty]
+    """Every suite's table, registered suites first in registry order, then any others."""
+    from slam_bench.pipeline.suites import SUITES
+
+    order = {name: i for i, name in enumerate(SUITES)}
+    runs = sorted(read_all_runs(out), key=lambda r: (order.get(r[0], len(order)), r[0]))
+    parts = [markdown_table(suite, df) for suite, df in runs if not df.empty]
     return "\n".join(parts) if parts else "_No results yet: run `slam-bench run SUITE`._\n"
 
 

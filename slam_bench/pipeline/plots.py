@@ -35,6 +35,9 @@ def plot_suite(suite: str, df: pd.DataFrame) -> bytes:
                         markersize=3, capsize=3, label=METHODS[m].label if m in METHODS else m,
                         **style)
         ax.set_xscale("log")
+        sizes = sorted(int(n) for n in sd["labeled_size"].unique())
+        ax.set_xticks(sizes, [str(n) for n in sizes])  # plain labels, not 2x10^1
+        ax.minorticks_off()
         ax.set_xlabel("labeled examples |A|")
         ax.set_ylabel("test accuracy (%)")
         ax.set_title(f"{suite}: {d}")

@@ -1,0 +1,113 @@
+"""Timers, peak memory and copy bandwidth, on CPU and on CUDA.
+
+CPU time: a perf_counter loop that visits the providers of one configuration round-robin
+(provider A, B, C, A, B, C, ...), so that load from other processes on a shared machine lands
+on every provider alike and their ratio stays meaningful. GPU time: triton.testing.do_bench.
+
+CPU peak memory: torch's CPU allocator reports each allocation and free to the profiler when
+`profile_memory=True`; the running sum of those sizes over one call, at its maximum, is the
+peak extra memory of that call (inputs allocated before it are not counted, the returned
+gradient is). The profiler sees the calling thread's allocations only, so the call runs with
+one torch thread; with T threads the torch backend holds up to T row chunks' temporaries at
+once: T - 1 more chunks of temporaries, about 2 MiB each (the shifted logits and the teacher
+copy, CHUNK_ELEMENTS x 4 bytes each; measured 2.1 MiB at 1 thread). tracemalloc and the
+resident set are not used: the first does not see torch's allocator and the second cannot be
+reset within one process.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable, Dict, List
+
+import numpy as np
+import torch
+
+QUANTILES = (50, 20, 80)  # median and the 20th/80th percentiles, as do_bench reports them
+
+
+def summarize(samples_ms: List[float]) -> Dict[str, float]:
+    """Median and 20/80 percentiles of one provider's per-call times (ms)."""
+    med, p20, p80 = np.percentile(np.asarray(samples_ms, dtype=float), QUANTILES)
+    return {"ms_median": float(med), "ms_p20": float(p20), "ms_p80": float(p80)}
+
+
+def time_cpu_round_robin(fns: Dict[str, Callable[[], object]], warmup: int, reps: int,
+                         max_seconds: float = float("inf")) -> Dict[str, List[float]]:
+    """Per-call times in ms of each callable, interleaved. Stops early (keeping at least 3
+    rounds) once `max_seconds` have gone by, so one slow provider cannot stall a sweep."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    out: Dict[str, List[float]] = {name: [] for name in fns}
+    start = time.perf_counter()
+    for rnd in range(reps):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            out[name].append((time.perf_counter() - t0) * 1e3)
+        if rnd >= 2 and time.perf_counter() - start > max_seconds:
+            break
+    return out
+
+
+def time_cuda(fn: Callable[[], object], warmup_ms: int = 25, rep_ms: int = 100) -> Dict[str, float]:
+    """Median and 20/80 percentile ms of `fn` on the current CUDA device (do_bench)."""
+    from triton.testing import do_bench
+    med, p20, p80 = do_bench(fn, warmup=warmup_ms, rep=rep_ms,
+                             quantiles=[q / 100 for q in QUANTILES])
+    return {"ms_median": float(med), "ms_p20": float(p20), "ms_p80": float(p80)}
+
+
+def peak_extra_bytes_cpu(fn: Callable[[], object]) -> int:
+    """Peak bytes allocated by torch's CPU allocator during one call of `fn`, over the start."""
+    from torch._C._profiler import _EventType
+    from torch.profiler import ProfilerActivity, profile
+
+    # The profiler sees allocator events of the calling thread only, and the torch backend
+    # hands row chunks to worker threads when torch has more than one: measure on one thread.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            fn()
+    finally:
+        torch.set_num_threads(threads)
+    allocs = []
+    stack = list(prof.profiler.kineto_results.experimental_event_tree())
+    while stack:
+        ev = stack.pop()
+        if ev.tag == _EventType.Allocation and ev.extra_fields.device.type == "cpu":
+            allocs.append((ev.start_time_ns, ev.extra_fields.alloc_size))
+        stack.extend(ev.children)
+    allocs.sort()
+    sizes = np.array([s for _, s in allocs], dtype=np.int64)
+    return int(np.cumsum(sizes).max(initial=0)) if sizes.size else 0
+
+
+def peak_extra_bytes_cuda(fn: Callable[[], object]) -> int:
+    """Peak CUDA bytes allocated during one call of `fn`, over what was allocated before."""
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    fn()
+    torch.cuda.synchronize()
+    return int(torch.cuda.max_memory_allocated() - base)
+
+
+PEAK_METHOD = {
+    "cpu": ("torch.profiler(profile_memory=True) on 1 thread: max running sum of CPU "
+            "allocator events (the torch backend adds ~2 MiB per extra thread)"),
+    "cuda": "torch.cuda.reset_peak_memory_stats + max_memory_allocated - allocated before",
+}
+
+
+def copy_bandwidth_gbps(device: torch.device, nbytes: int, reps: int = 10) -> float:
+    """Measured device copy bandwidth in GB/s (1e9 B/s): read + write of an `nbytes` buffer."""
+    src = torch.empty(nbytes // 4, dtype=torch.float32, device=device).fill_(1.0)
+    dst = torch.empty_like(src)
+    moved = 2 * src.numel() * 4
+    if device.type == "cuda":
+        ms = time_cuda(lambda: dst.copy_(src))["ms_median"]
+    else:
+        ms = summarize(time_cpu_round_robin({"copy": lambda: dst.copy_(src)}, 2, reps)["copy"])["ms_median"]
+    return moved / (ms * 1e-3) / 1e9
