@@ -139,3 +139,23 @@ def test_transformer_trains_under_bf16_autocast():
 def test_bad_options_are_clear_errors(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_registered_image_model_standardises_uint8_and_augments_only_training_steps():
+    from slam_bench.models import build_model
+    from slam_bench.models.paper import ImageInput
+
+    prep = ImageInput(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), pad=2, flip=True)
+    x = torch.randint(0, 256, (8, 3, 6, 6), dtype=torch.uint8)
+    plain = (x.float() / 255 - 0.5) / 0.25
+    torch.testing.assert_close(prep.eval()(x), plain)
+    prep.train()
+    with torch.no_grad():  # prediction (e.g. MC-dropout passes) never augments
+        torch.testing.assert_close(prep(x), plain)
+    torch.manual_seed(0)
+    assert not torch.equal(prep(x), plain)  # a training step does
+    model = build_model("resnet20", (3, 8, 8), 4, width=4, pad=2, flip=True)
+    out = model.eval()(torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8))
+    assert out.shape == (2, 4) and out.dtype == torch.float32
+    with pytest.raises(ValueError, match="pad must be"):
+        ImageInput((0.5,) * 3, (0.2,) * 3, pad=-1, flip=False)
