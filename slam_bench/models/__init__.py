@@ -26,5 +26,6 @@ def build_model(name: str, input_shape, num_classes: int, **options) -> Classifi
 
 
 from slam_bench.models import small as _small  # noqa: E402,F401  (registers mlp, cnn, ...)
+from slam_bench.models import paper as _paper  # noqa: E402,F401  (resnet20, ..., text_bag)
 
 __all__ = ["Classifier", "MODELS", "register_model", "build_model"]

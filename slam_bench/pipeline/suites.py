@@ -170,3 +170,6 @@ register_suite(Suite(
                 student=_TINY_STUDENT, max_unlabeled=400, mc_passes=4),
     method_options={"slam": {"k": 2}, "slam_normalized": {"k": 2}},
     description="the paper's theory setting: halfspace with margin, RCN labels, linear student"))
+
+# The paper-scale suites (data read from --data-root): cifar10, cifar100, celeba, imagenet, imdb.
+from slam_bench.pipeline import paper_suites as _paper_suites  # noqa: E402,F401
