@@ -23,10 +23,10 @@ from slam_bench.pipeline.report import regenerate
 from slam_bench.pipeline.results import read_rows
 from slam_bench.pipeline.runner import plan, run_suite
 from slam_bench.pipeline.splits import load_split
-from slam_bench.pipeline.suites import get_suite
+from slam_bench.pipeline.suites import EMBEDDED_SUITES, get_suite
 
 ROOT = Path(__file__).resolve().parents[1]
-EMBEDDED = ["digits", "mnist", "mnist1d", "noisy_teacher", "halfspace_rcn"]
+EMBEDDED = list(EMBEDDED_SUITES)
 REQUIRED = ["suite", "dataset", "labeled_size", "n_unlabeled", "n_val", "n_test", "split_seed",
             "train_seed", "teacher_arch", "student_arch", "teacher_test_acc", "method",
             "config_hash", "epochs", "selection", "test_acc", "wall_s", "device", "git_sha"]

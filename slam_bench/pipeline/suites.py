@@ -171,5 +171,8 @@ register_suite(Suite(
     method_options={"slam": {"k": 2}, "slam_normalized": {"k": 2}},
     description="the paper's theory setting: halfspace with margin, RCN labels, linear student"))
 
+# Everything registered so far runs on data shipped inside packages or generated (CPU-sized).
+EMBEDDED_SUITES = tuple(SUITES)
+
 # The paper-scale suites (data read from --data-root): cifar10, cifar100, celeba, imagenet, imdb.
 from slam_bench.pipeline import paper_suites as _paper_suites  # noqa: E402,F401
