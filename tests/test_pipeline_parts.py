@@ -210,7 +210,7 @@ def test_readme_table_goes_between_the_markers(tmp_path):
     assert update_readme(readme, out)
     text = readme.read_text()
     assert text.startswith("intro\n") and text.endswith(f"{END}\noutro\n") and "STALE-TABLE" not in text
-    assert "| SLaM | **75.00 +- n/a** |" in text
+    assert "| `slam` | **75.00 +- n/a** |" in text
     no_markers = tmp_path / "OTHER.md"
     no_markers.write_text("nothing\n")
     assert not update_readme(no_markers, out) and no_markers.read_text() == "nothing\n"

@@ -49,7 +49,7 @@ def test_same_seeds_same_accuracies_and_cli_prints_the_leaderboard(tmp_path, cap
     assert cli(cli_run, "digits", "--smoke", "--trials", "1", "--labeled", "20",
                "--out", str(tmp_path / "a")) == 0
     printed = capsys.readouterr().out
-    assert "| Teacher |" in printed and "| SLaM |" in printed
+    assert "| `teacher` |" in printed and "| `slam` |" in printed
     runner.run_suite(tiny(), tmp_path / "b", smoke=True)
     a = read_rows(tmp_path / "a" / "runs" / "digits.csv").sort_values(ID).reset_index(drop=True)
     b = read_rows(tmp_path / "b" / "runs" / "digits.csv").sort_values(ID).reset_index(drop=True)

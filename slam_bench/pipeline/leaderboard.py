@@ -79,13 +79,12 @@ def markdown_table(suite: str, df: pd.DataFrame) -> str:
     for (d, n), grp in s[s["method"] != "teacher"].groupby(["dataset", "labeled_size"]):
         best[f"{d}_{int(n)}"] = grp["mean"].max()
     means = {(f"{r.dataset}_{int(r.labeled_size)}", r.method): r.mean for r in s.itertuples()}
-    labels = {name: m.label for name, m in METHODS.items()}
     header = ["method"] + [f"`{c}`" for c in table.columns[1:]]
     lines = ["| " + " | ".join(header) + " |",
              "|" + "---|" * len(header)]
     for row in table.to_dict("records"):
         m = row["method"]
-        cells = [labels.get(m, m) if m != "trials" else "trials (n)"]
+        cells = [f"`{m}`" if m != "trials" else "trials (n)"]  # the registry name, as everywhere
         for c in table.columns[1:]:
             v = row[c]
             mean = means.get((c, m))

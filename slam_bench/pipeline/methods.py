@@ -6,7 +6,7 @@ tensors aligned with U plus the values to log, and a `loss(batch)` for a batch o
 
 Adding a method = write its loss (e.g. in slam_bench.losses) and add one entry:
 
-    register_method(Method("mine", "My method", defaults={"beta": 0.5},
+    register_method(Method("mine", defaults={"beta": 0.5},
                            fit=_fit_nothing, loss=lambda b: my_loss(b.logits, b.teacher_probs,
                                                                     beta=b.hp["beta"])))
 
@@ -69,7 +69,6 @@ class Batch:
 @dataclass(frozen=True)
 class Method:
     name: str
-    label: str  # row name in leaderboards
     defaults: Mapping = field(default_factory=dict)
     fit: Optional[Callable[[FitContext], Fitted]] = None
     loss: Optional[Callable[[Batch], Tensor]] = None  # None: no student (the teacher row)
@@ -230,23 +229,23 @@ def _slam_loss_fn(normalize: bool):
 
 _SLAM_DEFAULTS = {"alpha_lower_bound": 0.6, "k": "auto", "k_target": 0.9, "temperature": 1.0}
 
-register_method(Method("teacher", "Teacher", description="the teacher's own test accuracy"))
-register_method(Method("vanilla", "Vanilla", {"temperature": 1.0}, _fit_nothing, _vanilla_loss,
+register_method(Method("teacher", description="the teacher's own test accuracy"))
+register_method(Method("vanilla", {"temperature": 1.0}, _fit_nothing, _vanilla_loss,
                        "soft cross-entropy on U"))
-register_method(Method("taylor_ce", "Taylor-CE", {"order": 2, "temperature": 1.0}, _fit_nothing,
+register_method(Method("taylor_ce", {"order": 2, "temperature": 1.0}, _fit_nothing,
                        _taylor_loss, "truncated Taylor series of -log p (Feng et al. 2020)"))
-register_method(Method("ups", "UPS", {"tau_p": 0.7, "kappa_p": 0.05, "tau_n": 0.05,
-                                      "kappa_n": 0.005, "rounds": 1},
+register_method(Method("ups", {"tau_p": 0.7, "kappa_p": 0.05, "tau_n": 0.05,
+                               "kappa_n": 0.005, "rounds": 1},
                        _fit_ups, _ups_loss, "uncertainty-aware pseudo-label selection, one round"))
-register_method(Method("vid", "VID", {"vid_beta": 1.0, "vid_hidden": None, "temperature": 1.0},
+register_method(Method("vid", {"vid_beta": 1.0, "vid_hidden": None, "temperature": 1.0},
                        _fit_vid, _vid_loss, "vanilla + variational information distillation"))
-register_method(Method("weighted", "Weighted", {"weight_lower_bound": 0.0, "temperature": 1.0},
+register_method(Method("weighted", {"weight_lower_bound": 0.0, "temperature": 1.0},
                        _fit_weighted,
                        _weighted_loss, "vanilla with per-example weights from V"))
-register_method(Method("forward", "Forward", {"smoothing": 1.0, "temperature": 1.0}, _fit_forward,
+register_method(Method("forward", {"smoothing": 1.0, "temperature": 1.0}, _fit_forward,
                        _forward_loss, "global transition-matrix forward correction"))
-register_method(Method("slam", "SLaM", dict(_SLAM_DEFAULTS), _slam_fitter(False),
+register_method(Method("slam", dict(_SLAM_DEFAULTS), _slam_fitter(False),
                        _slam_loss_fn(False), "student-label mixing, s = 1"))
-register_method(Method("slam_normalized", "SLaM (normalized)", dict(_SLAM_DEFAULTS),
+register_method(Method("slam_normalized", dict(_SLAM_DEFAULTS),
                        _slam_fitter(True), _slam_loss_fn(True),
                        "student-label mixing, s = 1/(k-1)"))

@@ -10,7 +10,6 @@ import pandas as pd
 
 from slam_bench.pipeline.fileio import atomic_write
 from slam_bench.pipeline.leaderboard import _method_order, summary
-from slam_bench.pipeline.methods import METHODS
 from slam_bench.pipeline.results import read_all_runs
 
 
@@ -32,8 +31,7 @@ def plot_suite(suite: str, df: pd.DataFrame) -> bytes:
             if m.startswith("slam"):
                 style = {"linewidth": 2.2}
             ax.errorbar(r["labeled_size"], r["mean"], yerr=r["std"].fillna(0), marker="o",
-                        markersize=3, capsize=3, label=METHODS[m].label if m in METHODS else m,
-                        **style)
+                        markersize=3, capsize=3, label=m, **style)
         ax.set_xscale("log")
         sizes = sorted(int(n) for n in sd["labeled_size"].unique())
         ax.set_xticks(sizes, [str(n) for n in sizes])  # plain labels, not 2x10^1

@@ -12,7 +12,6 @@ import json
 import subprocess
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Set, Tuple
 
