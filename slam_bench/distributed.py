@@ -175,7 +175,12 @@ class DistContext:
             dist.barrier()
 
     def cleanup(self) -> None:
-        """Leave the process group (call once at the end, on every rank)."""
+        """Leave the process group (call once at the end, on every rank).
+
+        Free every DDP-wrapped model first: if a DDP Reducer outlives this call it becomes the
+        group's last owner, and destroying a gloo group from its destructor holds the GIL and
+        can deadlock against gloo's worker threads (pytorch/pytorch#56297).
+        """
         if self.distributed and dist.is_initialized():
             dist.destroy_process_group()
 

@@ -7,6 +7,7 @@ returns the labels it wrote so a test can check they are read back in order.
 from __future__ import annotations
 
 import pickle
+import time
 from pathlib import Path
 
 import numpy as np
@@ -183,7 +184,7 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def start_ranks(fn, args: tuple, nprocs: int) -> None:
+def start_ranks(fn, args: tuple, nprocs: int, timeout_s: float = 180) -> None:
     """Run fn(rank, *args) in `nprocs` fresh processes and wait for them (raises on failure).
 
     The ranks come from a fork server that imported torch (and torch._dynamo, which DDP
@@ -196,4 +197,12 @@ def start_ranks(fn, args: tuple, nprocs: int) -> None:
 
     multiprocessing.set_forkserver_preload(["torch", "torch._dynamo", "slam_bench.pipeline.ddp",
                                             "sklearn.isotonic"])
-    tmp.start_processes(fn, args=args, nprocs=nprocs, join=True, start_method="forkserver")
+    ranks = tmp.start_processes(fn, args=args, nprocs=nprocs, join=False,
+                                start_method="forkserver")
+    # A hung rank (e.g. a collective that never completes) must fail the test, not stall CI.
+    deadline = time.monotonic() + timeout_s
+    while not ranks.join(timeout=1):
+        if time.monotonic() > deadline:
+            for p in ranks.processes:
+                p.kill()
+            raise TimeoutError(f"DDP ranks still running after {timeout_s} s")

@@ -64,6 +64,10 @@ def _worker(rank: int, world: int, port: int, out_dir: str):
                     "token": ctx.broadcast_object(f"from-{rank}"),
                     "params": [p.detach().clone() for p in DistContext.unwrap(model).parameters()]},
                    f"{out_dir}/rank{rank}.pt")
+        # Free the DDP wrapper while the process group is still registered: were its Reducer
+        # the group's last owner at exit, the group would be destroyed with the GIL held and
+        # deadlock against gloo's worker threads (pytorch/pytorch#56297; seen under load).
+        del model
 
 
 def _free_port() -> int:
