@@ -49,7 +49,7 @@ def test_smoke_suite_runs_end_to_end(name, tmp_path, capsys):
         assert int(r["labeled_size"]) == suite.smoke.labeled_sizes[0]
         assert r["teacher_arch"] == suite.teacher_model.describe()
     printed = capsys.readouterr().out
-    assert "SLaM" in printed and "Teacher" in printed  # the leaderboard table was printed
+    assert "`slam`" in printed and "`teacher`" in printed  # the leaderboard table was printed
 
 
 def test_list_reports_present_and_missing_data(tmp_path, capsys):
