@@ -4,7 +4,8 @@
 
 `DistContext.from_env()` joins the process group (nccl for CUDA, gloo for CPU) or, when
 WORLD_SIZE is unset or 1, returns a single-process context whose methods are no-ops, so the
-same training code runs either way. Roles:
+same training code runs either way (`DistContext.single(device)` builds that context directly,
+without reading the environment). Roles:
 - the student is wrapped in DistributedDataParallel (`wrap`), each rank trains on its slice of
   every epoch's permutation (`epoch_indices`), gradients are averaged by DDP;
 - the teacher is NOT wrapped: each rank runs inference on a contiguous shard of the rows
@@ -47,6 +48,12 @@ class DistContext:
     local_rank: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     backend: Optional[str] = None  # None: single process, no process group
+
+    @classmethod
+    def single(cls, device="cpu") -> "DistContext":
+        """The one-process context on `device` (str or torch.device): rank 0 of 1, every
+        collective an identity, so code written for DDP runs unchanged without a process group."""
+        return cls(0, 1, 0, torch.device(device), None)
 
     @classmethod
     def from_env(cls, backend: Optional[str] = None, device: Optional[str] = None,
@@ -161,6 +168,14 @@ class DistContext:
             dist.all_reduce(out, op=dist.ReduceOp.SUM)
             out /= self.world_size
         return out
+
+    def broadcast_module(self, module: nn.Module) -> None:
+        """Overwrite every rank's parameters and buffers with rank 0's, in place (for a model
+        that rank 0 alone trained; DDP-wrapped models get this from `wrap` instead)."""
+        if not self.distributed:
+            return
+        for t in module.state_dict().values():
+            dist.broadcast(t, src=0)
 
     def broadcast_object(self, obj: Any) -> Any:
         """Rank 0's `obj` on every rank (e.g. a run id or a timestamp used in file names)."""

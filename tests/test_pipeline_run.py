@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from slam_bench.data import DATASETS
+from slam_bench.distributed import DistContext
 from slam_bench.pipeline import cli_leaderboard, cli_list, cli_run, runner
 from slam_bench.pipeline.results import read_rows
 from slam_bench.pipeline.suites import get_suite
@@ -50,12 +51,14 @@ def test_same_seeds_same_accuracies_and_cli_prints_the_leaderboard(tmp_path, cap
                "--out", str(tmp_path / "a")) == 0
     printed = capsys.readouterr().out
     assert "| `teacher` |" in printed and "| `slam` |" in printed
-    runner.run_suite(tiny(), tmp_path / "b", smoke=True)
+    # The one-process DistContext given explicitly is the same run as the CLI's default.
+    runner.run_suite(tiny(), tmp_path / "b", smoke=True, ctx=DistContext.single("cpu"))
     a = read_rows(tmp_path / "a" / "runs" / "digits.csv").sort_values(ID).reset_index(drop=True)
     b = read_rows(tmp_path / "b" / "runs" / "digits.csv").sort_values(ID).reset_index(drop=True)
     assert len(a) == len(tiny().methods)
     assert a[ID + ["test_acc", "teacher_test_acc", "config_hash"]].equals(
         b[ID + ["test_acc", "teacher_test_acc", "config_hash"]])
+    assert (a.device == "cpu").all() and (b.device == "cpu").all()
     assert (tmp_path / "a" / "leaderboard" / "digits.csv").exists()
     assert (tmp_path / "a" / "plots" / "digits.png").exists()
 
@@ -76,6 +79,12 @@ def test_rerun_resumes_force_recomputes_and_config_change_replaces(tmp_path, cou
     new = read_rows(csv)
     assert len(new) == len(suite.methods)
     assert float(new.set_index("method").alpha_lower_bound["slam"]) == 0.7
+
+
+def test_device_and_context_together_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="device must be 'auto' when a DistContext"):
+        runner.run_suite(tiny(), tmp_path, smoke=True, device="cpu", ctx=DistContext.single("cpu"))
+    assert not (tmp_path / "runs").exists()
 
 
 def test_corrupt_teacher_cache_is_a_clear_error(tmp_path, capsys):

@@ -13,7 +13,10 @@ import pytest
 import torch
 from scale_fixtures import make_cifar10, one_thread, start_ranks
 
+from slam_bench.distributed import DistContext
 from slam_bench.pipeline import cli_run, ddp
+from slam_bench.pipeline.suites import TrainSpec
+from slam_bench.pipeline.train import StudentStep, train_student
 
 _single_thread = pytest.fixture(autouse=True)(one_thread)
 
@@ -66,9 +69,9 @@ def test_two_rank_ddp_suite_matches_single_process_columns_and_teacher(tmp_path,
 
 
 def test_batch_smaller_than_world_is_a_clear_error():
-    ctx = ddp.DistContext(rank=0, world_size=4)
-    spec = ddp.TrainSpec(epochs=1, batch_size=2, lr=1e-3)
-    step = ddp.StudentStep(torch.nn.Linear(2, 2), None, lambda i, l, f: l.sum(), 1.0)
+    ctx = DistContext(rank=0, world_size=4)
+    spec = TrainSpec(epochs=1, batch_size=2, lr=1e-3)
+    step = StudentStep(torch.nn.Linear(2, 2), None, lambda i, l, f: l.sum(), 1.0)
     with pytest.raises(ValueError, match="smaller than the 4 ranks"):
-        ddp.train_student_ddp(ctx, step, torch.zeros(8, 2), torch.zeros(8, dtype=torch.long),
-                              torch.zeros(8, 2), spec, 0)
+        train_student(ctx, step, torch.zeros(8, 2), torch.zeros(8, dtype=torch.long),
+                      torch.zeros(8, 2), spec, 0)

@@ -56,12 +56,19 @@ def _worker(rank: int, world: int, port: int, out_dir: str):
             local = teacher(tokens[rows].float()).softmax(-1)
         probs = ctx.gather_rows(local, N)
         model = ctx.wrap(student)
+        # A module only rank 0 trained (the teacher): rank-dependent weights and buffers.
+        lone = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+        with torch.no_grad():
+            lone[0].weight.fill_(float(rank + 1))
+            lone[1].running_mean.fill_(float(rank + 3))
+        ctx.broadcast_module(lone)
         idx = ctx.epoch_indices(N, epoch=3, seed=SEED)
         _step(model, tokens, probs, idx)
         ctx.barrier()
         torch.save({"probs": probs, "idx": idx, "rows": (rows.start, rows.stop), "is_main": ctx.is_main,
                     "loss_mean": ctx.all_reduce_mean(torch.tensor(float(rank))),
                     "token": ctx.broadcast_object(f"from-{rank}"),
+                    "lone": {k: v.clone() for k, v in lone.state_dict().items()},
                     "params": [p.detach().clone() for p in DistContext.unwrap(model).parameters()]},
                    f"{out_dir}/rank{rank}.pt")
         # Free the DDP wrapper while the process group is still registered: were its Reducer
@@ -99,6 +106,10 @@ def test_two_process_gloo_ddp_step_equals_single_process_step(tmp_path):
     assert r0["is_main"] and not r1["is_main"]
     assert r0["loss_mean"].item() == r1["loss_mean"].item() == 0.5
     assert r0["token"] == r1["token"] == "from-0"
+    # broadcast_module gives every rank rank 0's parameters and buffers.
+    assert (r1["lone"]["0.weight"] == 1.0).all() and (r1["lone"]["1.running_mean"] == 3.0).all()
+    for k in r0["lone"]:
+        torch.testing.assert_close(r0["lone"][k], r1["lone"][k], rtol=0, atol=0)
 
 
 def test_single_process_context_is_a_no_op(monkeypatch):
@@ -113,6 +124,22 @@ def test_single_process_context_is_a_no_op(monkeypatch):
     # One process: the same permutation the DistributedSampler would give a world of one.
     assert sorted(ctx.epoch_indices(7, 0, 5).tolist()) == list(range(7))
     assert torch.equal(ctx.epoch_indices(7, 2, 5), ctx.epoch_indices(7, 2, 5))
+
+
+def test_single_context_is_rank_0_of_1_with_identity_collectives():
+    ctx = DistContext.single("cpu")
+    assert (ctx.rank, ctx.world_size, ctx.backend, ctx.device) == (0, 1, None, torch.device("cpu"))
+    assert not ctx.distributed and ctx.is_main
+    model = torch.nn.Linear(2, 2)
+    before = [p.detach().clone() for p in model.parameters()]
+    assert ctx.wrap(model) is model
+    ctx.broadcast_module(model)
+    ctx.barrier()
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    x = torch.randn(5, 3)
+    assert ctx.shard(5) == slice(0, 5) and ctx.gather_rows(x, 5) is x
+    assert ctx.broadcast_object({"k": 1}) == {"k": 1}
+    assert DistContext.single(torch.device("cpu")).device == torch.device("cpu")
 
 
 def test_shards_cover_rows_and_bad_environment_is_named(monkeypatch):

@@ -4,6 +4,14 @@ Trial t uses split seed SPLIT_SEED_BASE + t and train seed TRAIN_SEED_BASE + t: 
 the training randomness are separate streams. Each finished (trial, method) row is recorded
 atomically before the next starts, and rows already recorded with the same config hash are
 skipped, so a killed run resumes where it stopped.
+
+The same loop runs in one process or across DDP ranks (`slam_bench.pipeline.ddp` launches it
+under torchrun); a `DistContext` marks the only places where they differ: the teacher is
+trained on rank 0 and broadcast, its inference and the test prediction are sharded by rows and
+gathered, the student is wrapped in DDP with each rank taking `[rank::world]` of every global
+batch, and only rank 0 writes files. With one process every one of those is an identity, so
+results do not depend on whether a run went through this module or through torchrun with one
+rank, and a DDP run's rows and teacher cache are interchangeable with a single-process run's.
 """
 from __future__ import annotations
 
@@ -18,6 +26,7 @@ from typing import Callable, Dict, List, Optional, Set, Tuple
 import torch
 
 from slam_bench.data import load_dataset
+from slam_bench.distributed import DistContext
 from slam_bench.models import build_model
 from slam_bench.pipeline import methods as M
 from slam_bench.pipeline.hashing import PIPELINE_VERSION, stable_hash, tensor_digest
@@ -25,7 +34,7 @@ from slam_bench.pipeline.results import (done_keys, prune_rows, read_rows, recor
 from slam_bench.pipeline.splits import make_split, save_split
 from slam_bench.pipeline.suites import Suite
 from slam_bench.pipeline.teacher import teacher_key, teacher_outputs
-from slam_bench.pipeline.train import accuracy, predict, train_student
+from slam_bench.pipeline.train import StudentStep, accuracy, sharded_predict, train_student
 
 SPLIT_SEED_BASE = 0
 TRAIN_SEED_BASE = 1000
@@ -78,7 +87,7 @@ def plan(suite: Suite, smoke: bool) -> List[Tuple[int, int, int]]:
 def run_suite(suite: Suite, out: Path, *, smoke: bool = False, device: str = "auto",
               data_root: Optional[Path] = None, force: bool = False, prune: bool = False,
               progress: bool = False, log: Callable[[str], None] = lambda s: None,
-              cpu_threads: Optional[int] = 1) -> Path:
+              cpu_threads: Optional[int] = 1, ctx: Optional[DistContext] = None) -> Path:
     """Run `suite` (its smoke or full sizes), recording rows in <out>/runs/<suite>.csv.
 
     force: recompute rows and teachers even if recorded/cached. prune: afterwards drop rows of
@@ -86,20 +95,27 @@ def run_suite(suite: Suite, out: Path, *, smoke: bool = False, device: str = "au
     cpu_threads: torch intra-op threads while the suite runs on CPU (restored afterwards);
     these models are so small that extra threads only add synchronisation, which is ruinous
     on a shared machine (measured 20x slower per step with 2 threads than with 1 under load).
-    None leaves torch's setting alone. Returns the runs CSV path.
+    None leaves torch's setting alone. ctx: this process's place in a DDP job (its device is
+    used, so `device` must stay "auto"); None runs in one process on `device`. Returns the
+    runs CSV path (on every rank).
     """
+    if ctx is None:
+        ctx = DistContext.single(resolve_device(device))
+    elif device != "auto":
+        raise ValueError(f"device must be 'auto' when a DistContext is given (each rank uses "
+                         f"ctx.device), got {device!r}")
     previous = torch.get_num_threads()
     if cpu_threads is not None:
         torch.set_num_threads(cpu_threads)
     try:
-        return _run_suite(suite, out, smoke, device, data_root, force, prune, progress, log)
+        return _run_suite(ctx, suite, out, smoke, data_root, force, prune, progress, log)
     finally:
         torch.set_num_threads(previous)
 
 
-def _run_suite(suite, out, smoke, device, data_root, force, prune, progress, log) -> Path:
+def _run_suite(ctx: DistContext, suite, out, smoke, data_root, force, prune, progress, log) -> Path:
     sizes = suite.sizes(smoke)
-    dev = resolve_device(device)
+    dev = ctx.device
     methods = [M.get_method(m) for m in suite.methods]
     hps = {m.name: m.hparams(suite.method_options.get(m.name)) for m in methods}
     for name in suite.method_options:
@@ -114,6 +130,7 @@ def _run_suite(suite, out, smoke, device, data_root, force, prune, progress, log
     out = Path(out)
     csv_path = runs_path(out, suite.name)
     done = set() if force else done_keys(read_rows(csv_path))
+    ctx.barrier()  # every rank has read the rows before rank 0 starts adding to them
     x_train, y_train = ds.x_train.to(dev), ds.y_train.to(dev)
     x_test, y_test = ds.x_test.to(dev), ds.y_test.to(dev)
     input_shape = tuple(ds.x_train.shape[1:])
@@ -123,8 +140,9 @@ def _run_suite(suite, out, smoke, device, data_root, force, prune, progress, log
                   "mc_passes": sizes.mc_passes, "student_model": suite.student_model,
                   "student_train": sizes.student, "labeled_weight": suite.labeled_weight,
                   "version": PIPELINE_VERSION}
+    device_label = f"{dev} (ddp x{ctx.world_size})" if ctx.distributed else str(dev)
     keep: Set[Tuple] = set()
-    bar = _progress(len(trials) * len(methods), suite.name, progress)
+    bar = _progress(len(trials) * len(methods), suite.name, progress and ctx.is_main)
     try:
         for labeled, split_seed, train_seed in trials:
             split = make_split(len(ds.y_train), labeled, sizes.n_val, split_seed, sizes.max_unlabeled)
@@ -137,11 +155,12 @@ def _run_suite(suite, out, smoke, device, data_root, force, prune, progress, log
             bar.update(len(methods) - len(pending))
             if not pending:
                 continue
-            save_split(split, out / "runs" / "splits" / suite.name /
-                       f"{ds.name}_labeled{labeled}_split{split_seed}.npz")
+            if ctx.is_main:
+                save_split(split, out / "runs" / "splits" / suite.name /
+                           f"{ds.name}_labeled{labeled}_split{split_seed}.npz")
             tkey = teacher_key(dataset_id, split, labeled, sizes.n_val, sizes.max_unlabeled,
                                suite.teacher_model, sizes.teacher, train_seed, sizes.mc_passes)
-            teacher = teacher_outputs(ds, x_train, y_train, x_test, y_test, split, tkey,
+            teacher = teacher_outputs(ctx, ds, x_train, y_train, x_test, y_test, split, tkey,
                                       suite.teacher_model, sizes.teacher, train_seed,
                                       sizes.mc_passes, out / "cache", force=force)
             base = {
@@ -155,7 +174,7 @@ def _run_suite(suite, out, smoke, device, data_root, force, prune, progress, log
                 "teacher_val_acc": round(teacher.val_acc, 6), "teacher_key": tkey,
                 "teacher_steps": teacher.steps, "teacher_train": _describe(sizes.teacher),
                 "labeled_weight": suite.labeled_weight, "weight_decay": sizes.student.weight_decay,
-                "selection": "last", "device": str(dev), "git_sha": git_sha(),
+                "selection": "last", "device": device_label, "git_sha": git_sha(),
                 "mc_passes": sizes.mc_passes,
             }
             for m in pending:
@@ -163,9 +182,9 @@ def _run_suite(suite, out, smoke, device, data_root, force, prune, progress, log
                 row = {**base, "method": m.name, "config_hash": cfg_hash[m.name]}
                 row.update({k: _loggable(v) for k, v in hps[m.name].items()})
                 if m.trains_student:
-                    acc, steps, params = _run_student(m, hps[m.name], ds, split, teacher, x_train,
-                                                      y_train, x_test, y_test, input_shape,
-                                                      suite, sizes, train_seed, dev)
+                    acc, steps, params = _run_student(ctx, m, hps[m.name], ds, split, teacher,
+                                                      x_train, y_train, x_test, y_test,
+                                                      input_shape, suite, sizes, train_seed)
                     row.update(params)
                     row.update(epochs=sizes.student.epochs, steps=steps,
                                batch_size=sizes.student.batch_size, lr=sizes.student.lr,
@@ -176,30 +195,33 @@ def _run_suite(suite, out, smoke, device, data_root, force, prune, progress, log
                                batch_size=sizes.teacher.batch_size, lr=sizes.teacher.lr,
                                optimizer=sizes.teacher.optimizer,
                                test_acc=round(teacher.test_acc, 6), wall_s=teacher.wall_s)
-                record_row(csv_path, row)
-                log(f"{suite.name} {ds.name} labeled={labeled} split={split_seed} "
-                    f"{m.name}: test_acc={row['test_acc']:.4f}")
+                if ctx.is_main:
+                    record_row(csv_path, row)
+                    log(f"{suite.name} {ds.name} labeled={labeled} split={split_seed} "
+                        f"{m.name}: test_acc={row['test_acc']:.4f}")
                 bar.update(1)
     finally:
         bar.close()
-    if prune:
+    if prune and ctx.is_main:
         prune_rows(csv_path, keep)
+    ctx.barrier()  # the rows are complete before any rank goes on to read them
     return csv_path
 
 
-def _run_student(method: M.Method, hp: dict, ds, split, teacher, x_train, y_train, x_test,
-                 y_test, input_shape, suite: Suite, sizes, train_seed: int, dev):
+def _run_student(ctx: DistContext, method: M.Method, hp: dict, ds, split, teacher, x_train,
+                 y_train, x_test, y_test, input_shape, suite: Suite, sizes, train_seed: int):
     """Fit the method on V, train its student on A and U; returns (test acc, steps, params)."""
+    dev = ctx.device
     probs_u = teacher.probs_u.to(dev)
     feats_u = teacher.features_u.to(dev)
     torch.manual_seed(train_seed)
     student = build_model(suite.student_model.name, input_shape, ds.num_classes,
                           **suite.student_model.options).to(dev)
-    ctx = M.FitContext(probs_val=teacher.probs_val.to(dev), y_val=y_train[split.v.to(dev)],
-                       probs_u=probs_u, mc_std_u=teacher.mc_std_u.to(dev),
-                       num_classes=ds.num_classes, teacher_feature_dim=feats_u.shape[1],
-                       student_feature_dim=student.feature_dim, hp=hp)
-    fitted = method.fit(ctx)
+    fctx = M.FitContext(probs_val=teacher.probs_val.to(dev), y_val=y_train[split.v.to(dev)],
+                        probs_u=probs_u, mc_std_u=teacher.mc_std_u.to(dev),
+                        num_classes=ds.num_classes, teacher_feature_dim=feats_u.shape[1],
+                        student_feature_dim=student.feature_dim, hp=hp)
+    fitted = method.fit(fctx)
     params = dict(fitted.params)
     params.update(_alpha_truth(ds, split, teacher.probs_u, fitted))
     per_example = {k: v.to(dev) for k, v in fitted.per_example.items()}
@@ -211,10 +233,9 @@ def _run_student(method: M.Method, hp: dict, ds, split, teacher, x_train, y_trai
         return method.loss(batch)
 
     a, u = split.a.to(dev), split.u.to(dev)
-    extra = fitted.module.parameters() if fitted.module is not None else ()
-    steps = train_student(student, x_train[a], y_train[a], x_train[u], unlabeled_loss,
-                          sizes.student, train_seed, suite.labeled_weight, extra)
-    return accuracy(predict(student, x_test), y_test), steps, params
+    step = StudentStep(student, fitted.module, unlabeled_loss, suite.labeled_weight)
+    steps = train_student(ctx, step, x_train[a], y_train[a], x_train[u], sizes.student, train_seed)
+    return accuracy(sharded_predict(ctx, student, x_test), y_test), steps, params
 
 
 def _describe(t) -> str:

@@ -19,13 +19,14 @@ import torch
 from torch import Tensor
 
 from slam_bench.data.base import Dataset
+from slam_bench.distributed import DistContext
 from slam_bench.models import build_model
 from slam_bench.pipeline.fileio import atomic_write
 from slam_bench.pipeline.hashing import PIPELINE_VERSION, stable_hash
 from slam_bench.pipeline.splits import Split
 from slam_bench.pipeline.suites import ModelSpec, TrainSpec
 from slam_bench.losses import mc_dropout_probs
-from slam_bench.pipeline.train import EVAL_BATCH, accuracy, predict, train_supervised
+from slam_bench.pipeline.train import EVAL_BATCH, accuracy, sharded_predict, train_supervised
 
 
 class CacheError(RuntimeError):
@@ -85,13 +86,17 @@ def load_cached(path: Path, key: str) -> Optional[TeacherOutputs]:
     return out
 
 
-def teacher_outputs(ds: Dataset, x_train: Tensor, y_train: Tensor, x_test: Tensor,
-                    y_test: Tensor, split: Split, key: str, model: ModelSpec, train: TrainSpec,
-                    seed: int, mc_passes: int, cache_dir: Optional[Path],
+def teacher_outputs(ctx: DistContext, ds: Dataset, x_train: Tensor, y_train: Tensor,
+                    x_test: Tensor, y_test: Tensor, split: Split, key: str, model: ModelSpec,
+                    train: TrainSpec, seed: int, mc_passes: int, cache_dir: Optional[Path],
                     force: bool = False) -> TeacherOutputs:
     """Cached teacher outputs for this split, training the teacher if needed.
 
-    x_*/y_* are the dataset's tensors already on the training device.
+    x_*/y_* are the dataset's tensors already on `ctx.device`. Across several ranks, rank 0
+    alone trains the teacher (it sees only A, which is small) and broadcasts its weights:
+    ranks training their own copy could diverge through nondeterministic kernels. Inference
+    on V, U and test, the expensive part, is sharded by rows and gathered on every rank. Only
+    rank 0 writes the cache, in the same format whatever the number of ranks.
     """
     path = Path(cache_dir) / "teacher" / f"{key}.pt" if cache_dir is not None else None
     if path is not None and not force:
@@ -103,22 +108,27 @@ def teacher_outputs(ds: Dataset, x_train: Tensor, y_train: Tensor, x_test: Tenso
     torch.manual_seed(seed)
     net = build_model(model.name, tuple(x_train.shape[1:]), ds.num_classes, **model.options).to(device)
     a, v, u = (i.to(device) for i in (split.a, split.v, split.u))
-    steps = train_supervised(net, x_train[a], y_train[a], train, seed)
-    probs_val = predict(net, x_train[v])
-    probs_u, feats_u = predict(net, x_train[u], features=True)
-    probs_test = predict(net, x_test)
-    # MC dropout (UPS): per-class std over K passes with only the dropout layers active.
-    torch.manual_seed(seed + 1)
-    xu = x_train[u]
+    steps = (train_supervised(net, x_train[a], y_train[a], train, seed) if ctx.is_main
+             else train.steps(len(a)))
+    ctx.broadcast_module(net)
+    probs_val = sharded_predict(ctx, net, x_train[v])
+    probs_u, feats_u = sharded_predict(ctx, net, x_train[u], features=True)
+    probs_test = sharded_predict(ctx, net, x_test)
+    # MC dropout (UPS): per-class std over K passes with only the dropout layers active. The
+    # ranks' passes cover different rows, so their dropout masks are seeded apart.
+    torch.manual_seed(seed + 1 + 7919 * ctx.rank)
+    xu = x_train[u][ctx.shard(len(u))]
     mc_std = torch.cat([mc_dropout_probs(net, xu[i:i + EVAL_BATCH], passes=mc_passes)[1]
                         for i in range(0, len(xu), EVAL_BATCH)])
+    mc_std = ctx.gather_rows(mc_std, len(u))
     out = TeacherOutputs(key=key, probs_val=probs_val.cpu(), probs_u=probs_u.cpu(),
                          probs_test=probs_test.cpu(), mc_std_u=mc_std.cpu(),
                          features_u=feats_u.cpu(),
                          test_acc=accuracy(probs_test, y_test), val_acc=accuracy(probs_val, y_train[v]),
                          steps=steps, wall_s=round(time.perf_counter() - t0, 3))
-    if path is not None:
+    if path is not None and ctx.is_main:
         buf = io.BytesIO()
         torch.save(out.to_state(), buf)
         atomic_write(path, buf.getvalue())
+    ctx.barrier()  # no rank looks for the cache file before rank 0 has written it
     return out

@@ -3,7 +3,9 @@
 All data tensors live on the training device; index permutations come from a CPU generator
 seeded by the trial's train seed, so the same seeds give the same models on the same device.
 The model of the last step is the one evaluated ("last" selection: nothing is chosen on V or
-on the test set).
+on the test set). The student loop and evaluation take a `DistContext`: with one process
+(`DistContext.single`) its collectives are identities; across DDP ranks they split each global
+batch and the evaluated rows between ranks.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from slam_bench.distributed import DistContext
 from slam_bench.pipeline.suites import TrainSpec
 
 EVAL_BATCH = 1024  # rows per forward pass when evaluating (memory only; results unaffected)
@@ -58,28 +61,56 @@ def train_supervised(model: nn.Module, x: Tensor, y: Tensor, spec: TrainSpec, se
     return steps
 
 
-def train_student(model: nn.Module, x_a: Tensor, y_a: Tensor, x_u: Tensor,
-                  unlabeled_loss: Callable[[Tensor, Tensor, Tensor], Tensor], spec: TrainSpec,
-                  seed: int, labeled_weight: float, extra_params: Iterable[nn.Parameter] = ()) -> int:
+class StudentStep(nn.Module):
+    """One student training step's loss as a module, so that DDP (which only sees a module's
+    forward) covers both the student and any module a method trains with it (VID's head).
+
+    forward(iu (b_u,) int64 indices into U, x_u (b_u, ...), x_a (b_a, ...), y_a (b_a,) int64)
+    -> scalar loss = unlabeled_loss(iu, logits_u, features_u) + labeled_weight * CE(A).
+    Both batches go through the student in one forward pass.
+    """
+
+    def __init__(self, student: nn.Module, extra: Optional[nn.Module],
+                 unlabeled_loss: Callable[[Tensor, Tensor, Tensor], Tensor], labeled_weight: float):
+        super().__init__()
+        self.student, self.extra = student, extra
+        self.unlabeled_loss, self.labeled_weight = unlabeled_loss, labeled_weight
+
+    def forward(self, iu: Tensor, x_u: Tensor, x_a: Tensor, y_a: Tensor) -> Tensor:
+        feats = self.student.forward_features(torch.cat([x_u, x_a]))
+        logits = self.student.head(feats)
+        nu = len(x_u)
+        loss = self.unlabeled_loss(iu, logits[:nu], feats[:nu])
+        return loss + self.labeled_weight * F.cross_entropy(logits[nu:], y_a)
+
+
+def train_student(ctx: DistContext, step: StudentStep, x_a: Tensor, y_a: Tensor, x_u: Tensor,
+                  spec: TrainSpec, seed: int) -> int:
     """Train on A (cross-entropy) and U (the method's loss) jointly; returns the step count.
 
     One step = one batch of U plus one batch of A of the same size (A is small, so it is
-    cycled): loss = unlabeled_loss(idx_u, logits_u, features_u) + labeled_weight * CE(A).
-    An epoch is one pass over U. Both batches go through the model in one forward pass.
+    cycled). An epoch is one pass over U. Every rank draws the same global batches (same
+    generator, same seed) and takes its `[rank::world]` share; DDP averages the gradients, so
+    global batch, steps and learning rate do not depend on the number of ranks (BatchNorm
+    aside, which sees per-rank batches). With one process the share is the whole batch.
     """
+    if ctx.distributed:
+        for name, n in (("U", len(x_u)), ("A", len(x_a))):
+            if min(spec.batch_size, n) < ctx.world_size:
+                raise ValueError(f"the batch of {name} ({min(spec.batch_size, n)} rows) is smaller "
+                                 f"than the {ctx.world_size} ranks; use fewer processes or a "
+                                 f"larger batch")
+    model = ctx.wrap(step)
     g = torch.Generator().manual_seed(seed)
-    opt = make_optimizer(list(model.parameters()) + list(extra_params), spec)
+    opt = make_optimizer(model.parameters(), spec)
     u_batches = _Batches(len(x_u), spec.batch_size, g, x_u.device)
     a_batches = _Batches(len(x_a), spec.batch_size, g, x_a.device)
     steps = spec.steps(len(x_u))
     model.train()
     for _ in range(steps):
-        iu, ia = u_batches.next(), a_batches.next()
-        feats = model.forward_features(torch.cat([x_u[iu], x_a[ia]]))
-        logits = model.head(feats)
-        nu = len(iu)
-        loss = unlabeled_loss(iu, logits[:nu], feats[:nu])
-        loss = loss + labeled_weight * F.cross_entropy(logits[nu:], y_a[ia])
+        iu = u_batches.next()[ctx.rank::ctx.world_size]
+        ia = a_batches.next()[ctx.rank::ctx.world_size]
+        loss = model(iu, x_u[iu], x_a[ia], y_a[ia])  # the wrapper itself: it arms DDP's hooks
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -98,6 +129,18 @@ def predict(model: nn.Module, x: Tensor, *, features: bool = False):
             feats.append(f.float())
     p = torch.cat(probs) if probs else torch.empty(0)
     return (p, torch.cat(feats)) if features else p
+
+
+def sharded_predict(ctx: DistContext, model: nn.Module, x: Tensor, *, features: bool = False):
+    """`predict` with the rows of x split across ranks; every rank gets the full result, in
+    row order. With one process it is `predict`."""
+    if ctx.distributed and len(x) < ctx.world_size:
+        raise ValueError(f"cannot shard {len(x)} rows over {ctx.world_size} ranks")
+    n = len(x)
+    out = predict(model, x[ctx.shard(n)], features=features)
+    if features:
+        return ctx.gather_rows(out[0], n), ctx.gather_rows(out[1], n)
+    return ctx.gather_rows(out, n)
 
 
 def accuracy(probs: Tensor, labels: Tensor) -> float:
