@@ -137,13 +137,7 @@ def main(argv=None) -> int:
     deadline = start + args.budget_s - RESERVE_S
     rows = sweep.run_sweep(spec, device, bw, log=log, deadline=deadline,
                            use_cuda_timer=device.type == "cuda")
-    meta = report.run_metadata(device, bw, spec.name,
-                               "triton.testing.do_bench" if device.type == "cuda"
-                               else "perf_counter, providers interleaved")
-    df = report.to_frame(rows, meta, timing.PEAK_METHOD)
-    stem = report.file_stem(name)
-    csv = report.write_csv(df, args.out, stem)
-    png = report.plot(df, args.out / f"{stem}.png")
+    df, csv, png = report.save_sweep(rows, device, bw, spec.name, args.out, timing.PEAK_METHOD)
     corr_df = pd.DataFrame(corr)
     corr_df.to_csv(args.out / "correctness.csv", index=False, float_format="%.4g")
 

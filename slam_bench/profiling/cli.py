@@ -51,13 +51,7 @@ def main(args: argparse.Namespace) -> int:
     print(f"{name}: measured copy bandwidth {bw:.1f} GB/s; sweep {spec.name}"
           + (f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""))
     rows = sweep.run_sweep(spec, device, bw)
-    meta = report.run_metadata(device, bw, spec.name,
-                               "triton.testing.do_bench" if device.type == "cuda"
-                               else "perf_counter, providers interleaved")
-    df = report.to_frame(rows, meta, timing.PEAK_METHOD)
-    stem = report.file_stem(name)
-    csv = report.write_csv(df, args.out, stem)
-    png = report.plot(df, args.out / f"{stem}.png")
+    df, csv, png = report.save_sweep(rows, device, bw, spec.name, args.out, timing.PEAK_METHOD)
     print(report.format_table(df))
     skipped = df[df["status"] != "ok"].drop_duplicates(["provider", "note"])
     for _, r in skipped.iterrows():

@@ -107,6 +107,15 @@ def to_frame(rows: List[dict], meta: Dict[str, object], peak_methods: Dict[str, 
     return df[COLUMNS]
 
 
+def save_sweep(rows: List[dict], device, copy_bw: float, sweep_name: str, out_dir: Path,
+               peak_methods: Dict[str, str]):
+    """The sweep's long CSV and plot, named after the device. Returns (frame, csv, png)."""
+    timer = "triton.testing.do_bench" if device.type == "cuda" else "perf_counter, providers interleaved"
+    df = to_frame(rows, run_metadata(device, copy_bw, sweep_name, timer), peak_methods)
+    stem = file_stem(device_name(device))
+    return df, write_csv(df, out_dir, stem), plot(df, Path(out_dir) / f"{stem}.png")
+
+
 def write_csv(df: pd.DataFrame, out_dir: Path, stem: str) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{stem}.csv"
