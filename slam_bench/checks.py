@@ -54,6 +54,17 @@ def check_logits_and_probs(student_logits, teacher_probs, check_values: bool) ->
             raise ValueError("student_logits must be finite (found NaN or inf)")
 
 
+def check_loss_inputs(student_logits, teacher_probs, temperature, weight, reduction,
+                      check_values: bool) -> tuple:
+    """The checks every (logits, teacher probs) loss shares. Returns (N, C)."""
+    check_logits_and_probs(student_logits, teacher_probs, check_values)
+    n, c = student_logits.shape
+    check_temperature(temperature)
+    check_weight(weight, n, student_logits.device, check_values)
+    check_choice("reduction", reduction, REDUCTIONS)
+    return n, c
+
+
 def check_same_device(ref: Tensor, **tensors: Optional[Tensor]) -> None:
     for name, t in tensors.items():
         if isinstance(t, Tensor) and t.device != ref.device:

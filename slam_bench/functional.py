@@ -77,7 +77,7 @@ def slam_loss(student_logits: Tensor, teacher_probs: Tensor, alpha: Union[float,
         check_values: read the tensors to validate alpha, k, weight and the teacher rows
             (synchronises a GPU); shapes, dtypes and devices are always checked.
     """
-    n, c = _check_common(student_logits, teacher_probs, temperature, weight, reduction,
+    n, c = checks.check_loss_inputs(student_logits, teacher_probs, temperature, weight, reduction,
                          check_values)
     if not isinstance(normalize, bool):
         raise TypeError(f"normalize must be a bool, got {type(normalize).__name__}")
@@ -94,15 +94,6 @@ def distill_loss(student_logits: Tensor, teacher_probs: Tensor, *, temperature: 
 
     The alpha = 1 case of `slam_loss`; arguments as there.
     """
-    _check_common(student_logits, teacher_probs, temperature, weight, reduction, check_values)
+    checks.check_loss_inputs(student_logits, teacher_probs, temperature, weight, reduction, check_values)
     return _run(student_logits, teacher_probs, 1.0, 1, False, temperature, weight, reduction,
                 backend, mixing=False)
-
-
-def _check_common(z, y, temperature, weight, reduction, check_values):
-    checks.check_logits_and_probs(z, y, check_values)
-    n, c = z.shape
-    checks.check_temperature(temperature)
-    checks.check_weight(weight, n, z.device, check_values)
-    checks.check_choice("reduction", reduction, checks.REDUCTIONS)
-    return n, c

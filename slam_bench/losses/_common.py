@@ -55,17 +55,6 @@ def check_probs(name: str, probs, check_values: bool) -> tuple[int, int]:
     return tuple(probs.shape)
 
 
-def check_common(student_logits, teacher_probs, temperature, weight, reduction,
-                 check_values: bool) -> tuple[int, int]:
-    """The checks every (logits, teacher probs) baseline shares. Returns (N, C)."""
-    checks.check_logits_and_probs(student_logits, teacher_probs, check_values)
-    n, c = student_logits.shape
-    checks.check_temperature(temperature)
-    checks.check_weight(weight, n, student_logits.device, check_values)
-    checks.check_choice("reduction", reduction, checks.REDUCTIONS)
-    return n, c
-
-
 def reduce_rows(rows: Tensor, weight: Optional[Tensor], reduction: str) -> Tensor:
     """rows: (N,) per-row losses in the work dtype; applies weight and the reduction."""
     if weight is not None:

@@ -20,7 +20,8 @@ import torch
 from torch import Tensor
 
 from slam_bench import checks
-from slam_bench.losses._common import check_common, reduce_rows, work_dtype
+from slam_bench.checks import check_loss_inputs
+from slam_bench.losses._common import reduce_rows, work_dtype
 
 TRANSITION_ATOL = 1e-3  # rows of the transition matrix must sum to 1 within this
 
@@ -59,8 +60,8 @@ def forward_correction_loss(student_logits: Tensor, teacher_probs: Tensor, trans
     Returns:
         float32 (float64 for float64 logits) scalar, or (N,) with reduction="none".
     """
-    n, c = check_common(student_logits, teacher_probs, temperature, weight, reduction,
-                        check_values)
+    n, c = check_loss_inputs(student_logits, teacher_probs, temperature, weight, reduction,
+                             check_values)
     check_transition(transition, c, student_logits.device, check_values)
     f = torch.softmax(student_logits.double() / temperature, dim=1)
     q = f @ transition.double()  # (N, C): q_j = sum_i f_i T[i, j]

@@ -16,7 +16,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from slam_bench.losses._common import check_common, reduce_rows, work_dtype
+from slam_bench.checks import check_loss_inputs
+from slam_bench.losses._common import reduce_rows, work_dtype
 
 
 def taylor_ce_loss(student_logits: Tensor, teacher_probs: Tensor, *, order: int = 2,
@@ -35,7 +36,7 @@ def taylor_ce_loss(student_logits: Tensor, teacher_probs: Tensor, *, order: int 
     Returns:
         float32 (float64 for float64 logits) scalar, or (N,) with reduction="none".
     """
-    check_common(student_logits, teacher_probs, temperature, weight, reduction, check_values)
+    check_loss_inputs(student_logits, teacher_probs, temperature, weight, reduction, check_values)
     if isinstance(order, bool) or not isinstance(order, int):
         raise TypeError(f"order must be an int >= 1, got {type(order).__name__}")
     if order < 1:
