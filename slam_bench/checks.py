@@ -41,17 +41,23 @@ def check_logits_and_probs(student_logits, teacher_probs, check_values: bool) ->
         raise ValueError(f"student_logits must have C >= 2 classes, got C = {student_logits.shape[1]}")
     check_same_device(student_logits, teacher_probs=teacher_probs)
     if check_values and teacher_probs.numel():
-        t = teacher_probs.float() if teacher_probs.dtype != torch.float64 else teacher_probs
-        if not bool(torch.isfinite(t).all()):
-            raise ValueError("teacher_probs must be finite (found NaN or inf)")
-        if bool((t < 0).any()):
-            raise ValueError("teacher_probs must be non-negative (found a negative entry)")
-        tol = SIMPLEX_ATOL[teacher_probs.dtype]
-        err = (t.sum(dim=1) - 1).abs().max().item()
-        if err > tol:
-            raise ValueError(f"teacher_probs rows must sum to 1 within {tol:g}, worst row is off by {err:.3g}")
+        check_simplex_rows("teacher_probs", teacher_probs, SIMPLEX_ATOL[teacher_probs.dtype])
         if not bool(torch.isfinite(student_logits).all()):
             raise ValueError("student_logits must be finite (found NaN or inf)")
+
+
+def check_simplex_rows(name: str, probs: Tensor, tol: float, hint: str = "") -> None:
+    """Value check of (n, C) rows: finite, non-negative, each summing to 1 within `tol`.
+
+    Sums run in float32 (float64 for float64 input): no N x C float64 copy on a GPU."""
+    t = probs if probs.dtype == torch.float64 else probs.float()
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} must be finite (found NaN or inf)")
+    if bool((t < 0).any()):
+        raise ValueError(f"{name} must be non-negative (found a negative entry)")
+    err = (t.sum(dim=1) - 1).abs().max().item()
+    if err > tol:
+        raise ValueError(f"{name} rows must sum to 1 within {tol:g}{hint}, worst row is off by {err:.3g}")
 
 
 def check_loss_inputs(student_logits, teacher_probs, temperature, weight, reduction,

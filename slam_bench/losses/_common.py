@@ -43,15 +43,7 @@ def check_probs(name: str, probs, check_values: bool) -> tuple[int, int]:
     if probs.dim() != 2 or probs.shape[1] < 2:
         raise ValueError(f"{name} must have shape (N, C) with C >= 2, got {tuple(probs.shape)}")
     if check_values and probs.numel():
-        p = probs.double()
-        if not bool(torch.isfinite(p).all()):
-            raise ValueError(f"{name} must be finite (found NaN or inf)")
-        if bool((p < 0).any()):
-            raise ValueError(f"{name} must be non-negative (found a negative entry)")
-        tol = checks.SIMPLEX_ATOL[probs.dtype]
-        err = float((p.sum(dim=1) - 1).abs().max())
-        if err > tol:
-            raise ValueError(f"{name} rows must sum to 1 within {tol:g}, worst row is off by {err:.3g}")
+        checks.check_simplex_rows(name, probs, checks.SIMPLEX_ATOL[probs.dtype])
     return tuple(probs.shape)
 
 

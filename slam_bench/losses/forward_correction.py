@@ -20,7 +20,6 @@ import torch
 from torch import Tensor
 
 from slam_bench import checks
-from slam_bench.checks import check_loss_inputs
 from slam_bench.losses._common import reduce_rows, work_dtype
 
 TRANSITION_ATOL = 1e-3  # rows of the transition matrix must sum to 1 within this
@@ -36,15 +35,8 @@ def check_transition(transition, c: int, device, check_values: bool) -> None:
         raise ValueError(f"transition must have shape ({c}, {c}), got {tuple(transition.shape)}")
     checks.check_same_device_named("transition", transition, device)
     if check_values:
-        t = transition.double()
-        if not bool(torch.isfinite(t).all()):
-            raise ValueError("transition must be finite (found NaN or inf)")
-        if bool((t < 0).any()):
-            raise ValueError("transition must be non-negative (found a negative entry)")
-        err = float((t.sum(dim=1) - 1).abs().max())
-        if err > TRANSITION_ATOL:
-            raise ValueError(f"transition rows must sum to 1 within {TRANSITION_ATOL:g} "
-                             f"(row i = P(teacher label | true class i)), worst row is off by {err:.3g}")
+        checks.check_simplex_rows("transition", transition, TRANSITION_ATOL,
+                                  " (row i = P(teacher label | true class i))")
 
 
 def forward_correction_loss(student_logits: Tensor, teacher_probs: Tensor, transition: Tensor, *,
@@ -60,8 +52,8 @@ def forward_correction_loss(student_logits: Tensor, teacher_probs: Tensor, trans
     Returns:
         float32 (float64 for float64 logits) scalar, or (N,) with reduction="none".
     """
-    n, c = check_loss_inputs(student_logits, teacher_probs, temperature, weight, reduction,
-                             check_values)
+    n, c = checks.check_loss_inputs(student_logits, teacher_probs, temperature, weight, reduction,
+                                    check_values)
     check_transition(transition, c, student_logits.device, check_values)
     f = torch.softmax(student_logits.double() / temperature, dim=1)
     q = f @ transition.double()  # (N, C): q_j = sum_i f_i T[i, j]
