@@ -7,6 +7,7 @@ returns the labels it wrote so a test can check they are read back in order.
 from __future__ import annotations
 
 import pickle
+import socket
 import time
 from pathlib import Path
 
@@ -182,6 +183,13 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface for a test's rendezvous."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def start_ranks(fn, args: tuple, nprocs: int, timeout_s: float = 180) -> None:

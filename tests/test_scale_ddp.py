@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import sys
 
 import pandas as pd
 import pytest
 import torch
-from scale_fixtures import make_cifar10, one_thread, start_ranks
+from scale_fixtures import free_port, make_cifar10, one_thread, start_ranks
 
 from slam_bench.distributed import DistContext
 from slam_bench.pipeline import cli_run, ddp
@@ -29,12 +28,6 @@ def _rank(rank: int, world: int, port: int, argv: list):
         raise SystemExit(f"rank {rank}: ddp.main failed")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="starts the ranks from a fork server (POSIX)")
 def test_two_rank_ddp_suite_matches_single_process_columns_and_teacher(tmp_path, monkeypatch):
@@ -44,7 +37,7 @@ def test_two_rank_ddp_suite_matches_single_process_columns_and_teacher(tmp_path,
     make_cifar10(data, per_batch=8, labels_used=2)
     common = ["cifar10", "--smoke", "--trials", "1", "--data-root", str(data), "--device", "cpu"]
     # Each rank gets exactly the environment torchrun sets.
-    start_ranks(_rank, (2, _free_port(), common + ["--out", str(tmp_path / "ddp")]), 2)
+    start_ranks(_rank, (2, free_port(), common + ["--out", str(tmp_path / "ddp")]), 2)
     parser = argparse.ArgumentParser()
     cli_run.add_arguments(parser)
     assert cli_run.main(parser.parse_args(common + ["--out", str(tmp_path / "single")])) == 0

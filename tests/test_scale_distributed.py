@@ -3,12 +3,11 @@ DDP training step with the SLaM loss equals the same step taken by one process o
 of the two ranks' batches."""
 from __future__ import annotations
 
-import socket
 import sys
 
 import pytest
 import torch
-from scale_fixtures import start_ranks
+from scale_fixtures import free_port, start_ranks
 
 from slam_bench import slam_loss
 from slam_bench.distributed import DistContext
@@ -77,16 +76,10 @@ def _worker(rank: int, world: int, port: int, out_dir: str):
         del model
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="starts the ranks from a fork server (POSIX)")
 def test_two_process_gloo_ddp_step_equals_single_process_step(tmp_path):
-    start_ranks(_worker, (2, _free_port(), str(tmp_path)), 2)
+    start_ranks(_worker, (2, free_port(), str(tmp_path)), 2)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     tokens, teacher, student = _problem()
     with torch.no_grad():
