@@ -17,9 +17,9 @@ import pandas as pd
 import pytest
 
 from slam_bench.data import dataset_status
-from slam_bench.pipeline.leaderboard import END, START, leaderboard_csv
+from slam_bench.report.leaderboard import END, START, leaderboard_csv
 from slam_bench.pipeline.methods import METHODS
-from slam_bench.pipeline.report import regenerate
+from slam_bench.report.regenerate import regenerate
 from slam_bench.pipeline.results import read_rows
 from slam_bench.pipeline.runner import plan, run_suite
 from slam_bench.pipeline.splits import load_split

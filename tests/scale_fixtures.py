@@ -203,7 +203,7 @@ def start_ranks(fn, args: tuple, nprocs: int, timeout_s: float = 180) -> None:
 
     import torch.multiprocessing as tmp
 
-    multiprocessing.set_forkserver_preload(["torch", "torch._dynamo", "slam_bench.pipeline.ddp",
+    multiprocessing.set_forkserver_preload(["torch", "torch._dynamo", "slam_bench.cli.ddp",
                                             "sklearn.isotonic"])
     ranks = tmp.start_processes(fn, args=args, nprocs=nprocs, join=False,
                                 start_method="forkserver")

@@ -15,7 +15,8 @@ import pytest
 
 from slam_bench.data import DATASETS
 from slam_bench.distributed import DistContext
-from slam_bench.pipeline import cli_leaderboard, cli_list, cli_run, runner
+from slam_bench.cli import leaderboard as cli_leaderboard, list as cli_list, run as cli_run
+from slam_bench.pipeline import runner
 from slam_bench.pipeline.results import read_rows
 from slam_bench.pipeline.suites import get_suite
 from slam_bench.pipeline.teacher import CacheError
@@ -125,7 +126,7 @@ def test_cli_errors_and_leaderboard_regeneration(tmp_path, capsys):
     assert cli(cli_leaderboard, "--out", str(tmp_path)) == 0 and board.read_bytes() == first
 
 
-DRIVER = ("import argparse, sys; from slam_bench.pipeline import cli_run; "
+DRIVER = ("import argparse, sys; from slam_bench.cli import run as cli_run; "
           "p = argparse.ArgumentParser(); cli_run.add_arguments(p); "
           "sys.exit(cli_run.main(p.parse_args(sys.argv[1:])))")
 

@@ -19,7 +19,8 @@ import torch
 
 import slam_bench.torch_backend as tb
 from slam_bench import distill_loss, slam_loss
-from slam_bench.profiling import cli, report, sweep, timing
+from slam_bench.cli import profile as cli
+from slam_bench.profiling import report, sweep, timing
 from slam_bench.reference import distill_loss_reference, slam_loss_reference
 
 # ---------------------------------------------------------------- gpu_check and the CLI

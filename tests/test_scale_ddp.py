@@ -1,4 +1,4 @@
-"""The DDP suite entry point (slam_bench.pipeline.ddp) with 2 CPU ranks over gloo, launched
+"""The DDP suite entry point (slam_bench.cli.ddp) with 2 CPU ranks over gloo, launched
 the way torchrun launches it (RANK / WORLD_SIZE / LOCAL_RANK / MASTER_* in the environment),
 against the single-process `slam-bench run` on the same fabricated CIFAR-10 files."""
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 from scale_fixtures import free_port, make_cifar10, one_thread, start_ranks
 
 from slam_bench.distributed import DistContext
-from slam_bench.pipeline import cli_run, ddp
+from slam_bench.cli import ddp, run as cli_run
 from slam_bench.pipeline.suites import TrainSpec
 from slam_bench.pipeline.train import StudentStep, train_student
 

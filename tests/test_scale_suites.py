@@ -10,7 +10,7 @@ import pytest
 from scale_fixtures import make_celeba, make_cifar10, make_cifar100, make_imagenet, make_imdb, one_thread
 
 from slam_bench.data import DatasetUnavailable, load_dataset
-from slam_bench.pipeline import cli_list, cli_run
+from slam_bench.cli import list as cli_list, run as cli_run
 from slam_bench.pipeline.suites import get_suite
 
 _single_thread = pytest.fixture(autouse=True)(one_thread)

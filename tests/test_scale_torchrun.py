@@ -24,7 +24,7 @@ def test_torchrun_two_cpu_ranks_write_one_row_per_method(tmp_path):
     data, out = tmp_path / "data", tmp_path / "out"
     make_cifar10(data, per_batch=8, labels_used=2)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "slam_bench.pipeline.ddp", "cifar10", "--smoke", "--trials", "1",
+           "-m", "slam_bench.cli.ddp", "cifar10", "--smoke", "--trials", "1",
            "--data-root", str(data), "--device", "cpu", "--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):

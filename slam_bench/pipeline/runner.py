@@ -5,7 +5,7 @@ the training randomness are separate streams. Each finished (trial, method) row 
 atomically before the next starts, and rows already recorded with the same config hash are
 skipped, so a killed run resumes where it stopped.
 
-The same loop runs in one process or across DDP ranks (`slam_bench.pipeline.ddp` launches it
+The same loop runs in one process or across DDP ranks (`slam_bench.cli.ddp` launches it
 under torchrun); a `DistContext` marks the only places where they differ: the teacher is
 trained on rank 0 and broadcast, its inference and the test prediction are sharded by rows and
 gathered, the student is wrapped in DDP with each rank taking `[rank::world]` of every global

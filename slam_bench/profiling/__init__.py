@@ -1,6 +1,6 @@
 """Loss throughput measurement: problems and providers, timers, the sweep, the CSV and plot.
 
-`slam-bench profile` (cli.py) and `python -m slam_bench.gpu_check` both drive `sweep.run_sweep`
+`slam-bench profile` (slam_bench/cli/profile.py) and `python -m slam_bench.gpu_check` both drive `sweep.run_sweep`
 and write with `report`; the conventions are those of spec/kernels.md ("Benchmarking
 conventions"): one long CSV row per (kernel, provider, mode, dtype, N, C, teacher).
 """

@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 
 from slam_bench.data import DatasetUnavailable
-from slam_bench.pipeline.leaderboard import markdown_table
-from slam_bench.pipeline.report import default_readme, regenerate
+from slam_bench.report.leaderboard import markdown_table
+from slam_bench.report.regenerate import default_readme, regenerate
 from slam_bench.pipeline.results import ResultsError, read_rows
 from slam_bench.pipeline.runner import run_suite
 from slam_bench.pipeline.suites import SUITES, get_suite

@@ -1,4 +1,4 @@
-"""`slam-bench` command line: each subcommand lives in the module that does the work.
+"""`slam-bench` command line: one small module per subcommand in this package.
 
 A subcommand module provides `add_arguments(parser)` and `main(args) -> int`.
 """
@@ -10,10 +10,10 @@ import sys
 
 # name -> (module, one-line help)
 COMMANDS = {
-    "run": ("slam_bench.pipeline.cli_run", "run a benchmark suite and update its result files"),
-    "leaderboard": ("slam_bench.pipeline.cli_leaderboard", "regenerate leaderboards, plots and README table"),
-    "list": ("slam_bench.pipeline.cli_list", "list suites, methods and whether each suite's data is present"),
-    "profile": ("slam_bench.profiling.cli", "measure loss throughput and write results/throughput/<device>.csv"),
+    "run": ("slam_bench.cli.run", "run a benchmark suite and update its result files"),
+    "leaderboard": ("slam_bench.cli.leaderboard", "regenerate leaderboards, plots and README table"),
+    "list": ("slam_bench.cli.list", "list suites, methods and whether each suite's data is present"),
+    "profile": ("slam_bench.cli.profile", "measure loss throughput and write results/throughput/<device>.csv"),
 }
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable, List, Optional
 
-from slam_bench.pipeline.leaderboard import update_readme, write_leaderboards
-from slam_bench.pipeline.plots import write_plots
+from slam_bench.report.leaderboard import update_readme, write_leaderboards
+from slam_bench.report.plots import write_plots
 
 
 def default_readme(out: Path) -> Optional[Path]:

@@ -1,6 +1,6 @@
 """`slam-bench run` on several GPUs: the torchrun entry point for DDP student training.
 
-    torchrun --nproc_per_node=G -m slam_bench.pipeline.ddp SUITE --data-root DIR [run options]
+    torchrun --nproc_per_node=G -m slam_bench.cli.ddp SUITE --data-root DIR [run options]
 
 Takes the same arguments as `slam-bench run` and writes the same files with the same columns
 (the `device` column says e.g. "cuda:0 (ddp x8)"). It joins the process group and hands the
@@ -16,9 +16,9 @@ import sys
 
 from slam_bench.data import DatasetUnavailable
 from slam_bench.distributed import DistContext
-from slam_bench.pipeline import cli_run
-from slam_bench.pipeline.leaderboard import markdown_table
-from slam_bench.pipeline.report import default_readme, regenerate
+from slam_bench.cli import run as cli_run
+from slam_bench.report.leaderboard import markdown_table
+from slam_bench.report.regenerate import default_readme, regenerate
 from slam_bench.pipeline.results import ResultsError, read_rows
 from slam_bench.pipeline.runner import run_suite
 from slam_bench.pipeline.suites import get_suite
@@ -30,12 +30,12 @@ TIMEOUT_S = 4 * 3600
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
-        prog="torchrun --nproc_per_node=G -m slam_bench.pipeline.ddp",
+        prog="torchrun --nproc_per_node=G -m slam_bench.cli.ddp",
         description="run a benchmark suite with DDP students (arguments as `slam-bench run`)")
     cli_run.add_arguments(parser)
     args = parser.parse_args(argv)
     if args.device not in ("auto", "cpu", "cuda"):
-        print("slam_bench.pipeline.ddp: error: --device must be auto, cpu or cuda (each rank "
+        print("slam_bench.cli.ddp: error: --device must be auto, cpu or cuda (each rank "
               "uses cuda:LOCAL_RANK)", file=sys.stderr)
         return 2
     device = None if args.device == "auto" else args.device
@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     except (ValueError, DatasetUnavailable, CacheError, ResultsError) as e:
         # Every rank meets the same configuration error; one message is enough.
         if ctx.is_main:
-            print(f"slam_bench.pipeline.ddp: error: {e}", file=sys.stderr)
+            print(f"slam_bench.cli.ddp: error: {e}", file=sys.stderr)
         return 2
     finally:
         ctx.cleanup()

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from slam_bench.pipeline.report import default_readme, regenerate
+from slam_bench.report.regenerate import default_readme, regenerate
 from slam_bench.pipeline.results import ResultsError
 
 
