@@ -250,3 +250,27 @@ def test_concurrent_writers_lose_no_rows(tmp_path):
     assert [p.exitcode for p in procs] == [0, 0]
     assert len(read_rows(path)) == 24
     assert sorted(q.name for q in path.parent.iterdir()) == ["s.csv"]
+
+
+# ---------------------------------------------------------------- output folder check
+def test_ensure_writable_dir_names_the_argument_for_files_and_read_only_folders(tmp_path):
+    import os
+
+    from slam_bench.fileio import ensure_writable_dir
+
+    assert ensure_writable_dir(tmp_path / "a" / "b") == tmp_path / "a" / "b"
+    assert (tmp_path / "a" / "b").is_dir()
+    (tmp_path / "f").write_text("x")
+    for bad in (tmp_path / "f", tmp_path / "f" / "sub"):
+        with pytest.raises(ValueError, match=r"--out .* is a file"):
+            ensure_writable_dir(bad)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        # root ignores permission bits; /proc refuses new files to everyone.
+        target = ro if not os.access(ro, os.W_OK) else "/proc/self"
+        with pytest.raises(ValueError, match="--data .* not a writable folder"):
+            ensure_writable_dir(target, "--data")
+    finally:
+        ro.chmod(0o700)

@@ -14,7 +14,7 @@ from typing import Iterable, List, Mapping, Optional, Set, Tuple
 
 import pandas as pd
 
-from slam_bench.pipeline.fileio import atomic_write, locked
+from slam_bench.fileio import atomic_write, locked
 
 # Leading columns in this order; method-specific parameters follow, sorted by name.
 CORE_COLUMNS = [

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from slam_bench.pipeline.fileio import atomic_write
+from slam_bench.fileio import atomic_write
 
 
 @dataclass(frozen=True)

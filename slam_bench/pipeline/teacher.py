@@ -21,7 +21,7 @@ from torch import Tensor
 from slam_bench.data.base import Dataset
 from slam_bench.distributed import DistContext
 from slam_bench.models import build_model
-from slam_bench.pipeline.fileio import atomic_write
+from slam_bench.fileio import atomic_write
 from slam_bench.pipeline.hashing import PIPELINE_VERSION, stable_hash
 from slam_bench.pipeline.splits import Split
 from slam_bench.pipeline.suites import ModelSpec, TrainSpec

@@ -15,7 +15,7 @@ from typing import Iterable, List, Optional, Tuple
 
 import pandas as pd
 
-from slam_bench.pipeline.fileio import atomic_write, locked
+from slam_bench.fileio import atomic_write, locked
 from slam_bench.pipeline.methods import METHODS
 from slam_bench.pipeline.results import read_all_runs
 

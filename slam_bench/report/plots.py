@@ -8,7 +8,7 @@ from typing import Iterable, List, Optional
 
 import pandas as pd
 
-from slam_bench.pipeline.fileio import atomic_write
+from slam_bench.fileio import atomic_write
 from slam_bench.report.leaderboard import _method_order, summary
 from slam_bench.pipeline.results import read_all_runs
 

@@ -1,4 +1,6 @@
-"""Crash-safe file writes and an inter-process lock.
+"""Crash-safe file writes, an inter-process lock, and the check of an output folder.
+
+A bottom-level utility: the pipeline, the report, the CLI and profiling all write through it.
 
 Every result file is written to a temporary file in the same directory and moved into place
 with `os.replace`, which is atomic on POSIX: a run killed at any moment (even SIGKILL) leaves
@@ -50,3 +52,25 @@ def locked(path: Union[str, Path]) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def ensure_writable_dir(path: Union[str, Path], arg: str = "--out") -> Path:
+    """Create `path` if needed and check that files can be written in it, before any work.
+
+    Raises ValueError naming `arg` when `path` is a file, lies under a file, or is not
+    writable, so a command fails in its first second rather than after its measurements.
+    """
+    path = Path(path)
+    for p in (path, *path.parents):
+        if p.exists() and not p.is_dir():
+            raise ValueError(f"{arg} {str(path)!r}: {str(p)!r} is a file, expected a folder")
+        if p.exists():
+            break
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise ValueError(f"{arg} {str(path)!r} is not a writable folder: "
+                         f"{e.strerror or e}") from None
+    return path
