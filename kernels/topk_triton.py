@@ -40,9 +40,11 @@ import torch
 import triton
 import triton.language as tl
 
-# Rows whose padded width fits in this many logits are loaded once and kept on chip (about 3
-# live fp32 tiles over 16 warps: 48 registers a thread); wider rows stream in STREAM_BLOCK
-# blocks (spec/kernels.md: at most 32k elements a block).
+# Rows whose padded width fits in this many logits are loaded once and kept on chip (16 fp32
+# values a thread per live tile over 16 warps); wider rows stream in STREAM_BLOCK blocks
+# (spec/kernels.md: at most 32k elements a block), 8 values a thread: one 16-byte bf16 load.
+# One warp per 256 elements, 4 to 16: with 8 warps a streamed block spilled registers on
+# sm_90 (tests/kernels/test_kernel_topk_sm90.py compiles every variant and checks).
 MAX_SINGLE_BLOCK = 8192
 STREAM_BLOCK = 4096
 # Teacher entries are padded to a power of two of at least this (fewer recompilations).
@@ -55,7 +57,7 @@ def launch_config(n_cols: int, n_k: int):
     single = width <= MAX_SINGLE_BLOCK
     block = width if single else STREAM_BLOCK
     k_pad = max(MIN_K_PAD, triton.next_power_of_2(n_k))
-    return block, single, k_pad, max(4, min(16, block // 512))
+    return block, single, k_pad, max(4, min(16, block // 256))
 
 
 @triton.jit
