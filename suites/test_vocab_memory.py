@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
 import torch
 
 from slam_bench.profiling import report
@@ -48,12 +47,7 @@ def test_fused_linear_peak_memory(benchmark, full_run):
                                  for r in rows})
     if full_run:
         benchmark.pedantic(step, rounds=3, iterations=1, warmup_rounds=1)
-        df = pd.DataFrame(rows)
-        meta = report.run_metadata(torch.device("cpu"), float("nan"), "fused_linear_memory", "")
-        for key, val in meta.items():
-            df[key] = val
-        stem = report.file_stem(report.device_name(torch.device("cpu")))
-        report.write_csv(df, OUT, f"{stem}-fused_linear_memory")
+        M.write_rows(rows, OUT)
     else:
         benchmark(step)
     assert problem.hidden.grad is not None and bool(torch.isfinite(problem.hidden.grad).all())

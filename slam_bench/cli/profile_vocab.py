@@ -22,7 +22,6 @@ def main(args, device, copy_bw: float) -> int:
     from slam_bench.profiling import report
 
     t0 = time.monotonic()
-    stem = report.file_stem(report.device_name(device))
     if args.family == "fused_linear_memory":
         if device.type != "cpu":
             raise SystemExit("slam-bench profile: --family fused_linear_memory measures the CPU "
@@ -31,12 +30,9 @@ def main(args, device, copy_bw: float) -> int:
         size = QUICK_MEMORY_SIZE if args.quick else M.ISSUE_SIZE
         rows = M.memory_rows(**size)
         checks = M.memory_checks(rows, M.n_independence(**size))
-        df = pd.DataFrame(rows)
-        for key, val in report.run_metadata(device, copy_bw, "fused_linear_memory", "").items():
-            df[key] = val
-        csv = report.write_csv(df, args.out, f"{stem}-fused_linear_memory")
-        print(df[["provider", "method", "peak_bytes", "bound_bytes", "dense_over_this",
-                  "threads", "note"]].to_string(index=False))
+        csv = M.write_rows(rows, args.out)
+        print(pd.DataFrame(rows)[["provider", "method", "peak_bytes", "bound_bytes",
+                                  "dense_over_this", "threads", "note"]].to_string(index=False))
     else:
         from slam_bench.profiling import vocab_sweep as S
         key = "gpu" if device.type == "cuda" else ("cpu-quick" if args.quick else "cpu")

@@ -28,8 +28,10 @@ import gc
 import json
 import subprocess
 import sys
+from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
+import pandas as pd
 import torch
 
 from slam_bench.fused_linear import default_chunk_size
@@ -43,6 +45,8 @@ METHODS = ("profiler", "rss")
 PER_ROW_BYTES = 64
 PER_ID_BYTES = 64
 SLACK_BYTES = 4 << 20
+RSS_METHOD = ("fresh process: VmHWM - VmRSS over one step, VmHWM reset by /proc/self/clear_refs, "
+              "torch's default threads")
 
 
 def bound_bytes(n: int, v: int, h: int, k_ids: int, chunk: int, logit_bytes: int = 4,
@@ -114,11 +118,11 @@ def memory_rows(n: int, v: int, h: int, chunk: Optional[int] = None,
             row = dict(provider=prov, method=method, N=n, V=v, H=h, K=k_ids, dtype="fp32",
                        chunk_size=chunk if prov == "slam_bench" else "", bound_bytes=bound)
             if method == "profiler":
-                row.update(peak_bytes=peak_profiler(prov, n, v, h, chunk),
-                           threads=1, note="")
+                row.update(peak_bytes=peak_profiler(prov, n, v, h, chunk), threads=1, note="",
+                           peak_method=timing.PEAK_METHOD["cpu"])
             else:
                 r = peak_rss(prov, n, v, h, chunk)
-                row.update(peak_bytes=r["peak"], threads=r["threads"],
+                row.update(peak_bytes=r["peak"], threads=r["threads"], peak_method=RSS_METHOD,
                            note="" if r["reset"] else "VmHWM reset refused: an upper bound")
             rows.append(row)
             log(f"  {method:<8} {prov:<10} N={n} V={v} H={h} peak {row['peak_bytes'] / 2**20:9.1f} MiB"
@@ -165,6 +169,20 @@ def memory_checks(rows: List[dict], growth: Dict[str, float]) -> List[dict]:
     out.append(check_row(f"fused peak growth from N={growth['n_small']} to N={growth['n']} / "
                          "the O(N (H + K)) allowance (no N x V term)", val, "<= 1", val <= 1))
     return out
+
+
+def write_rows(rows: List[dict], out_dir) -> str:
+    """`<out_dir>/<cpu>-fused_linear_memory.csv`: the rows, with the run's metadata where a
+    row does not say otherwise (threads and method are per row)."""
+    from slam_bench.profiling import report
+
+    device = torch.device("cpu")
+    df = pd.DataFrame(rows)
+    for key, val in report.run_metadata(device, float("nan"), "fused_linear_memory", "").items():
+        if key not in df.columns:
+            df[key] = val
+    stem = report.file_stem(report.device_name(device))
+    return report.write_csv(df, Path(out_dir), f"{stem}-fused_linear_memory")
 
 
 def main(argv=None) -> int:
