@@ -93,7 +93,8 @@ def _row_stats(z_ptr, row_off, n_cols, keep, inv_t, BLOCK: tl.constexpr, SINGLE:
             zb = tl.load(z_ptr + row_off + start + cols, mask=ok, other=0.0).to(tl.float32)
             zb = tl.where(ok, zb, float("-inf"))
             m_new = tl.where(keep, tl.maximum(m, tl.max(zb, axis=0)), 0.0)
-            sum_e = sum_e * tl.exp((m - m_new) * inv_t) + tl.sum(tl.exp((zb - m_new) * inv_t), axis=0)
+            sum_e = (sum_e * tl.exp((m - m_new) * inv_t)
+                     + tl.sum(tl.exp((zb - m_new) * inv_t), axis=0))
             m = m_new
     log_l = tl.log(tl.where(keep, sum_e, 1.0))
     return m, log_l, z

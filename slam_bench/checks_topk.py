@@ -126,8 +126,8 @@ def check_linear(hidden, lm_weight, bias: Optional[Tensor], check_values: bool) 
     n, h = hidden.shape
     v = lm_weight.shape[0]
     if lm_weight.shape[1] != h:
-        raise ValueError(f"lm_weight must have shape (V, H={h}) to match hidden {tuple(hidden.shape)}, "
-                         f"got {tuple(lm_weight.shape)}")
+        raise ValueError(f"lm_weight must have shape (V, H={h}) to match hidden "
+                         f"{tuple(hidden.shape)}, got {tuple(lm_weight.shape)}")
     if v < 2:
         raise ValueError(f"lm_weight must have V >= 2 rows (classes), got V = {v}")
     if lm_weight.dtype != hidden.dtype:

@@ -21,7 +21,7 @@ from typing import Optional, Tuple, Union
 import torch
 from torch import Tensor
 
-from slam_bench import checks, checks_topk
+from slam_bench import checks_topk
 from slam_bench.functional import _resolve_backend
 from slam_bench.fused_linear import (default_chunk_size, fused_linear_slam_op,
                                      fused_linear_slam_rows_op)

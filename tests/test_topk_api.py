@@ -258,3 +258,16 @@ def test_modules_wrap_the_functions():
         fused_linear_slam_loss(t["hidden"], t["lm_weight"], t["ids"], t["probs"], 0.7, 2,
                                temperature=2.0, ignore_index=-1))
     assert "chunk_size=3" in repr(f) and "normalize=True" in repr(m)
+
+
+@pytest.mark.parametrize("backend", ["torch"] + (
+    ["triton"] if importlib.util.find_spec("triton") and not torch.cuda.is_available() else []))
+def test_int32_ids_give_the_int64_result(backend):
+    t = _inputs(8)
+    ids = t["ids"].clone()
+    ids[2, 0] = -100
+    for fn, args in ((slam_loss_topk, (t["z"],)),
+                     (fused_linear_slam_loss, (t["hidden"], t["lm_weight"]))):
+        a = fn(*args, ids, t["probs"], 0.8, 2, backend=backend, reduction="none")
+        b = fn(*args, ids.int(), t["probs"], 0.8, 2, backend=backend, reduction="none")
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-from torch import Tensor
 
 TEACHER_KINDS = ("soft", "peaked", "ties", "full")
 PEAK_LOGIT = 6.0

@@ -125,8 +125,8 @@ def memory_rows(n: int, v: int, h: int, chunk: Optional[int] = None,
                 row.update(peak_bytes=r["peak"], threads=r["threads"], peak_method=RSS_METHOD,
                            note="" if r["reset"] else "VmHWM reset refused: an upper bound")
             rows.append(row)
-            log(f"  {method:<8} {prov:<10} N={n} V={v} H={h} peak {row['peak_bytes'] / 2**20:9.1f} MiB"
-                f" (fused bound {bound / 2**20:.1f} MiB)")
+            log(f"  {method:<8} {prov:<10} N={n} V={v} H={h} peak "
+                f"{row['peak_bytes'] / 2**20:9.1f} MiB (fused bound {bound / 2**20:.1f} MiB)")
         dense = [r for r in rows if r["method"] == method and r["provider"] == "dense"]
         for r in rows:
             if r["method"] == method and dense:

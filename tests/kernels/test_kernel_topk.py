@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.nn import functional as F
 
 from kernel_testlib import DEVICE, GPU_PROFILE, assert_loss_close
 from slam_bench import fused_linear_slam_loss, slam_loss_topk
