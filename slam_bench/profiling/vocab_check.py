@@ -71,7 +71,9 @@ def _errors(family, p, dtype, alpha):
         return errs + (_lowp_tol(_rel_err(own, ref)), _lowp_tol(_rel_err(zl.grad, z64.grad)))
     h = p.hidden.detach().clone().requires_grad_(True)
     w = p.lm_weight.detach().clone().requires_grad_(True)
-    loss = fused_linear_slam_loss(h, w, p.ids, p.probs, alpha, p.k, backend="triton")
+    # Chunks smaller than N: the gradients accumulate over several chunks.
+    loss = fused_linear_slam_loss(h, w, p.ids, p.probs, alpha, p.k, backend="triton",
+                                  chunk_size=max(1, p.ids.shape[0] // 3))
     loss.backward()
     h64 = p.hidden.detach().double().requires_grad_(True)
     w64 = p.lm_weight.detach().double().requires_grad_(True)
