@@ -5,6 +5,7 @@ dependency direction stays suites -> slam_bench -> kernels.
 """
 from .config import BlockConfig, block_config
 from .ops import slam_loss_triton, taylor_ce_triton, topk_threshold
+from .ops_topk import slam_loss_topk_triton, topk_chunk_inplace
 
 __all__ = ["slam_loss_triton", "taylor_ce_triton", "block_config", "BlockConfig",
-           "topk_threshold"]
+           "topk_threshold", "slam_loss_topk_triton", "topk_chunk_inplace"]

@@ -4,7 +4,10 @@ On a CUDA machine, within `--budget-s` seconds (default 330, under the 6 minutes
 gives): measures the copy bandwidth; checks the fused kernel (`backend="triton"`) against the
 float64 reference at real sizes for every dtype (C up to 262,144); runs the GPU throughput
 sweep; writes DIR/<gpu-name>.csv, .png and correctness.csv; and prints a summary table last,
-with PASS/FAIL for each GPU goal of issue 6. Exit status 1 when anything fails.
+with PASS/FAIL for each GPU goal of issue 6. The same for `slam_loss_topk` and
+`fused_linear_slam_loss` (profiling/vocab_check.py: correctness rows in correctness.csv,
+DIR/<gpu-name>-topk.csv and -fused_linear.csv, and their goals in the summary). Exit status 1
+when anything fails.
 
 `--dry-run` runs the same steps on CPU tensors at tiny sizes, the kernel under Triton's
 interpreter, with the CPU timer, so CI keeps this script working without a GPU; its goals are
@@ -133,11 +136,14 @@ def main(argv=None) -> int:
     log(f"{name}: measured copy bandwidth {bw:.1f} GB/s")
     log("correctness against the float64 reference (backend='triton'):")
     corr = check_correctness(device, sizes, log)
+    from slam_bench.profiling import vocab_check  # slam_loss_topk, fused_linear_slam_loss
+    corr += vocab_check.check_correctness(device, args.dry_run, log)
     log(f"throughput sweep {spec.name}:")
-    deadline = start + args.budget_s - RESERVE_S
-    rows = sweep.run_sweep(spec, device, bw, log=log, deadline=deadline,
-                           use_cuda_timer=device.type == "cuda")
+    rows = sweep.run_sweep(spec, device, bw, log=log, use_cuda_timer=device.type == "cuda",
+                           deadline=vocab_check.budget_deadline(start, args.budget_s, RESERVE_S))
     df, csv, png = report.save_sweep(rows, device, bw, spec.name, args.out, timing.PEAK_METHOD)
+    vocab_df = vocab_check.run_sweeps(device, bw, args.out, args.dry_run, log,
+                                      deadline=start + args.budget_s - RESERVE_S)
     corr_df = pd.DataFrame(corr)
     corr_df.to_csv(args.out / "correctness.csv", index=False, float_format="%.4g")
 
@@ -145,10 +151,11 @@ def main(argv=None) -> int:
     n_bad = int((corr_df["result"] != "PASS").sum()) if len(corr_df) else 0
     checks = [report.check_row(f"kernel vs float64 reference: {len(corr_df) - n_bad}/{len(corr_df)} "
                             "(kernel, dtype, N, C) within tolerance", float(n_bad),
-                            "0 failures", n_bad == 0)] + goals
+                            "0 failures", n_bad == 0)] + goals + vocab_check.goals(vocab_df)
     log(f"wrote {csv}, {png} and {args.out / 'correctness.csv'} "
         f"in {time.monotonic() - start:.0f} s")
     log(report.format_table(df))
+    log(report.format_table(vocab_df))
     log("")
     log(f"SUMMARY ({name}{', dry run: goals are not meaningful at tiny sizes' if args.dry_run else ''})")
     log(report.format_checks(checks))

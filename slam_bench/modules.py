@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from slam_bench.functional import distill_loss, slam_loss
+from slam_bench.topk import fused_linear_slam_loss, slam_loss_topk
 
 
 class SLaMLoss(nn.Module):
@@ -47,3 +48,39 @@ class DistillLoss(nn.Module):
 
     def extra_repr(self):
         return f"temperature={self.temperature}, reduction={self.reduction!r}, backend={self.backend!r}"
+
+
+class SLaMTopKLoss(nn.Module):
+    """`SLaMTopKLoss(normalize=False, temperature=1.0, ignore_index=-100, reduction="mean",
+    backend="auto")`. Call as `loss(student_logits, teacher_ids, teacher_probs, alpha, k,
+    weight=None)`; see `slam_loss_topk`."""
+
+    def __init__(self, *, normalize=False, temperature=1.0, ignore_index=-100, reduction="mean",
+                 backend="auto", check_values=True):
+        super().__init__()
+        self.options = dict(normalize=normalize, temperature=temperature,
+                            ignore_index=ignore_index, reduction=reduction, backend=backend,
+                            check_values=check_values)
+
+    def forward(self, student_logits, teacher_ids, teacher_probs, alpha, k, weight=None):
+        return slam_loss_topk(student_logits, teacher_ids, teacher_probs, alpha, k,
+                              weight=weight, **self.options)
+
+    def extra_repr(self):
+        return ", ".join(f"{key}={val!r}" for key, val in self.options.items())
+
+
+class FusedLinearSLaMLoss(SLaMTopKLoss):
+    """`FusedLinearSLaMLoss(normalize=False, temperature=1.0, ignore_index=-100,
+    reduction="mean", chunk_size=None, backend="auto")`, the output projection fused with the
+    loss. Call as `loss(hidden, lm_weight, teacher_ids, teacher_probs, alpha, k, bias=None,
+    weight=None)`; see `fused_linear_slam_loss`."""
+
+    def __init__(self, *, chunk_size=None, **options):
+        super().__init__(**options)
+        self.options["chunk_size"] = chunk_size
+
+    def forward(self, hidden, lm_weight, teacher_ids, teacher_probs, alpha, k, bias=None,
+                weight=None):
+        return fused_linear_slam_loss(hidden, lm_weight, teacher_ids, teacher_probs, alpha, k,
+                                      bias=bias, weight=weight, **self.options)

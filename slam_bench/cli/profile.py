@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from slam_bench.cli import profile_vocab
+
 DEFAULT_OUT = Path("results") / "throughput"
 # Copy-bandwidth probe size: well past the last-level cache, so it measures memory.
 COPY_PROBE_BYTES = {"cpu": 256 << 20, "cuda": 2 << 30}
@@ -29,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--check-targets", action="store_true",
                         help="exit 1 unless the targets of issue 6 (CPU targets, or GPU goals "
                              "with --device cuda) hold in the measured rows")
+    parser.add_argument("--family", choices=("loss",) + profile_vocab.FAMILIES, default="loss",
+                        help="loss (default: slam/distill sweep), or a vocabulary-scale family "
+                             "(see slam_bench/cli/profile_vocab.py)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -41,6 +46,9 @@ def main(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise SystemExit(f"slam-bench profile: --threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
+    if args.family != "loss":
+        bw = timing.copy_bandwidth_gbps(device, COPY_PROBE_BYTES[device.type])
+        return profile_vocab.main(args, device, bw)
     if device.type == "cuda":
         spec = sweep.GPU
     else:
