@@ -122,8 +122,13 @@ def test_a_smoke_run_never_replaces_full_rows(tmp_path, capsys):
     runner.run_suite(full, tmp_path, smoke=False)
     csv = tmp_path / "runs" / "digits.csv"
     before = read_rows(csv)
+    split = runner.split_path(tmp_path, "digits", "digits", 20, 0, "full")
+    split_bytes = split.read_bytes()
     assert cli_main(["run", "digits", "--smoke", "--trials", "1", "--labeled", "20",
                      "--out", str(tmp_path)]) == 0
+    # The split the full rows were trained on is untouched; the smoke split lies apart.
+    assert split.read_bytes() == split_bytes
+    assert runner.split_path(tmp_path, "digits", "digits", 20, 0, "smoke").exists()
     printed = capsys.readouterr().out
     assert "**digits** (smoke variant" in printed  # the table of what was just run
     rows = read_rows(csv)

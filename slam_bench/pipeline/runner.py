@@ -102,6 +102,16 @@ def plan(suite: Suite, smoke: bool) -> List[Tuple[int, int, int]]:
             for n in sizes.labeled_sizes for t in range(sizes.trials)]
 
 
+def split_path(out: Path, suite: str, dataset: str, labeled: int, split_seed: int,
+               variant: str) -> Path:
+    """Where a trial's split indices are saved. Smoke splits (other |V| and |U| cap) go to their
+    own folder, so a smoke run never overwrites the split a full row was trained on."""
+    folder = Path(out) / "runs" / "splits" / suite
+    if variant == "smoke":
+        folder = folder / "smoke"
+    return folder / f"{dataset}_labeled{labeled}_split{split_seed}.npz"
+
+
 def check_shard(shard: Optional[Tuple[int, int]]) -> None:
     if shard is None:
         return
@@ -218,8 +228,8 @@ def _run_suite(ctx: DistContext, suite, out, smoke, data_root, force, prune, pro
             accs: Dict[str, float] = {}
             try:
                 if ctx.is_main:
-                    save_split(split, out / "runs" / "splits" / suite.name /
-                               f"{ds.name}_labeled{labeled}_split{split_seed}.npz")
+                    save_split(split, split_path(out, suite.name, ds.name, labeled, split_seed,
+                                                 variant))
                 tkey = teacher_key(dataset_id, split, labeled, sizes.n_val, sizes.max_unlabeled,
                                    suite.teacher_model, sizes.teacher, train_seed, sizes.mc_passes)
                 teacher = teacher_outputs(ctx, ds, x_train, y_train, x_test, y_test, split, tkey,
