@@ -72,6 +72,16 @@ def test_ids_are_typed_so_a_rerun_matches_rather_than_duplicates(tmp_path):
     assert len(read_rows(p)) == 2
 
 
+def test_method_parameters_read_back_with_their_types(tmp_path):
+    p = tmp_path / "s.csv"
+    record_row(p, _row(split=0, k=3, alpha=0.25, hidden=(64, 32), hard=True))
+    record_row(p, _row(split=1, method="vanilla", hard=False))
+    df = read_rows(p).set_index("method")
+    assert df.k["slam"] == 3 and pd.isna(df.k["vanilla"]) and df.alpha["slam"] == 0.25
+    assert df.hidden["slam"] == "64x32" and df.hard["slam"] is True and df.hard["vanilla"] is False
+    assert df.config_hash["slam"] == "0a1b2c"  # hashes stay text
+
+
 def test_a_smoke_row_never_replaces_a_full_row_and_reports_show_one_variant(tmp_path):
     out = tmp_path / "out"
     p = R.runs_path(out, "s")

@@ -329,8 +329,11 @@ def _dtype(col: str, texts: List[str]):
 
 
 def _infer(texts: List[str]) -> pd.Series:
-    """A method-parameter column: numbers when every non-empty cell is one, else text."""
+    """A method-parameter column: numbers when every non-empty cell is one, booleans when every
+    one is True/False, else text (empty cells: NaN / None)."""
     present = [t for t in texts if t != ""]
+    if present and set(present) <= {"True", "False"}:
+        return pd.Series([None if t == "" else t == "True" for t in texts], dtype=object)
     try:
         values = [float(t) if t != "" else math.nan for t in texts]
     except ValueError:
