@@ -82,3 +82,14 @@ def test_help_speaks_to_users(argv, capsys):
     for path in re.findall(r"[\w.-]+/[\w./<>-]*", text):  # every path named is in the repository
         if not re.fullmatch(r"[A-Z]+/[A-Z]+", path):  # a metavar such as I/N
             assert (ROOT / path.split("/")[0]).exists(), path
+
+
+@pytest.mark.parametrize("force", [[], ["--force"]])
+def test_an_invalid_results_file_stops_a_run_before_any_work(tmp_path, force, no_work, capsys):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "digits.csv").write_text("suite,dataset,labeled_size,method,split_seed,train_seed,"
+                                     "config_hash,test_acc\ndigits,digits,ten,slam,0,1000,h,0.5\n")
+    assert main(["run", "digits", "--smoke", "--out", str(tmp_path)] + force) == 2
+    err = capsys.readouterr().err
+    assert f"{runs / 'digits.csv'}, line 2: labeled_size must be an integer" in err

@@ -174,6 +174,12 @@ def _run_suite(ctx: DistContext, suite, out, smoke, data_root, force, prune, pro
     hps = {m.name: m.hparams(suite.method_options.get(m.name)) for m in methods}
     for name in suite.method_options:
         M.get_method(name)  # an override for an unknown method is a config error
+    # The rows first: an invalid results file stops the run before the data is loaded.
+    out = Path(out)
+    csv_path = runs_path(out, suite.name)
+    recorded = read_rows(csv_path)  # validated even under --force, which rewrites the file
+    done = set() if force else done_keys(recorded)
+    ctx.barrier()  # every rank has read the rows before rank 0 starts adding to them
     ds = load_dataset(suite.dataset, data_root, **suite.dataset_options)
     dataset_id = {"name": ds.name, "options": dict(suite.dataset_options),
                   "digest": tensor_digest(ds.x_train, ds.y_train, ds.x_test, ds.y_test)}
@@ -181,10 +187,6 @@ def _run_suite(ctx: DistContext, suite, out, smoke, data_root, force, prune, pro
     meta_json = json.dumps({**dict(suite.dataset_options),
                             **{k: v for k, v in ds.meta.items()
                                if isinstance(v, (int, float, str, bool))}}, sort_keys=True)
-    out = Path(out)
-    csv_path = runs_path(out, suite.name)
-    done = set() if force else done_keys(read_rows(csv_path))
-    ctx.barrier()  # every rank has read the rows before rank 0 starts adding to them
     x_train, y_train = ds.x_train.to(dev), ds.y_train.to(dev)
     x_test, y_test = ds.x_test.to(dev), ds.y_test.to(dev)
     input_shape = tuple(ds.x_train.shape[1:])
