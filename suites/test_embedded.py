@@ -21,7 +21,7 @@ from slam_bench.report.leaderboard import END, START, leaderboard_csv
 from slam_bench.pipeline.methods import METHODS
 from slam_bench.report.regenerate import regenerate
 from slam_bench.pipeline.results import read_rows
-from slam_bench.pipeline.runner import plan, run_suite
+from slam_bench.pipeline.runner import plan, run_suite, split_path
 from slam_bench.pipeline.splits import load_split
 from slam_bench.pipeline.suites import EMBEDDED_SUITES, get_suite
 
@@ -68,8 +68,8 @@ def check_outputs(out: Path, suite, smoke: bool) -> None:
         assert slam.alpha_true_mae.between(0, 1).all() and slam.alpha_true_mae_raw.between(0, 1).all()
     # The saved splits are disjoint and match the rows' sizes.
     for r in teacher.itertuples():
-        sp = load_split(out / "runs" / "splits" / suite.name /
-                        f"{r.dataset}_labeled{r.labeled_size}_split{r.split_seed}.npz")
+        sp = load_split(split_path(out, suite.name, r.dataset, r.labeled_size, r.split_seed,
+                                   "smoke" if smoke else "full"))
         assert (len(sp.a), len(sp.v), len(sp.u)) == (r.labeled_size, r.n_val, r.n_unlabeled)
         assert len(set(sp.a.tolist()) | set(sp.v.tolist()) | set(sp.u.tolist())) == \
             len(sp.a) + len(sp.v) + len(sp.u)

@@ -163,9 +163,10 @@ def test_method_hparam_overrides_are_checked():
 
 # ------------------------------------------------------------------ rows and leaderboard
 
-def _row(method, acc, split=0, n=10, h="h1"):
-    return {"suite": "s", "dataset": "d", "labeled_size": n, "split_seed": split,
-            "train_seed": 1000 + split, "method": method, "config_hash": h, "test_acc": acc}
+def _row(method, acc, split=0, n=10, h="h1", variant="full"):
+    return {"suite": "s", "variant": variant, "dataset": "d", "labeled_size": n,
+            "split_seed": split, "train_seed": 1000 + split, "method": method, "config_hash": h,
+            "test_acc": acc}
 
 
 def test_record_row_replaces_same_id_and_stays_parseable(tmp_path):
@@ -249,7 +250,8 @@ def test_concurrent_writers_lose_no_rows(tmp_path):
         p.join(60)
     assert [p.exitcode for p in procs] == [0, 0]
     assert len(read_rows(path)) == 24
-    assert sorted(q.name for q in path.parent.iterdir()) == ["s.csv"]
+    assert [q.name for q in path.parent.iterdir() if not q.name.startswith(".")] == ["s.csv"]
+    assert not list(path.parent.glob("*.tmp"))
 
 
 # ---------------------------------------------------------------- output folder check

@@ -2,31 +2,37 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
+from slam_bench.cli.common import USER_ERRORS, fail
+from slam_bench.fileio import ensure_writable_dir
 from slam_bench.report.regenerate import default_readme, regenerate
-from slam_bench.pipeline.results import ResultsError
+
+PROG = "slam-bench leaderboard"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("results"),
-                        help="results directory holding runs/ (default: results/)")
+                        help="the results folder that `slam-bench run` wrote to (default: results/)")
     parser.add_argument("--readme", type=Path, default=None,
-                        help="README whose leaderboard markers to fill (default: README.md "
-                             "beside the results/ directory, only when --out is results/)")
+                        help="a Markdown file whose leaderboard markers to fill (default: the "
+                             "README.md beside --out when --out is a folder named results)")
 
 
 def main(args: argparse.Namespace) -> int:
-    if not (Path(args.out) / "runs").is_dir():
-        print(f"slam-bench leaderboard: error: no raw rows under {Path(args.out) / 'runs'}; "
-              f"run `slam-bench run SUITE --out {args.out}` first", file=sys.stderr)
-        return 2
+    out = Path(args.out)
     try:
-        paths = regenerate(args.out, readme=args.readme or default_readme(args.out))
-    except ResultsError as e:
-        print(f"slam-bench leaderboard: error: {e}", file=sys.stderr)
-        return 2
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"--out {str(out)!r} is a file, expected the results folder")
+        if not (out / "runs").is_dir():
+            raise ValueError(f"no recorded rows under {out / 'runs'}; run "
+                             f"`slam-bench run SUITE --out {out}` first")
+        if args.readme is not None and not Path(args.readme).is_file():
+            raise ValueError(f"--readme {str(args.readme)!r} is not a file")
+        ensure_writable_dir(out)
+        paths = regenerate(out, readme=args.readme or default_readme(out))
+    except USER_ERRORS as e:
+        return fail(PROG, e)
     for p in paths:
         print(p)
     return 0

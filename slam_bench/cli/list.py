@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from slam_bench.cli.common import check_data_root, fail
 from slam_bench.data import dataset_status
 from slam_bench.pipeline.methods import METHODS
 from slam_bench.pipeline.suites import SUITES
@@ -11,10 +12,15 @@ from slam_bench.pipeline.suites import SUITES
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-root", type=Path, default=None,
-                        help="directory of downloaded datasets (paper-scale suites)")
+                        help="folder holding the downloaded datasets (paper-scale suites; "
+                             "default: $SLAM_BENCH_DATA)")
 
 
 def main(args: argparse.Namespace) -> int:
+    try:
+        check_data_root(args.data_root)
+    except ValueError as e:
+        return fail("slam-bench list", e)
     print("suites:")
     for s in SUITES.values():
         reason = dataset_status(s.dataset, args.data_root)

@@ -1,54 +1,117 @@
-"""`slam-bench run SUITE`: run a suite, update its rows, leaderboard and plot, print the table."""
+"""`slam-bench run SUITE`: run a suite (or one shard of it), update its rows, leaderboard and
+plot, print the table."""
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+from typing import Optional, Tuple
 
-from slam_bench.data import DatasetUnavailable
+from slam_bench.cli.common import USER_ERRORS, check_data_root, fail
+from slam_bench.distributed import DistContext
+from slam_bench.fileio import ensure_writable_dir
+from slam_bench.pipeline.results import read_rows, runs_path, select_variant
+from slam_bench.pipeline.runner import TrialsFailed, run_suite
+from slam_bench.pipeline.suites import SUITES, Suite, get_suite
 from slam_bench.report.leaderboard import markdown_table
 from slam_bench.report.regenerate import default_readme, regenerate
-from slam_bench.pipeline.results import ResultsError, read_rows
-from slam_bench.pipeline.runner import run_suite
-from slam_bench.pipeline.suites import SUITES, get_suite
-from slam_bench.pipeline.teacher import CacheError
+
+
+def parse_shard(text: str) -> Tuple[int, int]:
+    """'I/N' -> (I, N) with 1 <= I <= N."""
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected I/N such as 1/4, got {text!r}") from None
+    if not 1 <= i <= n:
+        raise argparse.ArgumentTypeError(f"expected I/N with 1 <= I <= N, got {text!r}")
+    return i, n
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("suite", help=f"one of: {', '.join(SUITES)}")
-    parser.add_argument("--trials", type=int, default=None, help="trials per labeled size")
+    parser.add_argument("--trials", type=int, default=None,
+                        help="trials per labeled size (default: the suite's)")
     parser.add_argument("--labeled", type=int, nargs="+", default=None, metavar="N",
                         help="labeled-set sizes (default: the suite's)")
-    parser.add_argument("--smoke", action="store_true", help="the suite's tiny smoke variant")
+    parser.add_argument("--smoke", action="store_true",
+                        help="the suite's tiny smoke variant (its rows are kept apart from full rows)")
     parser.add_argument("--data-root", type=Path, default=None,
-                        help="directory of downloaded datasets (paper-scale suites)")
+                        help="folder holding the downloaded datasets (paper-scale suites; "
+                             "default: $SLAM_BENCH_DATA)")
     parser.add_argument("--out", type=Path, default=Path("results"),
-                        help="results directory (default: results/)")
+                        help="results folder (default: results/)")
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
     parser.add_argument("--force", action="store_true",
                         help="recompute rows and teachers even if already recorded or cached")
+    parser.add_argument("--shard", type=parse_shard, default=None, metavar="I/N",
+                        help="run only part I of N of the suite's trials (I from 1 to N), e.g. "
+                             "one per GPU or per Slurm array task, all with the same --out")
 
 
-def main(args: argparse.Namespace) -> int:
+def build_suite(args: argparse.Namespace) -> Suite:
+    """The suite named on the command line with its --trials / --labeled changes."""
+    suite = get_suite(args.suite)
+    changes = {}
+    if args.trials is not None:
+        if args.trials < 1:
+            raise ValueError(f"--trials must be >= 1, got {args.trials}")
+        changes["trials"] = args.trials
+    if args.labeled:
+        if min(args.labeled) < 1:
+            raise ValueError(f"--labeled sizes must be >= 1, got {args.labeled}")
+        changes["labeled_sizes"] = tuple(args.labeled)
+    return suite.with_sizes(args.smoke, **changes) if changes else suite
+
+
+def main(args: argparse.Namespace, ctx: Optional[DistContext] = None,
+         prog: str = "slam-bench run") -> int:
+    """Run the suite; with `ctx` (torchrun), as one rank of a DDP job (rank 0 talks and writes)."""
+    talk = ctx is None or ctx.is_main
+
+    def say(text: str) -> None:
+        if talk:
+            print(text, flush=True)  # flushed: logs and `| tee` see each trial as it ends
+
+    variant = "smoke" if args.smoke else "full"
+    csv_path = None
     try:
-        suite = get_suite(args.suite)
-        changes = {}
-        if args.trials is not None:
-            if args.trials < 1:
-                raise ValueError(f"--trials must be >= 1, got {args.trials}")
-            changes["trials"] = args.trials
-        if args.labeled:
-            if min(args.labeled) < 1:
-                raise ValueError(f"--labeled sizes must be >= 1, got {args.labeled}")
-            changes["labeled_sizes"] = tuple(args.labeled)
-        if changes:
-            suite = suite.with_sizes(args.smoke, **changes)
-        csv_path = run_suite(suite, args.out, smoke=args.smoke, device=args.device,
-                             data_root=args.data_root, force=args.force, progress=True)
-        regenerate(args.out, [suite.name], readme=default_readme(args.out))
-        print(markdown_table(suite.name, read_rows(csv_path)))
-        print(f"rows: {csv_path}")
+        suite = build_suite(args)
+        csv_path = runs_path(args.out, suite.name)
+        check_data_root(args.data_root)
+        ensure_writable_dir(args.out)
+        try:
+            run_suite(suite, args.out, smoke=args.smoke, device="auto" if ctx else args.device,
+                      data_root=args.data_root, force=args.force, progress=True, log=say,
+                      ctx=ctx, shard=args.shard)
+            failed = None
+        except TrialsFailed as e:
+            failed = e
+        if talk:
+            regenerate(args.out, [suite.name], readme=default_readme(args.out))
+            rows = select_variant(read_rows(csv_path), variant)
+            say(markdown_table(suite.name, rows) if len(rows) else "no rows recorded")
+            say(f"rows: {csv_path}")
+        if failed is not None:
+            if talk:
+                print(f"{prog}: {failed}", file=sys.stderr)
+            return 1
         return 0
-    except (ValueError, DatasetUnavailable, CacheError, ResultsError) as e:
-        print(f"slam-bench run: error: {e}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as e:
+        return fail(prog, e) if talk else 2
+    except KeyboardInterrupt:
+        if talk:
+            print(f"{prog}: interrupted; {_kept(csv_path, variant)} rerun the same "
+                  f"command to resume (recorded trials are skipped)", file=sys.stderr)
+        return 130
+
+
+def _kept(csv_path: Optional[Path], variant: str) -> str:
+    """What an interrupted run leaves: every row recorded so far (each is written whole)."""
+    if csv_path is None or not csv_path.exists():
+        return "no rows were recorded;"
+    try:
+        n = int((read_rows(csv_path)["variant"] == variant).sum())
+    except Exception:  # never a traceback on the way out
+        return f"the rows recorded so far are kept in {csv_path};"
+    return f"{n} {variant} rows are kept in {csv_path};"

@@ -54,7 +54,16 @@ def read_attributes(path: Path) -> tuple[list[str], list[str], np.ndarray]:
                                            f"values in {{-1, 1}}, got {' '.join(row)[:80]!r}")
         files.append(row[0])
         values[i] = [int(v) for v in row[1:]]
+    _no_duplicates(path, files)
     return names, files, values
+
+
+def _no_duplicates(path: Path, files: list) -> None:
+    seen = set()
+    for f in files:
+        if f in seen:
+            raise MalformedDataError(path, f"lists {f} more than once; each image must appear once")
+        seen.add(f)
 
 
 def read_partition(path: Path) -> dict[str, int]:
@@ -67,6 +76,8 @@ def read_partition(path: Path) -> dict[str, int]:
             continue
         if len(row) != 2 or row[1] not in ("0", "1", "2"):
             raise MalformedDataError(path, f"line {i + 1}: expected '<file> <0|1|2>', got {line[:80]!r}")
+        if row[0] in out:
+            raise MalformedDataError(path, f"line {i + 1}: {row[0]} is listed more than once")
         out[row[0]] = int(row[1])
     return out
 
@@ -104,6 +115,11 @@ def load_celeba(root: Optional[PathLike] = None, *, attribute: str = DEFAULT_ATT
     part = np.array([partition[f] for f in files])
     split_idx = {"train": np.flatnonzero(np.isin(part, list(train_partitions))),
                  "test": np.flatnonzero(part == 2)}
+    for split, wanted in (("train", f"partition {' or '.join(map(str, train_partitions))}"),
+                          ("test", "partition 2")):
+        if not len(split_idx[split]):
+            raise MalformedDataError(base / PARTITION_FILE, f"puts no image of the attribute list "
+                                     f"in {wanted}, so the {split} split would be empty")
     paths = {s: [img_dir / files[i] for i in idx] for s, idx in split_idx.items()}
     for p in (*paths["train"], *paths["test"]):
         if not p.is_file():

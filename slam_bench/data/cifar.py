@@ -9,13 +9,17 @@ values, row-major 32x32) and b'labels' (CIFAR-10) or b'fine_labels' (CIFAR-100) 
 The train order is data_batch_1..5 concatenated, each in file order; cached teacher outputs
 and saved split indices refer to this order (spec/suites.md: loaders must agree on it).
 
-The files are pickles: only load CIFAR files you downloaded from the official source.
+The files are pickles, and a pickle can run any code when loaded. They are read with a
+restricted unpickler that resolves only the few numpy and codec names a real CIFAR batch
+refers to (`_ALLOWED`); a file that names anything else is rejected, naming the file, before
+any of it runs.
 """
 from __future__ import annotations
 
+import codecs
 import pickle
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -42,12 +46,46 @@ def cifar100_paths(root: Optional[PathLike] = None) -> list[Path]:
     return [base / n for n in ("train", "test", "meta")]
 
 
+def _allowed() -> Dict[Tuple[str, str], Callable]:
+    """The globals a CIFAR pickle may name: numpy's array reconstruction (under its numpy 1 and
+    numpy 2 module names) and `_codecs.encode` (how protocol 2 stores bytes written by Python 3).
+    None of them runs code or touches files."""
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # numpy 1
+        from numpy.core import multiarray
+    names = {"_reconstruct": multiarray._reconstruct, "scalar": multiarray.scalar}
+    allowed = {(mod, k): v for mod in ("numpy.core.multiarray", "numpy._core.multiarray")
+               for k, v in names.items()}
+    allowed.update({("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
+                    ("_codecs", "encode"): codecs.encode})
+    return allowed
+
+
+class _RefusedGlobal(pickle.UnpicklingError):
+    pass
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    _ALLOWED = _allowed()
+
+    def find_class(self, module: str, name: str):
+        try:
+            return self._ALLOWED[(module, name)]
+        except KeyError:
+            raise _RefusedGlobal(f"{module}.{name}") from None
+
+
 def _unpickle(path: Path, expected: str) -> dict:
     require(path, expected)
     try:
         with open(path, "rb") as f:
             # The official batches were pickled by Python 2: byte-string keys.
-            obj = pickle.load(f, encoding="bytes")
+            obj = _CifarUnpickler(f, encoding="bytes").load()
+    except _RefusedGlobal as e:
+        raise MalformedDataError(path, f"is a pickle that refers to {e}, which no CIFAR batch "
+                                       f"holds; refused (loading such a pickle can run any code). "
+                                       f"Expected {expected}") from None
     except Exception as e:  # a truncated or foreign file can raise almost anything
         raise MalformedDataError(path, f"cannot unpickle ({type(e).__name__}: {e}); expected {expected}") from e
     if not isinstance(obj, dict):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional, Union
+from typing import List, Optional, Union
 
 ENV_VAR = "SLAM_BENCH_DATA"
 
@@ -53,3 +53,10 @@ def require(path: Path, expected: str, *, is_dir: bool = False) -> Path:
     if not (path.is_dir() if is_dir else path.is_file()):
         raise DataMissingError(path, expected)
     return path
+
+
+def visible_entries(folder: Path) -> List[Path]:
+    """The entries of `folder`, sorted by name, without hidden ones (`.ipynb_checkpoints`,
+    macOS `._*` and `.DS_Store` files): such entries are never data, and a hidden folder
+    taken for a class would shift every label after it."""
+    return sorted(p for p in Path(folder).iterdir() if not p.name.startswith("."))

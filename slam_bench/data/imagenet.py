@@ -7,7 +7,9 @@ Class indices are the sorted train folder names (as torchvision's ImageFolder), 
 standard `n01440764 ...` wnid folders give the usual 0..999 order. Images are decoded to
 `image_size` x `image_size` (default 64) in memory: whole splits then fit on one GPU as uint8
 (15.7 GB for the train split at 64 px), which the suites need, since they keep data on device;
-full resolution would need ~550 GB. File order inside a class is sorted by name.
+full resolution would need ~550 GB. File order inside a class is sorted by name. Hidden
+entries (`.ipynb_checkpoints`, `._*`) are skipped; a class folder without images is an error
+(a label with no examples is a sign of a broken or partial copy).
 The official val images come flat with a label file; sort them into class folders first
 (the widely used `valprep.sh` does this).
 """
@@ -19,7 +21,8 @@ from typing import Optional
 import torch
 
 from slam_bench.data.base import Dataset
-from slam_bench.data.files import MalformedDataError, PathLike, data_root, require
+from slam_bench.data.files import (MalformedDataError, PathLike, data_root, require,
+                                   visible_entries)
 from slam_bench.data.images import (IMAGE_EXTENSIONS, cached, check_image_size, check_resample,
                                     decode_images, files_digest)
 
@@ -35,7 +38,7 @@ def imagenet_paths(root: Optional[PathLike] = None) -> list[Path]:
 def _list_split(split_dir: Path, classes: Optional[list[str]], max_per_class: Optional[int]):
     """(files, labels, class names) of one split, in sorted class then sorted file order."""
     require(split_dir, "a class-per-folder tree (<class>/<image files>)", is_dir=True)
-    found = sorted(p.name for p in split_dir.iterdir() if p.is_dir())
+    found = [p.name for p in visible_entries(split_dir) if p.is_dir()]
     if not found:
         raise MalformedDataError(split_dir, "has no class folders; expected <class>/<image files>")
     if classes is None:
@@ -49,7 +52,12 @@ def _list_split(split_dir: Path, classes: Optional[list[str]], max_per_class: Op
         folder = split_dir / name
         if not folder.is_dir():
             continue  # a class without val images (e.g. a hand-made subset) is allowed
-        imgs = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        imgs = [p for p in visible_entries(folder)
+                if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()]
+        if not imgs:
+            raise MalformedDataError(folder, f"is a class folder without image files "
+                                             f"({', '.join(IMAGE_EXTENSIONS)}); remove it or add "
+                                             f"its images")
         if max_per_class is not None:
             imgs = imgs[:max_per_class]
         files += imgs

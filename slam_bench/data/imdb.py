@@ -21,7 +21,8 @@ from typing import Optional
 import torch
 
 from slam_bench.data.base import Dataset
-from slam_bench.data.files import MalformedDataError, PathLike, data_root, require
+from slam_bench.data.files import (MalformedDataError, PathLike, data_root, require,
+                                   visible_entries)
 
 IMDB_DIR = "aclImdb"
 PAD, UNK = 0, 1
@@ -42,7 +43,13 @@ def tokenize(text: str) -> list[str]:
 
 def _read_folder(folder: Path, labeled: bool = True) -> list[str]:
     require(folder, "a folder of review text files (<id>_<rating>.txt)", is_dir=True)
-    files = list(folder.glob("*.txt"))
+    files = [p for p in visible_entries(folder) if p.suffix == ".txt"]
+    for p in files:
+        if not p.is_file():
+            raise MalformedDataError(p, "is not a file; expected a review text file")
+    if not files:
+        raise MalformedDataError(folder, "holds no review files (<id>_<rating>.txt); expected the "
+                                         "reviews of the aclImdb archive")
     if labeled:
         for p in files:
             if not _NAME.match(p.name):

@@ -3,7 +3,13 @@
 Trial t uses split seed SPLIT_SEED_BASE + t and train seed TRAIN_SEED_BASE + t: the split and
 the training randomness are separate streams. Each finished (trial, method) row is recorded
 atomically before the next starts, and rows already recorded with the same config hash are
-skipped, so a killed run resumes where it stopped.
+skipped, so a killed run resumes where it stopped. A trial whose training loss turns
+non-finite fails whole: its rows (all trained on the same teacher outputs) are removed, the
+run goes on with the next trial, and `TrialsFailed` lists the failures at the end.
+
+`shard=(i, n)` runs every n-th trial of the plan starting at the i-th (1-based): each trial
+has its own teacher, so each teacher is trained by exactly one shard, and n processes (one per
+GPU, or a Slurm job array) writing into one `out` produce the rows of a single run.
 
 The same loop runs in one process or across DDP ranks (`slam_bench.cli.ddp` launches it
 under torchrun); a `DistContext` marks the only places where they differ: the teacher is
@@ -21,7 +27,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Set, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -30,14 +36,26 @@ from slam_bench.distributed import DistContext
 from slam_bench.models import build_model
 from slam_bench.pipeline import methods as M
 from slam_bench.pipeline.hashing import PIPELINE_VERSION, stable_hash, tensor_digest
-from slam_bench.pipeline.results import (done_keys, prune_rows, read_rows, record_row, runs_path)
+from slam_bench.pipeline.results import (RowId, delete_rows, done_keys, prune_rows, read_rows,
+                                         record_row, row_id, runs_path)
 from slam_bench.pipeline.splits import make_split, save_split
 from slam_bench.pipeline.suites import Suite
 from slam_bench.pipeline.teacher import teacher_key, teacher_outputs
-from slam_bench.pipeline.train import StudentStep, accuracy, sharded_predict, train_student
+from slam_bench.pipeline.train import (NonFiniteLoss, StudentStep, accuracy, sharded_predict,
+                                       train_student)
 
 SPLIT_SEED_BASE = 0
 TRAIN_SEED_BASE = 1000
+
+
+class TrialsFailed(RuntimeError):
+    """Some trials failed (e.g. a non-finite training loss) and recorded no rows; the others
+    were recorded. `failures` holds one line per failed trial."""
+
+    def __init__(self, csv_path: Path, failures: List[str]):
+        self.failures = failures
+        super().__init__(f"{len(failures)} trial(s) failed and recorded no rows in {csv_path} "
+                         f"(the other trials were recorded):\n  " + "\n  ".join(failures))
 
 
 @functools.lru_cache(maxsize=1)
@@ -84,14 +102,48 @@ def plan(suite: Suite, smoke: bool) -> List[Tuple[int, int, int]]:
             for n in sizes.labeled_sizes for t in range(sizes.trials)]
 
 
+def split_path(out: Path, suite: str, dataset: str, labeled: int, split_seed: int,
+               variant: str) -> Path:
+    """Where a trial's split indices are saved. Smoke splits (other |V| and |U| cap) go to their
+    own folder, so a smoke run never overwrites the split a full row was trained on."""
+    folder = Path(out) / "runs" / "splits" / suite
+    if variant == "smoke":
+        folder = folder / "smoke"
+    return folder / f"{dataset}_labeled{labeled}_split{split_seed}.npz"
+
+
+def check_shard(shard: Optional[Tuple[int, int]]) -> None:
+    if shard is None:
+        return
+    ok = (isinstance(shard, tuple) and len(shard) == 2
+          and all(isinstance(v, int) and not isinstance(v, bool) for v in shard))
+    if not ok or not 1 <= shard[0] <= shard[1]:
+        raise ValueError(f"shard must be (i, n) with 1 <= i <= n, got {shard!r}")
+
+
+def shard_of(trials: List[Tuple[int, int, int]], shard: Optional[Tuple[int, int]]):
+    """Shard i of n (1-based) of a plan: trials i-1, i-1+n, i-1+2n, ... Round robin over the
+    size-major plan, so every shard gets a similar mix of labeled sizes (similar run time);
+    the n shards are disjoint and together are the plan, and a trial is one teacher."""
+    check_shard(shard)
+    if shard is None:
+        return list(trials)
+    i, n = shard
+    return list(trials)[i - 1::n]
+
+
 def run_suite(suite: Suite, out: Path, *, smoke: bool = False, device: str = "auto",
               data_root: Optional[Path] = None, force: bool = False, prune: bool = False,
               progress: bool = False, log: Callable[[str], None] = lambda s: None,
-              cpu_threads: Optional[int] = 1, ctx: Optional[DistContext] = None) -> Path:
+              cpu_threads: Optional[int] = 1, ctx: Optional[DistContext] = None,
+              shard: Optional[Tuple[int, int]] = None) -> Path:
     """Run `suite` (its smoke or full sizes), recording rows in <out>/runs/<suite>.csv.
 
     force: recompute rows and teachers even if recorded/cached. prune: afterwards drop rows of
-    this suite that the current configuration did not produce (a full rewrite of the file).
+    this suite and variant that the current configuration did not produce (all shards' rows
+    count as produced). log: receives one line per finished trial (and one at the start);
+    progress: also show a progress bar when stdout is a terminal (the lines then go above it).
+    shard: (i, n) runs only shard i of n of the plan (`shard_of`).
     cpu_threads: torch intra-op threads while the suite runs on CPU (restored afterwards);
     these models are so small that extra threads only add synchronisation, which is ruinous
     on a shared machine (measured 20x slower per step with 2 threads than with 1 under load).
@@ -99,6 +151,7 @@ def run_suite(suite: Suite, out: Path, *, smoke: bool = False, device: str = "au
     used, so `device` must stay "auto"); None runs in one process on `device`. Returns the
     runs CSV path (on every rank).
     """
+    check_shard(shard)
     if ctx is None:
         ctx = DistContext.single(resolve_device(device))
     elif device != "auto":
@@ -108,18 +161,25 @@ def run_suite(suite: Suite, out: Path, *, smoke: bool = False, device: str = "au
     if cpu_threads is not None:
         torch.set_num_threads(cpu_threads)
     try:
-        return _run_suite(ctx, suite, out, smoke, data_root, force, prune, progress, log)
+        return _run_suite(ctx, suite, out, smoke, data_root, force, prune, progress, log, shard)
     finally:
         torch.set_num_threads(previous)
 
 
-def _run_suite(ctx: DistContext, suite, out, smoke, data_root, force, prune, progress, log) -> Path:
+def _run_suite(ctx: DistContext, suite, out, smoke, data_root, force, prune, progress, log,
+               shard) -> Path:
     sizes = suite.sizes(smoke)
     dev = ctx.device
     methods = [M.get_method(m) for m in suite.methods]
     hps = {m.name: m.hparams(suite.method_options.get(m.name)) for m in methods}
     for name in suite.method_options:
         M.get_method(name)  # an override for an unknown method is a config error
+    # The rows first: an invalid results file stops the run before the data is loaded.
+    out = Path(out)
+    csv_path = runs_path(out, suite.name)
+    recorded = read_rows(csv_path)  # validated even under --force, which rewrites the file
+    done = set() if force else done_keys(recorded)
+    ctx.barrier()  # every rank has read the rows before rank 0 starts adding to them
     ds = load_dataset(suite.dataset, data_root, **suite.dataset_options)
     dataset_id = {"name": ds.name, "options": dict(suite.dataset_options),
                   "digest": tensor_digest(ds.x_train, ds.y_train, ds.x_test, ds.y_test)}
@@ -127,83 +187,107 @@ def _run_suite(ctx: DistContext, suite, out, smoke, data_root, force, prune, pro
     meta_json = json.dumps({**dict(suite.dataset_options),
                             **{k: v for k, v in ds.meta.items()
                                if isinstance(v, (int, float, str, bool))}}, sort_keys=True)
-    out = Path(out)
-    csv_path = runs_path(out, suite.name)
-    done = set() if force else done_keys(read_rows(csv_path))
-    ctx.barrier()  # every rank has read the rows before rank 0 starts adding to them
     x_train, y_train = ds.x_train.to(dev), ds.y_train.to(dev)
     x_test, y_test = ds.x_test.to(dev), ds.y_test.to(dev)
     input_shape = tuple(ds.x_train.shape[1:])
     trials = plan(suite, smoke)
+    mine = shard_of(trials, shard)
+    variant = "smoke" if smoke else "full"
     common_cfg = {"dataset": dataset_id, "n_val": sizes.n_val, "max_unlabeled": sizes.max_unlabeled,
                   "teacher_model": suite.teacher_model, "teacher_train": sizes.teacher,
                   "mc_passes": sizes.mc_passes, "student_model": suite.student_model,
                   "student_train": sizes.student, "labeled_weight": suite.labeled_weight,
                   "version": PIPELINE_VERSION}
+    cfg_hash = {(n, m.name): stable_hash({**common_cfg, "labeled_size": n, "method": m.name,
+                                          "hp": hps[m.name]})
+                for n in sizes.labeled_sizes for m in methods}
+
+    def id_row(labeled: int, split_seed: int, train_seed: int, m: M.Method) -> dict:
+        # Every id column of the row (results.ID_COLUMNS); `targets` comes with the method's
+        # hyper-parameters when it has one (else the store's default, 'soft').
+        return {"suite": suite.name, "variant": variant, "dataset": ds.name,
+                "labeled_size": labeled, "split_seed": split_seed, "train_seed": train_seed,
+                "method": m.name, **{k: _loggable(v) for k, v in hps[m.name].items()}}
+
+    def trial_ids(labeled, split_seed, train_seed) -> Dict[str, RowId]:
+        return {m.name: row_id(id_row(labeled, split_seed, train_seed, m)) for m in methods}
+
+    # Every trial of the plan counts as produced, whichever shard runs it (for --prune).
+    keep = {(rid, cfg_hash[(t[0], name)]) for t in trials for name, rid in trial_ids(*t).items()}
     device_label = f"{dev} (ddp x{ctx.world_size})" if ctx.distributed else str(dev)
-    keep: Set[Tuple] = set()
-    bar = _progress(len(trials) * len(methods), suite.name, progress and ctx.is_main)
+    report = _Report(suite.name, variant, len(mine), len(trials), shard, progress and ctx.is_main,
+                     log if ctx.is_main else (lambda s: None))
+    failures: List[str] = []
     try:
-        for labeled, split_seed, train_seed in trials:
+        for labeled, split_seed, train_seed in mine:
+            t_trial = time.perf_counter()
             split = make_split(len(ds.y_train), labeled, sizes.n_val, split_seed, sizes.max_unlabeled)
-            cfg_hash = {m.name: stable_hash({**common_cfg, "labeled_size": labeled,
-                                             "method": m.name, "hp": hps[m.name]}) for m in methods}
-            ids = {m.name: (ds.name, str(labeled), str(split_seed), str(train_seed), m.name)
-                   for m in methods}
-            keep.update((*ids[m.name], cfg_hash[m.name]) for m in methods)
-            pending = [m for m in methods if (*ids[m.name], cfg_hash[m.name]) not in done]
-            bar.update(len(methods) - len(pending))
+            ids = trial_ids(labeled, split_seed, train_seed)
+            pending = [m for m in methods if (ids[m.name], cfg_hash[(labeled, m.name)]) not in done]
             if not pending:
+                report.skipped()
                 continue
-            if ctx.is_main:
-                save_split(split, out / "runs" / "splits" / suite.name /
-                           f"{ds.name}_labeled{labeled}_split{split_seed}.npz")
-            tkey = teacher_key(dataset_id, split, labeled, sizes.n_val, sizes.max_unlabeled,
-                               suite.teacher_model, sizes.teacher, train_seed, sizes.mc_passes)
-            teacher = teacher_outputs(ctx, ds, x_train, y_train, x_test, y_test, split, tkey,
-                                      suite.teacher_model, sizes.teacher, train_seed,
-                                      sizes.mc_passes, out / "cache", force=force)
-            base = {
-                "suite": suite.name, "dataset": ds.name, "dataset_meta": meta_json,
-                "labeled_size": labeled,
-                "n_unlabeled": len(split.u), "n_val": len(split.v), "n_test": len(ds.y_test),
-                "split_seed": split_seed, "train_seed": train_seed,
-                "teacher_arch": suite.teacher_model.describe(),
-                "student_arch": suite.student_model.describe(),
-                "teacher_test_acc": round(teacher.test_acc, 6),
-                "teacher_val_acc": round(teacher.val_acc, 6), "teacher_key": tkey,
-                "teacher_steps": teacher.steps, "teacher_train": _describe(sizes.teacher),
-                "labeled_weight": suite.labeled_weight, "weight_decay": sizes.student.weight_decay,
-                "selection": "last", "device": device_label, "git_sha": git_sha(),
-                "mc_passes": sizes.mc_passes,
-            }
-            for m in pending:
-                t0 = time.perf_counter()
-                row = {**base, "method": m.name, "config_hash": cfg_hash[m.name]}
-                row.update({k: _loggable(v) for k, v in hps[m.name].items()})
-                if m.trains_student:
-                    acc, steps, params = _run_student(ctx, m, hps[m.name], ds, split, teacher,
-                                                      x_train, y_train, x_test, y_test,
-                                                      input_shape, suite, sizes, train_seed)
-                    row.update(params)
-                    row.update(epochs=sizes.student.epochs, steps=steps,
-                               batch_size=sizes.student.batch_size, lr=sizes.student.lr,
-                               optimizer=sizes.student.optimizer, test_acc=round(acc, 6),
-                               wall_s=round(time.perf_counter() - t0, 3))
-                else:  # the teacher row reports the teacher itself
-                    row.update(epochs=sizes.teacher.epochs, steps=teacher.steps,
-                               batch_size=sizes.teacher.batch_size, lr=sizes.teacher.lr,
-                               optimizer=sizes.teacher.optimizer,
-                               test_acc=round(teacher.test_acc, 6), wall_s=teacher.wall_s)
+            accs: Dict[str, float] = {}
+            try:
                 if ctx.is_main:
-                    record_row(csv_path, row)
-                    log(f"{suite.name} {ds.name} labeled={labeled} split={split_seed} "
-                        f"{m.name}: test_acc={row['test_acc']:.4f}")
-                bar.update(1)
+                    save_split(split, split_path(out, suite.name, ds.name, labeled, split_seed,
+                                                 variant))
+                tkey = teacher_key(dataset_id, split, labeled, sizes.n_val, sizes.max_unlabeled,
+                                   suite.teacher_model, sizes.teacher, train_seed, sizes.mc_passes)
+                teacher = teacher_outputs(ctx, ds, x_train, y_train, x_test, y_test, split, tkey,
+                                          suite.teacher_model, sizes.teacher, train_seed,
+                                          sizes.mc_passes, out / "cache", force=force)
+                base = {
+                    "suite": suite.name, "variant": variant, "dataset": ds.name,
+                    "dataset_meta": meta_json, "labeled_size": labeled,
+                    "n_unlabeled": len(split.u), "n_val": len(split.v), "n_test": len(ds.y_test),
+                    "split_seed": split_seed, "train_seed": train_seed,
+                    "teacher_arch": suite.teacher_model.describe(),
+                    "student_arch": suite.student_model.describe(),
+                    "teacher_test_acc": round(teacher.test_acc, 6),
+                    "teacher_val_acc": round(teacher.val_acc, 6), "teacher_key": tkey,
+                    "teacher_steps": teacher.steps, "teacher_train": _describe(sizes.teacher),
+                    "labeled_weight": suite.labeled_weight, "weight_decay": sizes.student.weight_decay,
+                    "selection": "last", "device": device_label, "git_sha": git_sha(),
+                    "mc_passes": sizes.mc_passes,
+                }
+                for m in pending:
+                    t0 = time.perf_counter()
+                    row = {**base, **id_row(labeled, split_seed, train_seed, m),
+                           "config_hash": cfg_hash[(labeled, m.name)]}
+                    if m.trains_student:
+                        acc, steps, params = _run_student(ctx, m, hps[m.name], ds, split, teacher,
+                                                          x_train, y_train, x_test, y_test,
+                                                          input_shape, suite, sizes, train_seed)
+                        row.update(params)
+                        row.update(epochs=sizes.student.epochs, steps=steps,
+                                   batch_size=sizes.student.batch_size, lr=sizes.student.lr,
+                                   optimizer=sizes.student.optimizer, test_acc=round(acc, 6),
+                                   wall_s=round(time.perf_counter() - t0, 3))
+                    else:  # the teacher row reports the teacher itself
+                        row.update(epochs=sizes.teacher.epochs, steps=teacher.steps,
+                                   batch_size=sizes.teacher.batch_size, lr=sizes.teacher.lr,
+                                   optimizer=sizes.teacher.optimizer,
+                                   test_acc=round(teacher.test_acc, 6), wall_s=teacher.wall_s)
+                    if ctx.is_main:
+                        record_row(csv_path, row)
+                    accs[m.name] = row["test_acc"]
+            except NonFiniteLoss as e:
+                # Rows of this trial already recorded were trained on the same teacher outputs
+                # as the one that failed: none of the trial survives (every rank gets here).
+                if ctx.is_main:
+                    delete_rows(csv_path, ids.values())
+                failures.append(f"{ds.name}_{labeled} split={split_seed} train={train_seed}: {e}")
+                report.failed(labeled, split_seed, train_seed, str(e))
+                continue
+            report.finished(labeled, split_seed, train_seed, accs, time.perf_counter() - t_trial)
     finally:
-        bar.close()
+        report.close()
     if prune and ctx.is_main:
-        prune_rows(csv_path, keep)
+        prune_rows(csv_path, keep, variant)
+    if failures:
+        ctx.barrier()
+        raise TrialsFailed(csv_path, failures)
     ctx.barrier()  # the rows are complete before any rank goes on to read them
     return csv_path
 
@@ -251,18 +335,51 @@ def _loggable(v):
     return v
 
 
-class _NoBar:
-    def update(self, n=1):
-        pass
+class _Report:
+    """What a run tells the user: one line at the start, one per finished (or failed) trial,
+    written through `log`; with `bar`, a tqdm bar too when stdout is a terminal (the lines then
+    go above it). Logs, CI and `| tee` see the lines as the trials finish."""
 
-    def close(self):
-        pass
+    def __init__(self, suite: str, variant: str, n_mine: int, n_plan: int, shard, bar: bool,
+                 log: Callable[[str], None]):
+        self.log, self.n, self.k, self.skipped_n = log, n_mine, 0, 0
+        self.bar = None
+        if bar and sys.stdout.isatty():
+            from tqdm import tqdm
 
+            self.bar = tqdm(total=n_mine, desc=suite, unit="trial", leave=False)
+        where = f"shard {shard[0]}/{shard[1]}: {n_mine} of {n_plan} trials" if shard else \
+            f"{n_plan} trials"
+        self._line(f"{suite} ({variant}): {where}")
 
-def _progress(total: int, name: str, enabled: bool):
-    """A tqdm bar on an interactive terminal, nothing otherwise."""
-    if not (enabled and sys.stderr.isatty()):
-        return _NoBar()
-    from tqdm import tqdm
+    def _line(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text)
+        else:
+            self.log(text)
 
-    return tqdm(total=total, desc=name, unit="run", leave=False)
+    def _step(self) -> str:
+        self.k += 1
+        if self.bar is not None:
+            self.bar.update(1)
+        return f"[{self.k}/{self.n}]"
+
+    def skipped(self) -> None:
+        self._step()
+        self.skipped_n += 1
+
+    def finished(self, labeled, split_seed, train_seed, accs: Dict[str, float], wall: float) -> None:
+        cells = ", ".join(f"{m} {100 * a:.2f}" for m, a in accs.items())
+        self._line(f"{self._step()} labeled={labeled} split={split_seed} train={train_seed}: "
+                   f"{cells} ({wall:.1f} s)")
+
+    def failed(self, labeled, split_seed, train_seed, reason: str) -> None:
+        self._line(f"{self._step()} labeled={labeled} split={split_seed} train={train_seed}: "
+                   f"FAILED, nothing recorded: {reason}")
+
+    def close(self) -> None:
+        if self.skipped_n:
+            self._line(f"{self.skipped_n} trial(s) already recorded with this configuration: "
+                       f"skipped (--force recomputes them)")
+        if self.bar is not None:
+            self.bar.close()

@@ -6,6 +6,11 @@ features on U (VID). `key` hashes everything that determines them: the dataset's
 and a digest of its tensors (so a loader that orders examples differently gets other keys),
 the split, the teacher's model and training numbers, the seed, the MC passes and the
 pipeline version.
+
+The file also holds `checksum`, a SHA-256 of every tensor's bytes and every scalar, verified
+on load: a flipped byte anywhere in the data is a `CacheError` naming the file and how to
+rebuild it, never silently different teacher outputs. A cache from before checksums existed is
+recomputed (the teacher is deterministic, so that costs time, not results).
 """
 from __future__ import annotations
 
@@ -22,11 +27,14 @@ from slam_bench.data.base import Dataset
 from slam_bench.distributed import DistContext
 from slam_bench.models import build_model
 from slam_bench.fileio import atomic_write
-from slam_bench.pipeline.hashing import PIPELINE_VERSION, stable_hash
+from slam_bench.pipeline.hashing import PIPELINE_VERSION, stable_hash, tensor_digest
 from slam_bench.pipeline.splits import Split
 from slam_bench.pipeline.suites import ModelSpec, TrainSpec
 from slam_bench.losses import mc_dropout_probs
-from slam_bench.pipeline.train import EVAL_BATCH, accuracy, sharded_predict, train_supervised
+from slam_bench.pipeline.train import (EVAL_BATCH, NonFiniteLoss, accuracy, sharded_predict,
+                                       train_supervised)
+
+_SCALARS = ("key", "test_acc", "val_acc", "steps", "wall_s")
 
 
 class CacheError(RuntimeError):
@@ -49,16 +57,35 @@ class TeacherOutputs:
 
     _TENSORS = ("probs_val", "probs_u", "probs_test", "mc_std_u", "features_u")
 
+    def checksum(self) -> str:
+        """SHA-256 over the tensors (dtype, shape, bytes) and the scalars."""
+        return stable_hash({"tensors": tensor_digest(*(getattr(self, k) for k in self._TENSORS),
+                                                     length=64),
+                            "scalars": {k: getattr(self, k) for k in _SCALARS}}, length=64)
+
+    def problem(self) -> Optional[str]:
+        """None when the outputs are usable, else what is wrong (non-finite values, rows off
+        the simplex, accuracies outside [0, 1])."""
+        for k in self._TENSORS:
+            if not bool(torch.isfinite(getattr(self, k)).all()):
+                return f"{k} holds NaN or inf"
+        for k in ("probs_val", "probs_u", "probs_test"):
+            t = getattr(self, k)
+            if len(t) and (bool((t < 0).any()) or float((t.sum(1) - 1).abs().max()) > 1e-3):
+                return f"{k} has rows that are not probability vectors"
+        for k in ("test_acc", "val_acc"):
+            if not 0.0 <= getattr(self, k) <= 1.0:  # NaN fails too
+                return f"{k} = {getattr(self, k)} is not an accuracy"
+        return None
+
     def to_state(self) -> dict:
-        state = {k: getattr(self, k) for k in self._TENSORS}
-        state.update(key=self.key, test_acc=self.test_acc, val_acc=self.val_acc, steps=self.steps,
-                     wall_s=self.wall_s)
+        state = {k: getattr(self, k) for k in (*self._TENSORS, *_SCALARS)}
+        state["checksum"] = self.checksum()
         return state
 
     @classmethod
     def from_state(cls, state: Mapping) -> "TeacherOutputs":
-        return cls(**{k: state[k] for k in ("key", *cls._TENSORS, "test_acc", "val_acc", "steps",
-                                            "wall_s")})
+        return cls(**{k: state[k] for k in (*_SCALARS, *cls._TENSORS)})
 
 
 def teacher_key(dataset_id: Mapping, split: Split, labeled_size: int, n_val: int,
@@ -70,19 +97,32 @@ def teacher_key(dataset_id: Mapping, split: Split, labeled_size: int, n_val: int
                         "version": PIPELINE_VERSION})
 
 
+_REBUILD = ("delete that file to have this teacher retrained on the next run, or rerun with "
+            "--force to recompute every teacher and row of the suite")
+
+
 def load_cached(path: Path, key: str) -> Optional[TeacherOutputs]:
-    """The cached outputs at `path`, None if absent; CacheError if unreadable or mismatched."""
+    """The cached outputs at `path`; None if absent or written before checksums existed;
+    CacheError (naming the file and how to rebuild it) if unreadable, altered or mismatched."""
     if not path.exists():
         return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         out = TeacherOutputs.from_state(state)
+        recorded = state.get("checksum")
     except Exception as e:  # torch raises many types for a torn or foreign file
         raise CacheError(f"teacher cache file {path} is unreadable ({type(e).__name__}: {e}); "
-                         f"delete it or rerun with --force to recompute it") from None
+                         f"{_REBUILD}") from None
+    if recorded is None:
+        return None  # an older cache: recomputed (and rewritten with a checksum)
+    if recorded != out.checksum():
+        raise CacheError(f"teacher cache file {path} does not match its checksum (its bytes were "
+                         f"altered after it was written); {_REBUILD}")
     if out.key != key:
-        raise CacheError(f"teacher cache file {path} holds key {out.key}, expected {key}; "
-                         f"delete it or rerun with --force")
+        raise CacheError(f"teacher cache file {path} holds key {out.key}, expected {key}; {_REBUILD}")
+    problem = out.problem()
+    if problem is not None:
+        raise CacheError(f"teacher cache file {path} is unusable: {problem}; {_REBUILD}")
     return out
 
 
@@ -108,8 +148,16 @@ def teacher_outputs(ctx: DistContext, ds: Dataset, x_train: Tensor, y_train: Ten
     torch.manual_seed(seed)
     net = build_model(model.name, tuple(x_train.shape[1:]), ds.num_classes, **model.options).to(device)
     a, v, u = (i.to(device) for i in (split.a, split.v, split.u))
-    steps = (train_supervised(net, x_train[a], y_train[a], train, seed) if ctx.is_main
-             else train.steps(len(a)))
+    steps, failure = train.steps(len(a)), None
+    if ctx.is_main:
+        try:
+            steps = train_supervised(net, x_train[a], y_train[a], train, seed)
+        except NonFiniteLoss as e:
+            failure = str(e)
+    # Every rank learns whether rank 0's teacher diverged, so all fail the trial together.
+    failure = ctx.broadcast_object(failure)
+    if failure is not None:
+        raise NonFiniteLoss(failure)
     ctx.broadcast_module(net)
     probs_val = sharded_predict(ctx, net, x_train[v])
     probs_u, feats_u = sharded_predict(ctx, net, x_train[u], features=True)
@@ -126,6 +174,9 @@ def teacher_outputs(ctx: DistContext, ds: Dataset, x_train: Tensor, y_train: Ten
                          features_u=feats_u.cpu(),
                          test_acc=accuracy(probs_test, y_test), val_acc=accuracy(probs_val, y_train[v]),
                          steps=steps, wall_s=round(time.perf_counter() - t0, 3))
+    problem = out.problem()
+    if problem is not None:  # e.g. a teacher whose logits overflowed: never cached, never used
+        raise NonFiniteLoss(f"the trained teacher's outputs are unusable: {problem}")
     if path is not None and ctx.is_main:
         buf = io.BytesIO()
         torch.save(out.to_state(), buf)

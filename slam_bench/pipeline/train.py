@@ -19,6 +19,41 @@ from slam_bench.distributed import DistContext
 from slam_bench.pipeline.suites import TrainSpec
 
 EVAL_BATCH = 1024  # rows per forward pass when evaluating (memory only; results unaffected)
+# Steps between host-side checks that the loss is finite on CUDA (each check syncs; NaN stays
+# NaN, so a late check loses nothing but the wasted steps). On CPU every step is checked.
+CHECK_EVERY_CUDA = 50
+
+
+class NonFiniteLoss(FloatingPointError):
+    """A training loss became NaN or infinite: the model is ruined and nothing trained from it
+    may be recorded. The message says which loop and at which step."""
+
+
+class _FiniteGuard:
+    """Watches a loop's losses without a host sync per step on CUDA: a device-side flag is
+    or-ed every step and read every `every` steps and at the end. Across DDP ranks the flag
+    is reduced at the same steps on every rank, so all ranks raise together (a rank raising
+    alone would leave the others waiting in a collective)."""
+
+    def __init__(self, what: str, total: int, device: torch.device,
+                 ctx: Optional[DistContext] = None):
+        self.what, self.total, self.ctx = what, total, ctx
+        self.every = 1 if device.type == "cpu" else CHECK_EVERY_CUDA
+        self.bad = torch.zeros((), dtype=torch.bool, device=device)
+        self.since = 0  # first step of the window being watched
+
+    def step(self, i: int, loss: Tensor) -> None:
+        self.bad |= ~torch.isfinite(loss.detach())
+        if (i + 1) % self.every == 0 or i + 1 == self.total:
+            flag = self.bad.float()
+            if self.ctx is not None:
+                flag = self.ctx.all_reduce_mean(flag)
+            if float(flag) > 0:
+                at = (f"step {i + 1}" if i == self.since
+                      else f"a step between {self.since + 1} and {i + 1}")
+                raise NonFiniteLoss(f"the {self.what} loss became non-finite (NaN or inf) at {at} "
+                                    f"of {self.total}")
+            self.since = i + 1
 
 
 def make_optimizer(params: Iterable[nn.Parameter], spec: TrainSpec) -> torch.optim.Optimizer:
@@ -51,10 +86,12 @@ def train_supervised(model: nn.Module, x: Tensor, y: Tensor, spec: TrainSpec, se
     opt = make_optimizer(model.parameters(), spec)
     batches = _Batches(len(x), spec.batch_size, g, x.device)
     steps = spec.steps(len(x))
+    guard = _FiniteGuard("teacher's cross-entropy", steps, x.device)
     model.train()
-    for _ in range(steps):
+    for i in range(steps):
         idx = batches.next()
         loss = F.cross_entropy(model(x[idx]), y[idx])
+        guard.step(i, loss)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -106,11 +143,13 @@ def train_student(ctx: DistContext, step: StudentStep, x_a: Tensor, y_a: Tensor,
     u_batches = _Batches(len(x_u), spec.batch_size, g, x_u.device)
     a_batches = _Batches(len(x_a), spec.batch_size, g, x_a.device)
     steps = spec.steps(len(x_u))
+    guard = _FiniteGuard("student's training", steps, x_u.device, ctx if ctx.distributed else None)
     model.train()
-    for _ in range(steps):
+    for i in range(steps):
         iu = u_batches.next()[ctx.rank::ctx.world_size]
         ia = a_batches.next()[ctx.rank::ctx.world_size]
         loss = model(iu, x_u[iu], x_a[ia], y_a[ia])  # the wrapper itself: it arms DDP's hooks
+        guard.step(i, loss)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

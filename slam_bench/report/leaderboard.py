@@ -5,6 +5,11 @@ order), one column per `<dataset>_<labeled size>`, cells `mean +- std` of test a
 percent with the sample std (ddof=1); the last row, `trials`, gives the number of trials per
 column. The same raw rows always give the same bytes. README gets the same tables in Markdown
 between `<!-- leaderboard:start -->` and `<!-- leaderboard:end -->`.
+
+The rows are read through the store's strict reader with the registry's method names, so a
+file with an accuracy outside [0, 1], an unknown method, a repeated row id or text in a
+numeric column is a `ResultsError` naming the file and line, never a table of nonsense. A
+table shows one variant: the full rows when there are any, else the smoke rows (and says so).
 """
 from __future__ import annotations
 
@@ -17,7 +22,8 @@ import pandas as pd
 
 from slam_bench.fileio import atomic_write, locked
 from slam_bench.pipeline.methods import METHODS
-from slam_bench.pipeline.results import read_all_runs
+from slam_bench.pipeline.results import (read_all_runs, read_rows, runs_path, select_variant,
+                                         suites_with_rows)
 
 START, END = "<!-- leaderboard:start -->", "<!-- leaderboard:end -->"
 
@@ -29,12 +35,23 @@ def _method_order(names: Iterable[str]) -> List[str]:
 
 
 def _columns(df: pd.DataFrame) -> List[Tuple[str, int]]:
-    pairs = {(str(d), int(n)) for d, n in zip(df["dataset"], df["labeled_size"])}
-    return sorted(pairs)
+    return sorted(set(zip(df["dataset"], df["labeled_size"])))
+
+
+def _variant(df: pd.DataFrame) -> str:
+    """The one variant of a frame's rows (a frame without the column is a full run's)."""
+    found = set(df["variant"]) if "variant" in df.columns else {"full"}
+    if len(found) > 1:
+        raise ValueError(f"rows of the variants {sorted(found)} cannot share a table; select one "
+                         f"with results.select_variant")
+    return found.pop() if found else "full"
 
 
 def summary(df: pd.DataFrame) -> pd.DataFrame:
-    """Long summary: dataset, labeled_size, method, mean, std (ddof=1), n; accuracies in %."""
+    """Long summary: dataset, labeled_size, method, mean, std (ddof=1), n; accuracies in %.
+
+    `df` holds rows of one variant (typed as `results.read_rows` returns them)."""
+    _variant(df)
     g = df.assign(acc=100.0 * df["test_acc"].astype(float)).groupby(
         ["dataset", "labeled_size", "method"], sort=True)["acc"]
     return g.agg(mean="mean", std=lambda s: s.std(ddof=1), n="count").reset_index()
@@ -95,19 +112,25 @@ def markdown_table(suite: str, df: pd.DataFrame) -> str:
     teacher = s[s["method"] == "teacher"]
     span = (f"teacher accuracy {teacher['mean'].min():.1f}-{teacher['mean'].max():.1f}%"
             if len(teacher) else "")
-    head = (f"**{suite}** — student test accuracy (%), mean +- sample std (ddof=1) over the "
+    smoke = " (smoke variant: tiny sizes, a wiring check, not a result)" if _variant(df) == "smoke" else ""
+    head = (f"**{suite}**{smoke} — student test accuracy (%), mean +- sample std (ddof=1) over the "
             f"trials in the last row; last-epoch models; {span}; best student in bold.")
     return head + "\n\n" + "\n".join(lines) + "\n"
 
 
 def write_leaderboards(out: Path, suites: Optional[Iterable[str]] = None) -> List[Path]:
-    """Rewrite <out>/leaderboard/<suite>.csv for every suite with raw rows; returns the paths."""
+    """Rewrite <out>/leaderboard/<suite>.csv for every suite with raw rows; returns the paths.
+
+    Each suite's rows are read and its board written under the rows' lock: shards finishing
+    at the same time cannot leave a board built from older rows than another's."""
     paths = []
-    for suite, df in read_all_runs(out, suites):
-        if df.empty:
-            continue
-        path = Path(out) / "leaderboard" / f"{suite}.csv"
-        atomic_write(path, leaderboard_csv(df))
+    for suite in suites_with_rows(out, suites):
+        with locked(runs_path(out, suite)):
+            df = read_rows(runs_path(out, suite), known_methods=METHODS)
+            if df.empty:
+                continue
+            path = Path(out) / "leaderboard" / f"{suite}.csv"
+            atomic_write(path, leaderboard_csv(select_variant(df)))
         paths.append(path)
     return paths
 
@@ -117,7 +140,8 @@ def readme_section(out: Path) -> str:
     from slam_bench.pipeline.suites import SUITES
 
     order = {name: i for i, name in enumerate(SUITES)}
-    runs = sorted(read_all_runs(out), key=lambda r: (order.get(r[0], len(order)), r[0]))
+    runs = sorted(read_all_runs(out, known_methods=METHODS),
+                  key=lambda r: (order.get(r[0], len(order)), r[0]))
     parts = [markdown_table(suite, df) for suite, df in runs if not df.empty]
     return "\n".join(parts) if parts else "_No results yet: run `slam-bench run SUITE`._\n"
 

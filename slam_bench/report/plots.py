@@ -8,9 +8,9 @@ from typing import Iterable, List, Optional
 
 import pandas as pd
 
-from slam_bench.fileio import atomic_write
+from slam_bench.fileio import atomic_write, locked
 from slam_bench.report.leaderboard import _method_order, summary
-from slam_bench.pipeline.results import read_all_runs
+from slam_bench.pipeline.results import read_rows, runs_path, select_variant, suites_with_rows
 
 
 def plot_suite(suite: str, df: pd.DataFrame) -> bytes:
@@ -51,10 +51,12 @@ def plot_suite(suite: str, df: pd.DataFrame) -> bytes:
 
 def write_plots(out: Path, suites: Optional[Iterable[str]] = None) -> List[Path]:
     paths = []
-    for suite, df in read_all_runs(out, suites):
-        if df.empty:
-            continue
-        path = Path(out) / "plots" / f"{suite}.png"
-        atomic_write(path, plot_suite(suite, df))
+    for suite in suites_with_rows(out, suites):
+        with locked(runs_path(out, suite)):  # as write_leaderboards: never older rows last
+            df = read_rows(runs_path(out, suite))
+            if df.empty:
+                continue
+            path = Path(out) / "plots" / f"{suite}.png"
+            atomic_write(path, plot_suite(suite, select_variant(df)))
         paths.append(path)
     return paths
