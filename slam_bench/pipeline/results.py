@@ -2,7 +2,7 @@
 
 Rows are recorded one at a time, each by rewriting the whole file atomically under a lock, so
 a killed run loses at most the row in flight and every file stays parseable. A row is
-identified by (dataset, labeled_size, split_seed, train_seed, method); recording a row with
+identified by (dataset, labeled_size, split_seed, train_seed, method, targets); recording a row with
 a new config hash replaces the old one, and a rerun skips rows whose config hash matches.
 """
 from __future__ import annotations
@@ -20,13 +20,15 @@ from slam_bench.fileio import atomic_write, locked
 CORE_COLUMNS = [
     "suite", "dataset", "dataset_meta", "labeled_size", "n_unlabeled", "n_val", "n_test", "split_seed",
     "train_seed", "teacher_arch", "student_arch", "teacher_test_acc", "teacher_val_acc", "method",
-    "config_hash", "teacher_key", "teacher_train", "teacher_steps", "epochs", "steps",
-    "batch_size", "lr", "optimizer", "weight_decay", "labeled_weight", "selection", "test_acc",
-    "wall_s", "device", "git_sha",
+    "targets", "config_hash", "teacher_key", "teacher_train", "teacher_steps", "epochs", "steps",
+    "batch_size", "lr", "optimizer", "weight_decay", "labeled_weighting", "labeled_weight",
+    "selection", "test_acc", "student_fit_u", "wall_s", "device", "git_sha",
 ]
 # Hex hashes and shas must stay strings (an all-digit hash would otherwise lose leading zeros).
 _STR_COLUMNS = {"config_hash": str, "teacher_key": str, "git_sha": str}
-ROW_ID = ("dataset", "labeled_size", "split_seed", "train_seed", "method")
+ROW_ID = ("dataset", "labeled_size", "split_seed", "train_seed", "method", "targets")
+# Rows written before hard labels existed have no `targets` column: they are soft-label rows.
+DEFAULT_TARGETS = "soft"
 
 
 class ResultsError(RuntimeError):
@@ -46,6 +48,8 @@ def read_rows(path: Path) -> pd.DataFrame:
         df = pd.read_csv(path, dtype=_STR_COLUMNS)
     except Exception as e:
         raise ResultsError(f"results file {path} is not a readable CSV ({type(e).__name__}: {e})") from None
+    if "targets" not in df.columns:
+        df["targets"] = DEFAULT_TARGETS
     missing = [c for c in ("suite", "method", "test_acc", *ROW_ID) if c not in df.columns]
     if missing:
         raise ResultsError(f"results file {path} lacks the columns {missing}")
@@ -53,7 +57,7 @@ def read_rows(path: Path) -> pd.DataFrame:
 
 
 def _row_id(row: Mapping) -> Tuple:
-    return tuple(str(row[c]) for c in ROW_ID)
+    return tuple(str(row.get(c, DEFAULT_TARGETS) if c == "targets" else row[c]) for c in ROW_ID)
 
 
 def done_keys(df: pd.DataFrame) -> Set[Tuple]:
@@ -65,7 +69,7 @@ def _ordered(df: pd.DataFrame) -> pd.DataFrame:
     rest = sorted(c for c in df.columns if c not in CORE_COLUMNS)
     cols = [c for c in CORE_COLUMNS if c in df.columns] + rest
     df = df[cols]
-    sort_cols = ["dataset", "labeled_size", "split_seed", "train_seed", "method"]
+    sort_cols = [c for c in ROW_ID if c in df.columns]
     return df.sort_values(sort_cols, kind="stable").reset_index(drop=True)
 
 

@@ -33,7 +33,7 @@ from slam_bench.pipeline.hashing import PIPELINE_VERSION, stable_hash, tensor_di
 from slam_bench.pipeline.results import (done_keys, prune_rows, read_rows, record_row, runs_path)
 from slam_bench.pipeline.splits import make_split, save_split
 from slam_bench.pipeline.suites import Suite
-from slam_bench.pipeline.teacher import teacher_key, teacher_outputs
+from slam_bench.pipeline.teacher import synthetic_teacher_outputs, teacher_key, teacher_outputs
 from slam_bench.pipeline.train import StudentStep, accuracy, sharded_predict, train_student
 
 SPLIT_SEED_BASE = 0
@@ -62,14 +62,20 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
-def _alpha_truth(ds, split, probs_u: torch.Tensor, fitted) -> Dict[str, float]:
-    """For datasets with a known posterior: the error of the alpha estimate against the truth
-    alpha_true(x) = p(y = teacher's top-1 | x) on U, for the clipped alpha the loss uses
-    (`alpha_true_mae`) and the unclipped isotonic fit (`alpha_true_mae_raw`)."""
+def _alpha_truth(ds, split, teacher, fitted) -> Dict[str, float]:
+    """For datasets with a known truth: the error of the alpha estimate against
+    alpha_true(x) = P(teacher's top-1 is the label | x) on U, for the clipped alpha the loss
+    uses (`alpha_true_mae`) and the unclipped isotonic fit (`alpha_true_mae_raw`). The truth
+    is the synthetic teacher's own alpha where it has one, else p(y = teacher's top-1 | x)
+    from the dataset's posterior."""
     post = getattr(ds, "posterior_train", None)
-    if post is None or "alpha" not in fitted.per_example:
+    if "alpha" not in fitted.per_example or (post is None and teacher.alpha_true_u is None):
         return {}
-    truth = post[split.u].gather(1, probs_u.argmax(dim=1, keepdim=True)).squeeze(1).float()
+    if teacher.alpha_true_u is not None:
+        truth = teacher.alpha_true_u.float()
+    else:
+        top1 = teacher.probs_u.argmax(dim=1, keepdim=True)
+        truth = post[split.u].gather(1, top1).squeeze(1).float()
     out = {"alpha_true_mean": round(float(truth.mean()), 6),
            "alpha_true_mae": round(float((fitted.per_example["alpha"].cpu() - truth).abs().mean()), 6)}
     if "alpha_raw" in fitted.state:
@@ -116,8 +122,13 @@ def run_suite(suite: Suite, out: Path, *, smoke: bool = False, device: str = "au
 def _run_suite(ctx: DistContext, suite, out, smoke, data_root, force, prune, progress, log) -> Path:
     sizes = suite.sizes(smoke)
     dev = ctx.device
-    methods = [M.get_method(m) for m in suite.methods]
-    hps = {m.name: m.hparams(suite.method_options.get(m.name)) for m in methods}
+    # A run is (method, targets): every method on soft labels, suite.hard_methods on hard ones.
+    runs = suite.runs()
+    methods = {name: M.get_method(name) for name, _ in runs}
+    hps = {(name, t): methods[name].hparams({**suite.method_options.get(name, {}),
+                                              **({"targets": t} if methods[name].trains_student
+                                                 else {})})
+           for name, t in runs}
     for name in suite.method_options:
         M.get_method(name)  # an override for an unknown method is a config error
     ds = load_dataset(suite.dataset, data_root, **suite.dataset_options)
@@ -139,20 +150,22 @@ def _run_suite(ctx: DistContext, suite, out, smoke, data_root, force, prune, pro
                   "teacher_model": suite.teacher_model, "teacher_train": sizes.teacher,
                   "mc_passes": sizes.mc_passes, "student_model": suite.student_model,
                   "student_train": sizes.student, "labeled_weight": suite.labeled_weight,
-                  "version": PIPELINE_VERSION}
+                  "labeled_weighting": suite.labeled_weighting, "version": PIPELINE_VERSION}
+    teacher_acc = dict(zip(sizes.labeled_sizes, sizes.teacher_accuracy or ()))
     device_label = f"{dev} (ddp x{ctx.world_size})" if ctx.distributed else str(dev)
     keep: Set[Tuple] = set()
-    bar = _progress(len(trials) * len(methods), suite.name, progress and ctx.is_main)
+    bar = _progress(len(trials) * len(runs), suite.name, progress and ctx.is_main)
     try:
         for labeled, split_seed, train_seed in trials:
             split = make_split(len(ds.y_train), labeled, sizes.n_val, split_seed, sizes.max_unlabeled)
-            cfg_hash = {m.name: stable_hash({**common_cfg, "labeled_size": labeled,
-                                             "method": m.name, "hp": hps[m.name]}) for m in methods}
-            ids = {m.name: (ds.name, str(labeled), str(split_seed), str(train_seed), m.name)
-                   for m in methods}
-            keep.update((*ids[m.name], cfg_hash[m.name]) for m in methods)
-            pending = [m for m in methods if (*ids[m.name], cfg_hash[m.name]) not in done]
-            bar.update(len(methods) - len(pending))
+            cfg_hash = {r: stable_hash({**common_cfg, "labeled_size": labeled, "method": r[0],
+                                        "hp": hps[r],
+                                        **({"teacher_accuracy": teacher_acc[labeled]}
+                                           if teacher_acc else {})}) for r in runs}
+            ids = {r: (ds.name, str(labeled), str(split_seed), str(train_seed), *r) for r in runs}
+            keep.update((*ids[r], cfg_hash[r]) for r in runs)
+            pending = [r for r in runs if (*ids[r], cfg_hash[r]) not in done]
+            bar.update(len(runs) - len(pending))
             if not pending:
                 continue
             if ctx.is_main:
@@ -160,9 +173,14 @@ def _run_suite(ctx: DistContext, suite, out, smoke, data_root, force, prune, pro
                            f"{ds.name}_labeled{labeled}_split{split_seed}.npz")
             tkey = teacher_key(dataset_id, split, labeled, sizes.n_val, sizes.max_unlabeled,
                                suite.teacher_model, sizes.teacher, train_seed, sizes.mc_passes)
-            teacher = teacher_outputs(ctx, ds, x_train, y_train, x_test, y_test, split, tkey,
-                                      suite.teacher_model, sizes.teacher, train_seed,
-                                      sizes.mc_passes, out / "cache", force=force)
+            if teacher_acc:  # the dataset's own teacher, a noise model of this accuracy
+                tkey = stable_hash({"trained_key": tkey, "accuracy": teacher_acc[labeled]})
+                teacher = synthetic_teacher_outputs(ds, split, teacher_acc[labeled], train_seed,
+                                                    tkey)
+            else:
+                teacher = teacher_outputs(ctx, ds, x_train, y_train, x_test, y_test, split, tkey,
+                                          suite.teacher_model, sizes.teacher, train_seed,
+                                          sizes.mc_passes, out / "cache", force=force)
             base = {
                 "suite": suite.name, "dataset": ds.name, "dataset_meta": meta_json,
                 "labeled_size": labeled,
@@ -172,17 +190,20 @@ def _run_suite(ctx: DistContext, suite, out, smoke, data_root, force, prune, pro
                 "student_arch": suite.student_model.describe(),
                 "teacher_test_acc": round(teacher.test_acc, 6),
                 "teacher_val_acc": round(teacher.val_acc, 6), "teacher_key": tkey,
-                "teacher_steps": teacher.steps, "teacher_train": _describe(sizes.teacher),
-                "labeled_weight": suite.labeled_weight, "weight_decay": sizes.student.weight_decay,
+                "teacher_steps": teacher.steps,
+                "teacher_train": "none (noise model)" if teacher_acc else _describe(sizes.teacher),
+                "labeled_weight": suite.labeled_weight,
+                "labeled_weighting": suite.labeled_weighting,
+                "weight_decay": sizes.student.weight_decay,
                 "selection": "last", "device": device_label, "git_sha": git_sha(),
-                "mc_passes": sizes.mc_passes,
+                "mc_passes": sizes.mc_passes, **teacher.params,
             }
-            for m in pending:
-                t0 = time.perf_counter()
-                row = {**base, "method": m.name, "config_hash": cfg_hash[m.name]}
-                row.update({k: _loggable(v) for k, v in hps[m.name].items()})
+            for r in pending:
+                m, t0 = methods[r[0]], time.perf_counter()
+                row = {**base, "method": m.name, "targets": r[1], "config_hash": cfg_hash[r]}
+                row.update({k: _loggable(v) for k, v in hps[r].items()})
                 if m.trains_student:
-                    acc, steps, params = _run_student(ctx, m, hps[m.name], ds, split, teacher,
+                    acc, steps, params = _run_student(ctx, m, hps[r], ds, split, teacher,
                                                       x_train, y_train, x_test, y_test,
                                                       input_shape, suite, sizes, train_seed)
                     row.update(params)
@@ -198,7 +219,7 @@ def _run_suite(ctx: DistContext, suite, out, smoke, data_root, force, prune, pro
                 if ctx.is_main:
                     record_row(csv_path, row)
                     log(f"{suite.name} {ds.name} labeled={labeled} split={split_seed} "
-                        f"{m.name}: test_acc={row['test_acc']:.4f}")
+                        f"{m.name} ({r[1]}): test_acc={row['test_acc']:.4f}")
                 bar.update(1)
     finally:
         bar.close()
@@ -210,9 +231,18 @@ def _run_suite(ctx: DistContext, suite, out, smoke, data_root, force, prune, pro
 
 def _run_student(ctx: DistContext, method: M.Method, hp: dict, ds, split, teacher, x_train,
                  y_train, x_test, y_test, input_shape, suite: Suite, sizes, train_seed: int):
-    """Fit the method on V, train its student on A and U; returns (test acc, steps, params)."""
+    """Fit the method on V, train its student on A and U; returns (test acc, steps, params).
+
+    The estimators fit on the teacher's soft probabilities; the loss sees the targets hp
+    asks for (`M.loss_targets`: soft, or their one-hot argmax). params adds to the method's
+    fitted values `student_fit_u` (the student's agreement with the teacher's argmax on U:
+    whether it could fit, and so memorise, the teacher's labels) and, for datasets that know
+    the best model of the student's class, `best_test_error` and `student_err_vs_best` (the
+    student's disagreement with that model's test predictions).
+    """
     dev = ctx.device
     probs_u = teacher.probs_u.to(dev)
+    targets_u = M.loss_targets(probs_u, hp)
     feats_u = teacher.features_u.to(dev)
     torch.manual_seed(train_seed)
     student = build_model(suite.student_model.name, input_shape, ds.num_classes,
@@ -223,19 +253,28 @@ def _run_student(ctx: DistContext, method: M.Method, hp: dict, ds, split, teache
                         student_feature_dim=student.feature_dim, hp=hp)
     fitted = method.fit(fctx)
     params = dict(fitted.params)
-    params.update(_alpha_truth(ds, split, teacher.probs_u, fitted))
+    params.update(_alpha_truth(ds, split, teacher, fitted))
     per_example = {k: v.to(dev) for k, v in fitted.per_example.items()}
 
     def unlabeled_loss(idx, logits, feats):
-        batch = M.Batch(index=idx, logits=logits, features=feats, teacher_probs=probs_u[idx],
+        batch = M.Batch(index=idx, logits=logits, features=feats, teacher_probs=targets_u[idx],
                         teacher_features=feats_u[idx],
                         extra={k: v[idx] for k, v in per_example.items()}, fitted=fitted, hp=hp)
         return method.loss(batch)
 
     a, u = split.a.to(dev), split.u.to(dev)
-    step = StudentStep(student, fitted.module, unlabeled_loss, suite.labeled_weight)
+    step = StudentStep(student, fitted.module, unlabeled_loss, suite.labeled_weight,
+                       suite.labeled_weighting)
     steps = train_student(ctx, step, x_train[a], y_train[a], x_train[u], sizes.student, train_seed)
-    return accuracy(sharded_predict(ctx, student, x_test), y_test), steps, params
+    pred_u = sharded_predict(ctx, student, x_train[u]).argmax(dim=1)
+    params["student_fit_u"] = round(float((pred_u == probs_u.argmax(dim=1)).float().mean()), 6)
+    probs_test = sharded_predict(ctx, student, x_test)
+    best = getattr(ds, "best_test_pred", None)
+    if best is not None:
+        best = best.to(dev)
+        params["best_test_error"] = round(float((best != y_test).float().mean()), 6)
+        params["student_err_vs_best"] = round(float((probs_test.argmax(dim=1) != best).float().mean()), 6)
+    return accuracy(probs_test, y_test), steps, params
 
 
 def _describe(t) -> str:
