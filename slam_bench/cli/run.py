@@ -1,4 +1,5 @@
-"""`slam-bench run SUITE`: run a suite, update its rows, leaderboard and plot, print the table."""
+"""`slam-bench run SUITE`: run a suite, update its rows, leaderboards and plot, print the
+absolute and paired tables."""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +8,7 @@ from pathlib import Path
 
 from slam_bench.data import DatasetUnavailable
 from slam_bench.report.leaderboard import markdown_table
+from slam_bench.report.paired import paired_markdown
 from slam_bench.report.regenerate import default_readme, regenerate
 from slam_bench.pipeline.results import ResultsError, read_rows
 from slam_bench.pipeline.runner import run_suite
@@ -46,7 +48,9 @@ def main(args: argparse.Namespace) -> int:
         csv_path = run_suite(suite, args.out, smoke=args.smoke, device=args.device,
                              data_root=args.data_root, force=args.force, progress=True)
         regenerate(args.out, [suite.name], readme=default_readme(args.out))
-        print(markdown_table(suite.name, read_rows(csv_path)))
+        rows = read_rows(csv_path)
+        print(markdown_table(suite.name, rows))
+        print(paired_markdown(suite.name, rows))
         print(f"rows: {csv_path}")
         return 0
     except (ValueError, DatasetUnavailable, CacheError, ResultsError) as e:

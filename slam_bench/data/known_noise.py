@@ -66,7 +66,7 @@ def _check_unit(name: str, value, low_open: bool = False) -> float:
 def load_known_noise(root=None, *, num_classes: int = 10, dim: int = 32, k: int = 3,
                      separation: float = 4.0, n_train: int = 25000, n_test: int = 5000,
                      spread: float = 0.3, alpha_min: float = 0.4, coherent: float = 0.5,
-                     length_scale: float = 2.0, tie_break: float = 0.1,
+                     length_scale: float = 4.0, tie_break: float = 0.1,
                      seed: int = 0) -> SyntheticDataset:
     """The known-answer dataset (module docstring): x float32 (N, dim), clean int64 labels.
 
