@@ -156,6 +156,8 @@ _HARD = ("teacher", "vanilla", "forward", "slam", "slam_normalized")
 # The generated suites' size: about 20,000 unlabeled examples, as the paper's U is most of
 # the training split.
 _GENERATED = {"n_train": 25000, "n_test": 5000}
+# Suites whose dataset defines the teacher (a noise model) train none; Sizes still holds a spec.
+_NO_TEACHER_TRAINING = TrainSpec(epochs=0, batch_size=1, lr=0.0)
 
 
 def _smoke(labeled: int, **changes) -> Sizes:
@@ -219,10 +221,10 @@ register_suite(Suite(
     # noise rate eta = 1 - accuracy runs along the labeled sizes (0.4 at 10 labels to 0.1 at
     # 300). A linear student; its error against the best halfspace is logged.
     full=Sizes(labeled_sizes=(10, 30, 100, 300), trials=10, n_val=500,
-               teacher=TrainSpec(epochs=1, batch_size=64, lr=0.0),
+               teacher=_NO_TEACHER_TRAINING,
                student=TrainSpec(epochs=30, batch_size=256, lr=1e-2),
                teacher_accuracy=(0.6, 0.7, 0.8, 0.9)),
-    smoke=_smoke(30, teacher_accuracy=(0.7,)),
+    smoke=_smoke(30, teacher=_NO_TEACHER_TRAINING, teacher_accuracy=(0.7,)),
     methods=("teacher", "vanilla", "taylor_ce", "weighted", "forward", "slam", "slam_normalized"),
     hard_methods=_HARD,
     method_options={"slam": {"k": 2}, "slam_normalized": {"k": 2}},
@@ -236,10 +238,10 @@ register_suite(Suite(
     # The teacher follows SLaM's noise model exactly (slam_bench.data.known_noise), with mean
     # accuracy 0.55, 0.70 and 0.85 at the three labeled sizes.
     full=Sizes(labeled_sizes=(100, 300, 1000), trials=5, n_val=500,
-               teacher=TrainSpec(epochs=1, batch_size=64, lr=0.0),
+               teacher=_NO_TEACHER_TRAINING,
                student=TrainSpec(epochs=30, batch_size=256, lr=1e-3),
                teacher_accuracy=(0.55, 0.7, 0.85)),
-    smoke=_smoke(100, teacher_accuracy=(0.7,)),
+    smoke=_smoke(100, teacher=_NO_TEACHER_TRAINING, teacher_accuracy=(0.7,)),
     # UPS and VID read a network's MC-dropout uncertainty and features; a noise model has
     # neither. Forward correction is the control: the same V, a global transition matrix.
     methods=("teacher", "vanilla", "taylor_ce", "weighted", "forward", "slam", "slam_normalized"),
