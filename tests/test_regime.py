@@ -202,3 +202,12 @@ def test_full_embedded_suites_are_in_the_paper_regime(name):
     for variant in (suite.full, suite.smoke):  # smoke and full differ only in numbers
         if variant.teacher_accuracy is not None:
             assert len(variant.teacher_accuracy) == len(variant.labeled_sizes)
+
+
+def test_choosing_labeled_sizes_keeps_their_teacher_accuracies():
+    suite = get_suite("known_noise")
+    table = dict(zip(suite.full.labeled_sizes, suite.full.teacher_accuracy))
+    picked = suite.with_sizes(False, labeled_sizes=(1000, 100)).full
+    assert picked.teacher_accuracy == (table[1000], table[100])
+    with pytest.raises(ValueError, match="no teacher accuracy"):
+        suite.with_sizes(False, labeled_sizes=(7,))

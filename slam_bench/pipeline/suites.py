@@ -119,9 +119,18 @@ class Suite:
         return self.smoke if smoke else self.full
 
     def with_sizes(self, smoke: bool, **changes) -> "Suite":
-        """This suite with some `Sizes` fields replaced (CLI --labeled / --trials)."""
-        variant = "smoke" if smoke else "full"
-        return dataclasses.replace(self, **{variant: dataclasses.replace(self.sizes(smoke), **changes)})
+        """This suite with some `Sizes` fields replaced (CLI --labeled / --trials). New labeled
+        sizes keep their teacher accuracies, if the suite has a table of them."""
+        variant, sizes = ("smoke" if smoke else "full"), self.sizes(smoke)
+        if "labeled_sizes" in changes and sizes.teacher_accuracy is not None \
+                and "teacher_accuracy" not in changes:
+            table = dict(zip(sizes.labeled_sizes, sizes.teacher_accuracy))
+            unknown = [n for n in changes["labeled_sizes"] if n not in table]
+            if unknown:
+                raise ValueError(f"suite {self.name!r}: labeled sizes {unknown} have no teacher "
+                                 f"accuracy; choose among {sorted(table)}")
+            changes["teacher_accuracy"] = tuple(table[n] for n in changes["labeled_sizes"])
+        return dataclasses.replace(self, **{variant: dataclasses.replace(sizes, **changes)})
 
 
 SUITES: Dict[str, Suite] = {}
