@@ -11,6 +11,7 @@ from typing import Iterable, List, Optional
 
 import pandas as pd
 
+from slam_bench.pipeline.methods import METHODS
 from slam_bench.report.cells import method_order
 from slam_bench.report.derived import write_per_suite
 from slam_bench.report.leaderboard import summary
@@ -24,9 +25,12 @@ def _half_width(s: pd.DataFrame) -> List[float]:
 
 
 def _style(method: str) -> dict:
+    """One colour per method in every panel (registry order over the tab10 cycle)."""
     if method == "teacher":
         return {"color": "black", "linestyle": "--"}
-    return {"linewidth": 2.2} if method.startswith("slam") else {}
+    names = [m for m in METHODS if m != "teacher"]
+    color = f"C{names.index(method) % 10}" if method in names else "grey"
+    return {"color": color, **({"linewidth": 2.2} if method.startswith("slam") else {})}
 
 
 def plot_suite(suite: str, df: pd.DataFrame) -> bytes:
