@@ -27,7 +27,10 @@ from torch import Tensor, nn
 
 from slam_bench import distill_loss, slam_loss
 
+# What the loss trains on (a hyper-parameter of every student method): the teacher's
+# probabilities, or their one-hot argmax.
 TARGETS = ("soft", "hard")
+
 
 @dataclass(frozen=True)
 class FitContext:
