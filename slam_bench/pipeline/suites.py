@@ -214,7 +214,7 @@ register_suite(Suite(
     name="noisy_teacher", dataset="noisy_teacher", dataset_options=_GENERATED,
     teacher_model=ModelSpec("mlp", {"hidden": (64,), "dropout": 0.2}),
     student_model=ModelSpec("mlp", {"hidden": (128, 128), "dropout": 0.0}),
-    full=Sizes(labeled_sizes=(20, 40, 100), trials=5, n_val=500,
+    full=Sizes(labeled_sizes=(20, 40, 100), trials=8, n_val=500,
                teacher=TrainSpec(epochs=100, batch_size=64, lr=3e-3, min_steps=300),
                student=TrainSpec(epochs=30, batch_size=256, lr=3e-3)),
     smoke=_smoke(40),

@@ -126,12 +126,16 @@ def paired_markdown(suite: str, df: pd.DataFrame) -> str:
             f"[{CONFIDENCE:.0%} t-interval] and wins/n over trials paired on (split seed, train "
             f"seed); bold: the interval excludes 0.")
     students = t[t["method"] != "teacher"]
-    ahead = [f"`{r.method}` at `{r.cell}` ({r.delta_mean:+.2f})"
-             for r in students.itertuples() if _resolved(r) > 0]
-    behind = [f"`{r.method}` at `{r.cell}` ({r.delta_mean:+.2f})"
-              for r in students.itertuples() if _resolved(r) < 0]
-    reading = (f"Resolved ahead of `vanilla`: {', '.join(ahead) or 'none'}. "
-               f"Resolved behind: {', '.join(behind) or 'none'}. "
-               f"Not resolved (interval contains 0): {len(students) - len(ahead) - len(behind)} "
-               f"of {len(students)} method-cell pairs.")
+    sides = {1: [], -1: []}
+    for method in method_order(students["method"].unique()):
+        for side, found in sides.items():
+            hits = [f"`{r.cell}` ({r.delta_mean:+.2f})"
+                    for r in students[students["method"] == method].itertuples() if _resolved(r) == side]
+            if hits:
+                found.append(f"`{method}` at {', '.join(hits)}")
+    unresolved = sum(_resolved(r) == 0 for r in students.itertuples())
+    reading = (f"Resolved ahead of `vanilla`: {'; '.join(sides[1]) or 'none'}. "
+               f"Resolved behind: {'; '.join(sides[-1]) or 'none'}. "
+               f"Not resolved (interval contains 0): {unresolved} of {len(students)} "
+               f"method-cell pairs.")
     return head + "\n\n" + "\n".join(lines) + "\n\n" + reading + "\n"
