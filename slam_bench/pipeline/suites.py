@@ -167,6 +167,11 @@ _HARD = ("teacher", "vanilla", "forward", "slam", "slam_normalized")
 _GENERATED = {"n_train": 25000, "n_test": 5000}
 # Suites whose dataset defines the teacher (a noise model) train none; Sizes still holds a spec.
 _NO_TEACHER_TRAINING = TrainSpec(epochs=0, batch_size=1, lr=0.0)
+# Their methods: UPS and VID read a network's MC-dropout uncertainty and features, which a
+# noise model does not have. Forward correction is the control: the same V, a global
+# transition matrix.
+_NOISE_MODEL_METHODS = ("teacher", "vanilla", "taylor_ce", "weighted", "forward", "slam",
+                        "slam_normalized")
 
 
 def _smoke(labeled: int, **changes) -> Sizes:
@@ -234,7 +239,7 @@ register_suite(Suite(
                student=TrainSpec(epochs=30, batch_size=256, lr=1e-2),
                teacher_accuracy=(0.6, 0.7, 0.8, 0.9)),
     smoke=_smoke(30, teacher=_NO_TEACHER_TRAINING, teacher_accuracy=(0.7,)),
-    methods=("teacher", "vanilla", "taylor_ce", "weighted", "forward", "slam", "slam_normalized"),
+    methods=_NOISE_MODEL_METHODS,
     hard_methods=_HARD,
     method_options={"slam": {"k": 2}, "slam_normalized": {"k": 2}},
     description="the paper's theory setting: halfspace with margin, teacher = RCN with known "
@@ -251,9 +256,7 @@ register_suite(Suite(
                student=TrainSpec(epochs=30, batch_size=256, lr=1e-3),
                teacher_accuracy=(0.55, 0.7, 0.85)),
     smoke=_smoke(100, teacher=_NO_TEACHER_TRAINING, teacher_accuracy=(0.7,)),
-    # UPS and VID read a network's MC-dropout uncertainty and features; a noise model has
-    # neither. Forward correction is the control: the same V, a global transition matrix.
-    methods=("teacher", "vanilla", "taylor_ce", "weighted", "forward", "slam", "slam_normalized"),
+    methods=_NOISE_MODEL_METHODS,
     hard_methods=_HARD,
     # The candidate sets have 3 classes and hold the label always (top-3 accuracy 1); with the
     # default target 0.9 the estimate stops at k = 2 once the teacher is right 80% of the time
