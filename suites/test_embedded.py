@@ -4,8 +4,11 @@
 the pipeline's integrity: every method yields a row per trial, accuracies are in range, the
 splits, leaderboard and plot files are well-formed.
 `pytest suites/ --benchmark` (full): the same suites at full size, rewriting
-results/runs/<suite>.csv, results/leaderboard/<suite>.csv, results/plots/<suite>.png and the
-leaderboard table in README.md; the same integrity checks run on the written files.
+results/runs/<suite>.csv, results/leaderboard/<suite>.csv and <suite>.paired.csv,
+results/plots/<suite>.png and the leaderboard tables in README.md; the same integrity checks
+run on the written files, and the full run checks what the benchmark exists to show: every
+paired cell has n >= 5, and on `known_noise`, whose teacher follows SLaM's noise model, SLaM
+with estimated alpha beats vanilla with a 95% interval above zero in every cell.
 """
 from __future__ import annotations
 
@@ -17,8 +20,10 @@ import pandas as pd
 import pytest
 
 from slam_bench.data import dataset_status
+from slam_bench.report.cells import cell_name
 from slam_bench.report.leaderboard import END, START, leaderboard_csv
 from slam_bench.pipeline.methods import METHODS
+from slam_bench.report.paired import PAIRED_COLUMNS, paired_csv
 from slam_bench.report.regenerate import regenerate
 from slam_bench.pipeline.results import read_rows
 from slam_bench.pipeline.runner import plan, run_suite, split_path
@@ -28,8 +33,9 @@ from slam_bench.pipeline.suites import EMBEDDED_SUITES, get_suite
 ROOT = Path(__file__).resolve().parents[1]
 EMBEDDED = list(EMBEDDED_SUITES)
 REQUIRED = ["suite", "dataset", "labeled_size", "n_unlabeled", "n_val", "n_test", "split_seed",
-            "train_seed", "teacher_arch", "student_arch", "teacher_test_acc", "method",
-            "config_hash", "epochs", "selection", "test_acc", "wall_s", "device", "git_sha"]
+            "train_seed", "teacher_arch", "student_arch", "teacher_test_acc", "method", "targets",
+            "config_hash", "epochs", "selection", "labeled_weighting", "test_acc", "wall_s",
+            "device", "git_sha"]
 CELL = re.compile(r"^\d{1,3}\.\d\d \+- (\d+\.\d\d|n/a)$")
 
 
@@ -47,9 +53,10 @@ def test_embedded_suite(name, full_run, tmp_path):
 
 def check_outputs(out: Path, suite, smoke: bool) -> None:
     df = read_rows(out / "runs" / f"{suite.name}.csv")
-    # Every (trial, method) has exactly one row.
-    expected = {(n, s, t, m) for n, s, t in plan(suite, smoke) for m in suite.methods}
-    got = [(int(r.labeled_size), int(r.split_seed), int(r.train_seed), r.method) for r in df.itertuples()]
+    # Every (trial, method, targets) has exactly one row.
+    expected = {(n, s, t, *r) for n, s, t in plan(suite, smoke) for r in suite.runs()}
+    got = [(int(r.labeled_size), int(r.split_seed), int(r.train_seed), r.method, r.targets)
+           for r in df.itertuples()]
     assert sorted(got) == sorted(expected)
     for col in REQUIRED:
         assert col in df.columns, col
@@ -57,17 +64,25 @@ def check_outputs(out: Path, suite, smoke: bool) -> None:
     assert ((df.test_acc >= 0) & (df.test_acc <= 1)).all()
     assert ((df.teacher_test_acc >= 0) & (df.teacher_test_acc <= 1)).all()
     assert (df.selection == "last").all()
+    # The regime: U is all that is left after A and V in full runs, and every student logs
+    # how well it fits the teacher's labels on U.
+    if not smoke and suite.full.max_unlabeled is None:
+        n_train = df.n_unlabeled + df.n_val + df.labeled_size
+        assert (n_train == n_train.iloc[0]).all()
+    students = df[df.method != "teacher"]
+    assert students.student_fit_u.between(0, 1).all()
+    assert (df.labeled_weighting == suite.labeled_weighting).all()
     teacher = df[df.method == "teacher"]
     assert (teacher.test_acc == teacher.teacher_test_acc).all()
     # One config per method and labeled size; the split seed differs from the train seed.
-    assert (df.groupby(["labeled_size", "method"]).config_hash.nunique() == 1).all()
+    assert (df.groupby(["labeled_size", "method", "targets"]).config_hash.nunique() == 1).all()
     assert (df.split_seed != df.train_seed).all()
     slam = df[df.method == "slam"]
     assert slam.k.between(1, 1000).all() and (slam.alpha_lower_bound > 0.5).all()
-    if suite.dataset in ("noisy_teacher", "halfspace_rcn"):  # alpha error against the truth
+    if suite.dataset in ("noisy_teacher", "halfspace_rcn", "known_noise"):  # alpha vs the truth
         assert slam.alpha_true_mae.between(0, 1).all() and slam.alpha_true_mae_raw.between(0, 1).all()
     # The saved splits are disjoint and match the rows' sizes.
-    for r in teacher.itertuples():
+    for r in teacher[teacher.targets == "soft"].itertuples():
         sp = load_split(split_path(out, suite.name, r.dataset, r.labeled_size, r.split_seed,
                                    "smoke" if smoke else "full"))
         assert (len(sp.a), len(sp.v), len(sp.u)) == (r.labeled_size, r.n_val, r.n_unlabeled)
@@ -79,13 +94,33 @@ def check_outputs(out: Path, suite, smoke: bool) -> None:
     lb = pd.read_csv(lb_path, dtype=str, keep_default_na=False)
     assert list(lb.method) == [m for m in METHODS if m in suite.methods] + ["trials"]
     sizes = sorted({n for n, _, _ in plan(suite, smoke)})
-    assert list(lb.columns) == ["method"] + [f"{suite.dataset}_{n}" for n in sizes]
+    cells = [cell_name(suite.dataset, n, t) for t in sorted({t for _, t in suite.runs()},
+                                                            key=["soft", "hard"].index)
+             for n in sizes]
+    assert list(lb.columns) == ["method"] + cells
     for col in lb.columns[1:]:
-        assert all(CELL.match(c) for c in lb[col][:-1]), lb[col].tolist()
+        ran = suite.hard_methods if col.endswith("_hard") else suite.methods
+        body = lb[:-1].set_index("method")[col]
+        assert all(CELL.match(body[m]) for m in ran), body.tolist()
+        assert all(body[m] == "" for m in body.index if m not in ran)
         assert lb[col].iloc[-1] == str(suite.sizes(smoke).trials)
-        means = [float(c.split()[0]) for c in lb[col][:-1]]
+        means = [float(c.split()[0]) for c in lb[col][:-1] if c]
         assert all(0 <= m <= 100 and not math.isnan(m) for m in means)
     assert lb_path.read_bytes() == leaderboard_csv(df)
+    # Paired leaderboard: every method but vanilla in each cell it ran in, paired on all trials.
+    paired_path = out / "leaderboard" / f"{suite.name}.paired.csv"
+    paired = pd.read_csv(paired_path)
+    assert list(paired.columns) == PAIRED_COLUMNS
+    assert paired_path.read_bytes() == paired_csv(suite.name, df)
+    assert set(zip(paired.cell, paired.method)) == {
+        (cell_name(suite.dataset, n, t), m) for n in sizes for m, t in suite.runs() if m != "vanilla"}
+    assert (paired.n == suite.sizes(smoke).trials).all() and paired.wins.between(0, paired.n).all()
+    assert ((paired.delta_ci_low <= paired.delta_mean) & (paired.delta_mean <= paired.delta_ci_high)).all()
+    if not smoke:
+        assert (paired.n >= 5).all()
+        if suite.name == "known_noise":  # the known answer: SLaM must win in every cell
+            slam = paired[paired.method == "slam"]
+            assert len(slam) == len(cells) and (slam.delta_ci_low > 0).all(), slam.to_string()
     png = out / "plots" / f"{suite.name}.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     readme = ROOT / "README.md"

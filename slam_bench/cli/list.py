@@ -30,6 +30,6 @@ def main(args: argparse.Namespace) -> int:
               f"teacher={s.teacher_model.describe()} student={s.student_model.describe()}; {data}")
     print("methods:")
     for m in METHODS.values():
-        hp = ", ".join(f"{k}={v}" for k, v in m.defaults.items())
+        hp = ", ".join(f"{k}={v}" for k, v in m.hparams().items())
         print(f"  {m.name:<16} {m.description}" + (f" [{hp}]" if hp else ""))
     return 0

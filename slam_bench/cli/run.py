@@ -1,5 +1,5 @@
-"""`slam-bench run SUITE`: run a suite (or one shard of it), update its rows, leaderboard and
-plot, print the table."""
+"""`slam-bench run SUITE`: run a suite (or one shard of it), update its rows, leaderboards and
+plot, print the absolute and paired tables."""
 from __future__ import annotations
 
 import argparse
@@ -14,6 +14,7 @@ from slam_bench.pipeline.results import read_rows, runs_path, select_variant
 from slam_bench.pipeline.runner import TrialsFailed, run_suite
 from slam_bench.pipeline.suites import SUITES, Suite, get_suite
 from slam_bench.report.leaderboard import markdown_table
+from slam_bench.report.paired import paired_markdown
 from slam_bench.report.regenerate import default_readme, regenerate
 
 
@@ -90,7 +91,8 @@ def main(args: argparse.Namespace, ctx: Optional[DistContext] = None,
         if talk:
             regenerate(args.out, [suite.name], readme=default_readme(args.out))
             rows = select_variant(read_rows(csv_path), variant)
-            say(markdown_table(suite.name, rows) if len(rows) else "no rows recorded")
+            say(f"{markdown_table(suite.name, rows)}\n{paired_markdown(suite.name, rows)}"
+                if len(rows) else "no rows recorded")
             say(f"rows: {csv_path}")
         if failed is not None:
             if talk:

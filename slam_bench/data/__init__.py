@@ -56,6 +56,7 @@ def dataset_status(name: str, root: Optional[Path] = None) -> Optional[str]:
 # Registration side effects: the embedded loaders register themselves on import.
 from slam_bench.data import embedded as _embedded  # noqa: E402,F401
 from slam_bench.data import synthetic as _synthetic  # noqa: E402,F401
+from slam_bench.data import known_noise as _known_noise  # noqa: E402,F401
 from slam_bench.data import paper as _paper  # noqa: E402,F401  (cifar10, cifar100, celeba, imagenet, imdb)
 
 __all__ = ["Dataset", "DatasetUnavailable", "DATASETS", "register_dataset", "load_dataset",

