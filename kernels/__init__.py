@@ -4,7 +4,8 @@ Self-contained: imports torch and triton only (never other slam_bench modules), 
 dependency direction stays suites -> slam_bench -> kernels.
 """
 from .config import BlockConfig, block_config
-from .ops import slam_loss_triton, taylor_ce_triton, topk_threshold
+from .ops import slam_loss_triton, taylor_ce_triton
+from .threshold import kth_largest_rows
 
 __all__ = ["slam_loss_triton", "taylor_ce_triton", "block_config", "BlockConfig",
-           "topk_threshold"]
+           "kth_largest_rows"]
