@@ -18,6 +18,7 @@ import pytest
 import torch
 
 import slam_bench.torch_backend as tb
+from slam_bench import chunks
 from slam_bench import distill_loss, slam_loss
 from slam_bench.cli import profile as cli
 from slam_bench.profiling import report, sweep, timing
@@ -198,7 +199,7 @@ def test_ties_past_k_take_the_dense_fallback():
 
 
 def test_chunk_workers_match_the_serial_path(monkeypatch):
-    monkeypatch.setattr(tb, "CHUNK_ELEMENTS", 64)  # many chunks of a few rows
+    monkeypatch.setattr(chunks, "CHUNK_ELEMENTS", 64)  # many chunks of a few rows
     z, y = _inputs(50, 16)
     alpha = torch.full((50,), 0.8, dtype=torch.float64)
     threads = torch.get_num_threads()
