@@ -7,14 +7,17 @@ warps, registers per thread, local-memory bytes (spills), shared memory, and the
 load and store in the PTX. It needs Triton's CUDA backend (bundled with the Linux wheels) but
 no GPU and no driver; what it cannot tell is speed.
 
-Exits 1 when a launch spills registers to local memory, or when a launch whose layout is
-16-byte aligned (`Layout.align >= vec`, or peeled) emits no 16-byte global load.
+Exits 1 when a launch spills registers to local memory, when a launch whose layout is
+16-byte aligned (`Layout.align >= vec`, or peeled) emits no 16-byte global load, or when
+compiling fails; the process and its ptxas children are held to --max-memory-gb of address
+space (a pathological kernel once took ptxas past 14 GB).
 """
 from __future__ import annotations
 
 import argparse
 import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -109,7 +112,11 @@ def main(argv=None) -> int:
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--arch", type=int, default=90, help="compute capability (default 90)")
     parser.add_argument("--quick", action="store_true", help="four representative launches")
+    parser.add_argument("--max-memory-gb", type=float, default=6.0,
+                        help="address-space limit of this process and ptxas (default 6)")
     args = parser.parse_args(argv)
+    limit = int(args.max_memory_gb * (1 << 30))
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     if os.environ.get("TRITON_INTERPRET") == "1":
         print("codegen: unset TRITON_INTERPRET (the interpreter replaces Triton's compiler)",
               file=sys.stderr)
@@ -118,7 +125,12 @@ def main(argv=None) -> int:
     reports: List[Report] = []
     print(f"{'launch':<44} warps  regs  spill  smem  load  store")
     for launch in launches:
-        r = compile_launch(*launch, arch=args.arch)
+        try:
+            r = compile_launch(*launch, arch=args.arch)
+        except Exception as e:  # noqa: BLE001 - ptxas out of memory, a Triton error: reported
+            print(f"{launch[0]:<44} failed to compile: {type(e).__name__}: "
+                  f"{str(e).splitlines()[0][:200] if str(e) else ''}")
+            return 1
         reports.append(r)
         print(f"{r.label:<44} {r.num_warps:>5} {r.regs:>5} {r.local_bytes:>6} {r.shared:>5} "
               f"{r.widest_load:>4}B {r.widest_store:>4}B", flush=True)
