@@ -4,7 +4,8 @@
 backward's `_scale_kernel`) with Triton's own compiler and ptxas, for the launch shapes that
 `config.block_config` / `config.launch_layout` choose at run time, and prints per launch:
 warps, registers per thread, local-memory bytes (spills), shared memory, and the widest global
-load and store in the PTX. It needs Triton's CUDA backend (bundled with the Linux wheels) but
+load and store in the PTX. Spills are the local-memory bytes per thread; a small stack frame
+(STACK, e.g. 8 bytes with Triton 3.6) is shown apart. It needs Triton's CUDA backend (bundled with the Linux wheels) but
 no GPU and no driver; what it cannot tell is speed.
 
 Exits 1 when a launch spills registers to local memory, when a launch whose layout is
@@ -48,7 +49,8 @@ class Report(NamedTuple):
     label: str
     num_warps: int
     regs: int
-    local_bytes: int
+    local_bytes: int  # local memory per thread: register spills
+    stack: int
     shared: int
     widest_load: int  # bytes
     widest_store: int
@@ -102,9 +104,9 @@ def compile_launch(label, dtype, c, mixing, taylor, k_hint, write_grad, arch: in
                             options={"num_warps": cfg.num_warps})
     res = _resources(kernel.asm["cubin"])
     ptx = kernel.asm["ptx"]
-    return Report(label, cfg.num_warps, res.get("REG", -1), res.get("LOCAL", 0) + res.get("STACK", 0),
-                  res.get("SHARED", 0), _widest(ptx, "ld"), _widest(ptx, "st"),
-                  lay.peel or lay.align >= lay.vec)
+    return Report(label, cfg.num_warps, res.get("REG", -1), res.get("LOCAL", 0),
+                  res.get("STACK", 0), res.get("SHARED", 0), _widest(ptx, "ld"),
+                  _widest(ptx, "st"), lay.peel or lay.align >= lay.vec)
 
 
 def main(argv=None) -> int:
@@ -123,7 +125,7 @@ def main(argv=None) -> int:
         return 2
     launches = [l for i, l in enumerate(LAUNCHES) if not args.quick or i in QUICK]
     reports: List[Report] = []
-    print(f"{'launch':<44} warps  regs  spill  smem  load  store")
+    print(f"{'launch':<44} warps  regs  spill  stack  smem  load  store")
     for launch in launches:
         try:
             r = compile_launch(*launch, arch=args.arch)
@@ -132,8 +134,8 @@ def main(argv=None) -> int:
                   f"{str(e).splitlines()[0][:200] if str(e) else ''}")
             return 1
         reports.append(r)
-        print(f"{r.label:<44} {r.num_warps:>5} {r.regs:>5} {r.local_bytes:>6} {r.shared:>5} "
-              f"{r.widest_load:>4}B {r.widest_store:>4}B", flush=True)
+        print(f"{r.label:<44} {r.num_warps:>5} {r.regs:>5} {r.local_bytes:>6} {r.stack:>6} "
+              f"{r.shared:>5} {r.widest_load:>4}B {r.widest_store:>4}B", flush=True)
     bad = [r.label for r in reports if r.local_bytes > 0 or (r.aligned and r.widest_load < 16)]
     if bad:
         print("spills or no 16-byte loads: " + "; ".join(bad))

@@ -31,6 +31,8 @@ import time
 import traceback
 from pathlib import Path
 
+# What the check imports (matplotlib, for the plot, is optional).
+REQUIRED = ("torch", "triton", "numpy", "pandas")
 DEFAULT_BUDGET_S = 330.0
 # Seconds kept back from the sweep for writing files and the summary.
 RESERVE_S = 20.0
@@ -95,6 +97,11 @@ def main(argv=None) -> int:
         out_dir = ensure_writable_dir(args.out)
     except ValueError as e:
         print(f"{PROG}: {e}", file=sys.stderr)
+        return 2
+    missing = [m for m in REQUIRED if importlib.util.find_spec(m) is None]
+    if missing:
+        print(f"{PROG}: needs {', '.join(REQUIRED)}; not importable here: {', '.join(missing)}",
+              file=sys.stderr)
         return 2
     if args.dry_run:
         # Triton reads this when the kernel module is first imported, i.e. after this line.

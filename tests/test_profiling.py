@@ -95,6 +95,19 @@ def test_gpu_check_rejects_a_bad_out_before_any_work(tmp_path, capsys, where):
     assert not boom.called
 
 
+def test_gpu_check_names_missing_packages_before_any_work(tmp_path, capsys, monkeypatch):
+    from slam_bench import gpu_check
+
+    real = gpu_check.importlib.util.find_spec
+    monkeypatch.setattr(gpu_check.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "pandas" else real(name, *a))
+    with mock.patch.object(gpu_check, "_kernel_check") as check:
+        assert gpu_check.main(["--dry-run", "--out", str(tmp_path)]) == 2
+    assert not check.called
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not importable here: pandas" in err[0]
+
+
 def test_gpu_check_stops_when_the_kernels_cannot_run(tmp_path, capsys):
     from slam_bench import gpu_check
 

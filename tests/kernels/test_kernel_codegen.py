@@ -32,5 +32,5 @@ def test_sm90_codegen_has_no_spills_and_vector_loads():
     lines = [ln for ln in done.stdout.splitlines()[1:] if ln.strip()]
     assert len(lines) == 4
     for line in lines:
-        *_, spill, _smem, load, _store = line.split()
+        *_, spill, _stack, _smem, load, _store = line.split()
         assert spill == "0" and load == "16B", line
