@@ -1,11 +1,11 @@
-"""`python -m slam_bench.gpu_check --out DIR`: the prepared check for a lent GPU.
+"""`python -m slam_bench.gpu_check --out DIR`: the fused kernels on a CUDA GPU.
 
 Runs from a plain copy of the repository with no install and no network (`cd` into the copy
 first): it needs torch, triton, numpy and pandas (matplotlib for the plot), and maps the
 repository's kernels/ folder as `slam_bench.kernels` itself when the project is not installed.
 
-Within --budget-s seconds (default 330, inside the 10 minutes one call on a lent GPU gets),
-in this order:
+Within --budget-s seconds (default 330, so that a machine lent for 10 minutes suffices), in
+this order:
 1. --out must be a writable folder: checked before anything else (exit 2 otherwise);
 2. the Triton kernels must import and compile: one small backend="triton" call; on failure the
    error is printed and the check stops (exit 1): it never measures the torch backend instead;
@@ -37,6 +37,8 @@ DEFAULT_BUDGET_S = 330.0
 # Seconds kept back from the sweep for writing files and the summary.
 RESERVE_S = 20.0
 PROG = "python -m slam_bench.gpu_check"
+DESCRIPTION = ("Check the fused loss kernels on a CUDA GPU: correctness against a float64 "
+               "reference, throughput, and PASS/FAIL for each goal.")
 
 
 def _kernels_from_checkout() -> None:
@@ -82,7 +84,7 @@ def _positive(text: str) -> float:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0].split(": ", 1)[1])
+    parser = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION)
     parser.add_argument("--out", type=Path, required=True,
                         help="folder for the CSVs and the plot (created if missing)")
     parser.add_argument("--dry-run", action="store_true",
