@@ -22,8 +22,9 @@ Numerics (the Triton kernel does the same):
   is a plain product, and y_j = 0 contributes exactly 0.
 
 Speed (CPU, eager ops only). exp is the costliest op, so it runs once per element: the
-shifted exponentials go straight into the gradient buffer, and both the loss and f come from
-them and their row sums. The top-k mask touches k entries per row, so those entries are
+shifted logits are written into the gradient buffer, the loss's linear part sum_j y_j xs_j is
+taken from them as one row dot product, and exp then overwrites them in place; both the loss
+and f come from those exponentials and their row sums. The top-k mask touches k entries per row, so those entries are
 gathered and the other C - k are handled by whole-row ops with no mask. Rows whose threshold
 value is tied with entries past position k (and is > 0: ties at 0 change nothing, y_j = 0
 terms vanish), and k = C, take the dense-mask fallback, which computes the same quantities

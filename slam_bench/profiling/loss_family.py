@@ -183,18 +183,23 @@ def goal_configs() -> List[Config]:
     return out
 
 
+# The rest of the GPU sweep measures these (torch.compile costs ~20 s a graph: goal rows only).
+GPU_SWEEP_PROVIDERS = ("slam_bench", "eager", "torch_ce", "liger")
+
+
 def gpu_configs() -> List[Config]:
     """The rest of the GPU sweep (spec/kernels.md), most informative first: bf16 before fp32,
-    distillation and the one-hot comparison with Liger, then random teachers, forward-only
-    rows and an N sweep at C = 32000."""
+    SLaM, then the one-hot comparison with Liger and soft distillation, random teachers,
+    forward-only rows, and an N sweep at C = 32000."""
     out = []
     for dtype in ("bf16", "fp32"):
         for kernel in ("slam", "distill_onehot", "distill"):
             for teacher in (("peaked",) if kernel == "distill_onehot" else TEACHERS):
                 for c in GPU_C:
-                    out.append(Config(kernel, teacher, dtype, gpu_n(c), c))
+                    out.append(Config(kernel, teacher, dtype, gpu_n(c), c,
+                                      providers=GPU_SWEEP_PROVIDERS))
     for n in (512, 8192, 32768):
-        out.append(Config("slam", "peaked", "bf16", n, 32000))
+        out.append(Config("slam", "peaked", "bf16", n, 32000, providers=GPU_SWEEP_PROVIDERS))
     return out
 
 
