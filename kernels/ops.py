@@ -134,6 +134,8 @@ def _grad_scale(weight: Optional[Tensor], reduction: str, n: int, device) -> Ten
 
 
 def _reduce(rows: Tensor, weight: Optional[Tensor], reduction: str) -> Tensor:
+    # The public reduction (slam_bench.losses._common.reduce_rows); kernels/ imports nothing
+    # from slam_bench, so it is restated here.
     if weight is not None:
         rows = rows * weight.to(torch.float32)
     if reduction == "none":

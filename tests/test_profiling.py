@@ -22,7 +22,6 @@ import pandas as pd
 import pytest
 import torch
 
-import slam_bench.torch_backend as tb
 from slam_bench import chunks, distill_loss, slam_loss
 from slam_bench.cli import profile as cli
 from slam_bench.profiling import families, loss_checks, loss_family, report, sweep, timing
