@@ -11,10 +11,10 @@ Bytes per element moved by each path, bf16 z, y and dz (b_y bytes per teacher en
     path                                     forward      backward            total
     rows on chip (C <= MAX_SINGLE_BLOCK)     6            0 (go = 1) / 4      6 (the floor)
     streamed rows, SLaM, vanilla             10           0 / 4               10
-    streamed rows, k = C or Taylor-CE        14           0 / 4               14
+    streamed rows, k = C or Taylor-CE        12           0 / 4               12
     forward only (evaluation), on chip or
       streamed SLaM / vanilla                4            -                   4
-    forward only, streamed k = C or Taylor   8            -                   8
+    forward only, streamed k = C or Taylor   6            -                   6
   (+) streamed SLaM rows whose top-(k + ties) set overflows the KCAP on-chip slots (k > KCAP,
       or more than KCAP entries tied at the threshold): + (31 - LOW_BIT) b_y + 4 B (one
       counting pass of y per significant bit, then one pass for the mixed terms).
@@ -29,7 +29,9 @@ Bytes per element moved by each path, bf16 z, y and dz (b_y bytes per teacher en
   end of pass 1. The gradient's row sum sum_j r_j = -sum_j y_j + b sum_{j in M} y_j / q_j comes
   from the same slots, so pass 2 reads z and y again and writes dz (for rows up to ~32k classes
   the re-read mostly hits L2: 132 SMs x a 128 KiB row pair fit the H200's 50 MB).
-  With k = C every entry is mixed and with Taylor-CE every term needs f: one more pass.
+  With k = C every entry is mixed and with Taylor-CE every term needs f: pass 1 reads only z
+  (y's loads there are dead code, which Triton removes) and one more pass over z and y
+  computes the terms before the gradient pass.
 - Backward: autograd hands grad_output (a scalar, or (N,) for reduction="none") on the device;
   `_scale_kernel` reads it per row tile and returns at once where it is 1, else scales dz in
   place: no host sync (CUDA-graph safe). The default writes dz into a new buffer (the logits
