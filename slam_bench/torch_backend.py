@@ -40,8 +40,9 @@ from torch import Tensor
 from slam_bench.chunks import for_each_chunk, row_step
 from slam_bench.reference import topk_mask
 
-def _work_dtype(z: Tensor) -> torch.dtype:
-    return torch.float64 if z.dtype == torch.float64 else torch.float32
+def work_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype this backend computes in for inputs of `dtype`: float64 stays, the rest float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def _ties_past_k(top_vals: Tensor, k) -> bool:
@@ -70,10 +71,12 @@ def _mask_plan(yv: Tensor, k, kmax: int):
     return "dense", topk_mask(yv, k), None
 
 
-def _gathered_terms(y_g, logf_g, a, b, valid):
-    """Mixing on the gathered top entries: y_g (n, kk) their teacher values, logf_g (n, kk)
-    their log f, valid (n, kk) bool or None: which are in the row's mask. Returns (sum of
-    y_j log q_j over them (n,), f there (n, kk), r_j = f_j g_j there (n, kk))."""
+def gathered_terms(y_g, logf_g, a, b, valid):
+    """Mixing on gathered entries (here the top k of a row; the K ids of a sparse teacher in
+    slam_bench.topk_backend): y_g (n, kk) their teacher values, logf_g (n, kk) their log f,
+    a, b (n, 1) alpha and s (1 - alpha), valid (n, kk) bool or None: which are in the row's
+    mask. Returns (sum of y_j log q_j over them (n,), f there (n, kk), r_j = f_j g_j there
+    (n, kk), exactly -y_j outside the mask)."""
     f_g = logf_g.exp()
     mixed = b > 0  # (n, 1): alpha = 1 rows have q = alpha f everywhere
     if valid is not None:
@@ -124,7 +127,7 @@ def _chunk(z, y, a, k, s, kmax, inv_t, mixing, grad_out_buf, scale):
     if mixing:
         # The gathered top entries: replace their y (log alpha + log f) by y log q.
         logf_g = xs_g - lse[:, None]
-        logq_g, f_g, r_g = _gathered_terms(y_g, logf_g, a, b, valid)
+        logq_g, f_g, r_g = gathered_terms(y_g, logf_g, a, b, valid)
         y_rest_sum = sy - y_g.sum(dim=1)
         rows = -(ylogf - (y_g * logf_g).sum(dim=1) + torch.log(a).squeeze(1) * y_rest_sum
                  + logq_g)
@@ -169,7 +172,7 @@ class _SLaMFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z, y, alpha, k, s, weight, temperature, reduction, mixing):
         n, c = z.shape
-        wd = _work_dtype(z)
+        wd = work_dtype(z.dtype)
         want_grad = ctx.needs_input_grad[0]
         rows = torch.empty(n, dtype=wd, device=z.device)
         grad = torch.empty((n, c), dtype=wd, device=z.device) if want_grad else None
@@ -201,14 +204,19 @@ class _SLaMFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         (grad,) = ctx.saved_tensors
-        g = grad_out.to(grad.dtype)
-        # On CPU this check is free; `loss.backward()` passes exactly 1, and returning the
-        # saved buffer unscaled lets autograd adopt it as .grad with no N x C pass.
-        if grad.device.type == "cpu" and bool((g == 1).all()):
-            dz = grad
-        else:
-            dz = grad * (g[:, None] if ctx.reduction == "none" else g)
+        dz = apply_grad_output(grad, grad_out, ctx.reduction)
         return dz.to(ctx.z_dtype), None, None, None, None, None, None, None, None
+
+
+def apply_grad_output(grad: Tensor, grad_out: Tensor, reduction: str) -> Tensor:
+    """dL/dz from a gradient computed in the forward for grad_output = 1: grad (N, C), scaled
+    by grad_out (0-dim, or (N,) for reduction="none"). On CPU the check for 1 is free, and
+    `loss.backward()` passes exactly 1: returning the saved buffer unscaled lets autograd
+    adopt it as .grad with no N x C pass. On a GPU it multiplies (no host sync)."""
+    g = grad_out.to(grad.dtype)
+    if grad.device.type == "cpu" and bool((g == 1).all()):
+        return grad
+    return grad * (g[:, None] if reduction == "none" else g)
 
 
 def slam_loss_torch(z: Tensor, y: Tensor, alpha: Union[float, Tensor], k: Union[int, Tensor], *,
@@ -216,7 +224,7 @@ def slam_loss_torch(z: Tensor, y: Tensor, alpha: Union[float, Tensor], k: Union[
                     reduction: str, mixing: bool = True) -> Tensor:
     """Checked inputs (see slam_bench.functional). z, y (N, C); returns float32/float64."""
     n = z.shape[0]
-    wd = _work_dtype(z)
+    wd = work_dtype(z.dtype)
     a = torch.as_tensor(alpha, dtype=wd, device=z.device).expand(n).contiguous()
     if normalize:
         s = 1.0 / (torch.as_tensor(k, dtype=wd, device=z.device).expand(n) - 1.0)
