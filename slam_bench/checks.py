@@ -80,6 +80,26 @@ def value_stats(probs: Tensor, logits: Optional[Tensor] = None) -> List[float]:
             parts[:, 3].max().item()]
 
 
+def check_finite(name: str, t: Tensor) -> None:
+    """Value check: every entry of t (1-D or 2-D) finite, from one pass of min/max over row
+    chunks, with no temporary of t's size (NaN propagates through both; an inf is an
+    extreme). On CPU the chunks run on the workers of slam_bench.chunks."""
+    if not t.numel():
+        return
+    rows = t if t.dim() == 2 else t.reshape(1, -1)
+    n, c = rows.shape
+    step = row_step(n, c, t.device)
+    starts = range(0, n, step)
+    parts = torch.zeros((len(starts), 2), dtype=torch.float64, device=t.device)
+
+    def run(i):
+        parts[i // step] = torch.stack(torch.aminmax(rows[i:i + step])).to(torch.float64)
+
+    for_each_chunk(run, starts, t.device)
+    if not bool(parts.isfinite().all()):
+        raise ValueError(f"{name} must be finite (found NaN or inf)")
+
+
 def raise_simplex_errors(name: str, stats: List[float], tol: float, hint: str = "") -> None:
     """The simplex checks on `value_stats` numbers: finite, non-negative, rows sum to 1."""
     mn, dev = stats[0], stats[1]

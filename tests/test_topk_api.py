@@ -130,6 +130,21 @@ def test_bad_logits_name_the_argument():
         _call_topk(t["z"][:2], t["ids"], t["probs"])
 
 
+def test_value_checks_have_no_n_by_v_temporaries():
+    """The logits' finiteness check is a chunked min/max pass (slam_bench.checks.check_finite):
+    well under one N x V byte of extra memory, and it still sees an inf in the last entry."""
+    from slam_bench import checks_topk
+    from slam_bench.profiling import timing
+
+    n, v = 2048, 500
+    z = torch.randn(n, v)
+    peak = timing.peak_extra_bytes_cpu(lambda: checks_topk.check_logits(z, True))
+    assert peak < n * v // 100, f"the value check allocated {peak} bytes"
+    z[-1, -1] = float("inf")
+    with pytest.raises(ValueError, match="student_logits must be finite"):
+        checks_topk.check_logits(z, True)
+
+
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs Triton")
 def test_triton_backend_rejects_float64():
     t = _inputs()
