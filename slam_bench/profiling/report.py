@@ -120,13 +120,14 @@ def write_frame(df: pd.DataFrame, path: Path, float_format: str = "%.6g") -> Pat
 
 
 _COLORS = {"slam_bench": "tab:red", "slam_bench_checked": "tab:pink", "eager": "tab:blue",
-           "compile": "tab:green", "torch_ce": "tab:orange", "liger": "tab:purple"}
+           "compile": "tab:green", "torch_ce": "tab:orange", "liger": "tab:purple",
+           "dense": "tab:brown", "unfused": "tab:olive"}
 
 
 def plot(df: pd.DataFrame, path: Path, mode: str = "full") -> Path:
     """GB/s at the floor's bytes against C per provider ("peaked" teacher if present; the
     largest N measured at each C), one panel per (kernel, dtype), with the measured copy
-    bandwidth as the ceiling."""
+    bandwidth as the ceiling; TFLOP/s instead for compute-bound kernels (rows with FLOPs)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -142,16 +143,19 @@ def plot(df: pd.DataFrame, path: Path, mode: str = "full") -> Path:
     for ax, (kernel, dtype) in zip(axes.flat, panels):
         sub = ok[(ok["kernel"] == kernel) & (ok["dtype"] == dtype)]
         sub = sub.sort_values("N").drop_duplicates(["provider", "C"], keep="last")
+        compute = "tflops" in sub and bool(sub["tflops"].notna().any())
         for prov, g in sub.groupby("provider"):
             g = g.sort_values("C")
-            ax.plot(g["C"], g["gbps_floor"], marker="o", label=prov, color=_COLORS.get(prov))
-        if math.isfinite(bw):
+            ax.plot(g["C"], g["tflops" if compute else "gbps_floor"], marker="o", label=prov,
+                    color=_COLORS.get(prov))
+        if math.isfinite(bw) and not compute:
             ax.axhline(bw, color="k", linestyle="--", linewidth=1,
                        label=f"measured copy bandwidth {bw:.0f} GB/s")
         ax.set_xscale("log")
         ax.set_yscale("log")  # providers differ by orders of magnitude
         ax.set_xlabel("C (classes)")
-        ax.set_ylabel("GB/s (floor bytes / median time)")
+        ax.set_ylabel("TFLOP/s (model FLOPs / median time)" if compute
+                      else "GB/s (floor bytes / median time)")
         ax.set_title(f"{kernel} {dtype} {mode}")
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(panels):]:
