@@ -125,21 +125,42 @@ def test_gpu_check_stops_when_the_kernels_cannot_run(tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_sweep_never_falls_back_to_the_torch_backend(monkeypatch):
+@needs_interpreter
+def test_gpu_check_stops_when_any_familys_kernels_fail(tmp_path, capsys, monkeypatch):
+    """Every registered family's smoke call runs before any measurement (here the loss
+    family's passes under the interpreter and the top-K one fails)."""
+    import dataclasses
+
+    from slam_bench import gpu_check
+
+    broken = mock.MagicMock(side_effect=RuntimeError("topk kernel does not compile"))
+    monkeypatch.setitem(families.FAMILIES, "topk",
+                        dataclasses.replace(families.FAMILIES["topk"], smoke=broken))
+    with mock.patch.object(gpu_check, "_run") as run:
+        assert gpu_check.main(["--dry-run", "--out", str(tmp_path)]) == 1
+    assert broken.called and not run.called
+    assert "topk kernel does not compile" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kernel, other", [("slam", "eager"), ("topk", None),
+                                           ("fused_linear", None)])
+def test_sweep_never_falls_back_to_the_torch_backend(monkeypatch, kernel, other):
     """Asked for backend="triton" where the kernels cannot run, this library's rows fail
     with the reason; no row measures the torch backend under the kernel's name."""
     import slam_bench.functional as functional
 
     monkeypatch.setattr(functional, "_triton_usable", lambda device: False)
-    cfg = families.Config("slam", "peaked", "fp32", 8, 10, ("full",),
-                          ("slam_bench", "slam_bench_checked", "eager"))
+    ours = ("slam_bench", "slam_bench_checked")
+    cfg = families.Config(kernel, "peaked", "fp32", 8, 10, ("full",),
+                          ours + ((other,) if other else ()))
     rows = sweep.run_sweep([cfg], torch.device("cpu"), float("nan"), name="t", backend="triton",
                            warmup=0, reps=1, log=lambda _: None)
     by = {r["provider"]: r for r in rows}
-    for prov in ("slam_bench", "slam_bench_checked"):
+    for prov in ours:
         assert by[prov]["status"] == "skipped"
         assert "backend='triton' needs CUDA" in by[prov]["note"]
-    assert by["eager"]["status"] == "ok"
+    if other:
+        assert by[other]["status"] == "ok"
 
 
 def _profile_args(tmp_path, *extra):
