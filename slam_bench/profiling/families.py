@@ -16,6 +16,7 @@ A *family* owns some values of the CSV's "kernel" column (e.g. the SLaM loss fam
 """
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple, Union
 
@@ -123,6 +124,15 @@ class KernelFamily:
     correctness: Callable[[torch.device, bool, Log], List[dict]] = lambda d, dry, log: []
     gpu_goals: Callable[[Any], List[dict]] = lambda df: []
     cpu_targets: Callable[[Any], List[dict]] = lambda df: []
+
+
+def require_liger(device: torch.device) -> None:
+    """Raise Unavailable unless Liger-Kernel can run a provider here: a CUDA device and the
+    package installed (the peer providers of every family)."""
+    if device.type != "cuda":
+        raise Unavailable("Liger-Kernel needs a CUDA GPU")
+    if importlib.util.find_spec("liger_kernel") is None:
+        raise Unavailable("liger-kernel is not installed")
 
 
 FAMILIES: Dict[str, KernelFamily] = {}

@@ -22,7 +22,6 @@ N = 1024, V = 8192 in the quick sweep): its peak-memory rows are the family's CP
 """
 from __future__ import annotations
 
-import importlib.util
 from typing import List, Optional
 
 import torch
@@ -30,9 +29,10 @@ from torch.nn import functional as F
 
 from slam_bench import fused_linear_slam_loss, slam_loss, slam_loss_topk
 from slam_bench.fused_linear import default_chunk_size
+from slam_bench.checks import check_choice
 from slam_bench.profiling.accuracy import finite_or_raise
 from slam_bench.profiling.families import (DTYPE_BYTES, DTYPES, Config, Grid, KernelFamily,
-                                           Problem, Unavailable, register_family)
+                                           Problem, register_family, require_liger)
 from slam_bench.profiling.fused_linear_memory import MEMORY_SIZES
 from slam_bench.profiling.topk_problems import (K_TEACHER, TEACHER_KINDS, add_dense_teacher,
                                                 teacher_bytes, teacher_data, teacher_params)
@@ -75,10 +75,8 @@ def make_problem(kernel: str, n: int, c: int, dtype: str, device, teacher: str, 
                  chunk_size: Optional[int] = None) -> Problem:
     """hidden (N, H), lm_weight (V=c, H) in `dtype` (logits of about unit scale); the teacher
     of topk_problems.teacher_data; chunk_size None: the function's default."""
-    if kernel not in KERNELS:
-        raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
-    if teacher not in TEACHER_KINDS:
-        raise ValueError(f"teacher must be one of {TEACHER_KINDS}, got {teacher!r}")
+    check_choice("kernel", kernel, KERNELS)
+    check_choice("teacher", teacher, TEACHER_KINDS)
     device = torch.device(device)
     gen = torch.Generator(device=device).manual_seed(seed)
     tdtype = DTYPES[dtype]
@@ -93,8 +91,6 @@ def make_problem(kernel: str, n: int, c: int, dtype: str, device, teacher: str, 
 
 
 def _liger():
-    if importlib.util.find_spec("liger_kernel") is None:
-        raise Unavailable("liger-kernel is not installed")
     from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
     flce = LigerFusedLinearCrossEntropyLoss(reduction="mean")
     return lambda p: flce(p.data["lm_weight"], p.data["hidden"], p.data["labels"])
@@ -120,8 +116,7 @@ def loss_fn(provider: str, problem: Problem):
                                    p.data["alpha"], p.data["k"], check_values=False,
                                    backend=p.backend)
     if provider == "liger":
-        if problem.data["hidden"].device.type != "cuda":
-            raise Unavailable("Liger-Kernel needs a CUDA GPU")
+        require_liger(problem.data["hidden"].device)
         return _liger()
     raise ValueError(f"provider must be one of {PROVIDERS}, got {provider!r}")
 

@@ -23,7 +23,6 @@ for one-hot rows), alpha for SLaM, and dL/dz once in "full" mode (spec/kernels.m
 """
 from __future__ import annotations
 
-import importlib.util
 import math
 from typing import List
 
@@ -32,8 +31,9 @@ import torch.nn.functional as F
 
 from slam_bench import distill_loss, slam_loss
 from slam_bench.profiling.accuracy import finite_or_raise
+from slam_bench.checks import check_choice
 from slam_bench.profiling.families import (DTYPE_BYTES, DTYPES, Config, Grid, KernelFamily,
-                                           Problem, Unavailable, register_family)
+                                           Problem, Unavailable, register_family, require_liger)
 from slam_bench.reference import distill_loss_reference, slam_loss_reference
 
 KERNELS = ("slam", "distill", "distill_onehot")
@@ -66,10 +66,8 @@ def make_problem(kernel: str, n: int, c: int, dtype: str, device, teacher: str, 
                  backend: str = "auto") -> Problem:
     """z (N, C) logits and y (N, C) teacher rows in `dtype` ("bf16", "fp16", "fp32"); alpha (N,)
     float32; k; labels (N,) int64 (the teacher's argmax)."""
-    if kernel not in KERNELS:
-        raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
-    if teacher not in TEACHERS:
-        raise ValueError(f"teacher must be one of {TEACHERS}, got {teacher!r}")
+    check_choice("kernel", kernel, KERNELS)
+    check_choice("teacher", teacher, TEACHERS)
     device = torch.device(device)
     tdtype = DTYPES[dtype]
     # Drawn on the device itself: GPU sweeps reach 10^8 elements, slow to draw on a CPU.
@@ -105,8 +103,6 @@ def _compiled(fn):
 
 
 def _liger(kernel: str):
-    if importlib.util.find_spec("liger_kernel") is None:
-        raise Unavailable("liger-kernel is not installed")
     from liger_kernel.transformers import LigerCrossEntropyLoss, LigerKLDIVLoss
     if kernel == "distill_onehot":
         ce = LigerCrossEntropyLoss(reduction="mean")
@@ -142,8 +138,7 @@ def loss_fn(provider: str, problem: Problem):
             return lambda p: F.cross_entropy(p.data["z"], p.data["labels"])
         raise Unavailable("PyTorch has no SLaM loss")
     if provider == "liger":
-        if problem.data["z"].device.type != "cuda":
-            raise Unavailable("Liger-Kernel needs a CUDA GPU")
+        require_liger(problem.data["z"].device)
         return _liger(kernel)
     raise ValueError(f"provider must be one of {PROVIDERS}, got {provider!r}")
 

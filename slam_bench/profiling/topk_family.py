@@ -19,15 +19,15 @@ Liger reads less but does less work.
 """
 from __future__ import annotations
 
-import importlib.util
 from typing import List
 
 import torch
 
 from slam_bench import slam_loss, slam_loss_topk
+from slam_bench.checks import check_choice
 from slam_bench.profiling.accuracy import finite_or_raise
 from slam_bench.profiling.families import (DTYPE_BYTES, DTYPES, Config, Grid, KernelFamily,
-                                           Problem, Unavailable, register_family)
+                                           Problem, register_family, require_liger)
 from slam_bench.profiling.topk_problems import (K_TEACHER, TEACHER_KINDS, add_dense_teacher,
                                                 teacher_bytes, teacher_data, teacher_params)
 
@@ -52,10 +52,8 @@ GPU_SWEEP_PROVIDERS = ("slam_bench", "dense", "liger")
 def make_problem(kernel: str, n: int, c: int, dtype: str, device, teacher: str, seed: int = 0,
                  backend: str = "auto", k_ids: int = K_TEACHER) -> Problem:
     """z (N, V=c) in `dtype`; ids (N, K), probs (N, K), alpha (N,), k, labels (N,)."""
-    if kernel not in KERNELS:
-        raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
-    if teacher not in TEACHER_KINDS:
-        raise ValueError(f"teacher must be one of {TEACHER_KINDS}, got {teacher!r}")
+    check_choice("kernel", kernel, KERNELS)
+    check_choice("teacher", teacher, TEACHER_KINDS)
     device = torch.device(device)
     gen = torch.Generator(device=device).manual_seed(seed)
     data = teacher_data(n, c, DTYPES[dtype], gen, device, k_ids=k_ids, kind=teacher)
@@ -65,8 +63,6 @@ def make_problem(kernel: str, n: int, c: int, dtype: str, device, teacher: str, 
 
 
 def _liger():
-    if importlib.util.find_spec("liger_kernel") is None:
-        raise Unavailable("liger-kernel is not installed")
     from liger_kernel.transformers import LigerCrossEntropyLoss
     ce = LigerCrossEntropyLoss(reduction="mean")
     return lambda p: ce(p.data["z"], p.data["labels"])
@@ -84,8 +80,7 @@ def loss_fn(provider: str, problem: Problem):
         return lambda p: slam_loss(p.data["z"], p.data["y"], p.data["alpha"], p.data["k"],
                                    check_values=False, backend=p.backend)
     if provider == "liger":
-        if problem.data["z"].device.type != "cuda":
-            raise Unavailable("Liger-Kernel needs a CUDA GPU")
+        require_liger(problem.data["z"].device)
         return _liger()
     raise ValueError(f"provider must be one of {PROVIDERS}, got {provider!r}")
 
