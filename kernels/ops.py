@@ -1,22 +1,17 @@
-"""`slam_loss_triton`: the Triton kernels as `torch.library` custom ops with autograd.
+"""`slam_loss_triton`: the Triton kernels as `torch.library` custom ops, and their autograd.
 
-Ops: `slam_bench::slam_fwd` (per-row loss and saved statistics), `slam_bench::slam_bwd`
-(dL/dz) and `slam_bench::topk_threshold` (the mask threshold pre-step), each with a fake
-implementation, and an autograd formula linking the first two, so that torch.compile traces a
-model using the loss without graph breaks (the ops are opaque nodes in its graph).
+Ops (each with a fake implementation, so torch.compile traces them as opaque nodes):
+- `slam_bench::slam_rows`: per-row losses only (forward-only calls, e.g. evaluation).
+- `slam_bench::slam_rows_grad`: per-row losses and dL/dz (new buffer), from one kernel.
+- `slam_bench::slam_rows_grad_into_logits`: the same, dL/dz written into the logits' storage.
+- `slam_bench::scale_grad_` (in place, skipped on the device where grad_output == 1) and
+  `slam_bench::scale_grad` (functional, used while torch.compile traces the backward).
 
-Everything outside the ops is plain, sync-free torch on (N,) vectors: broadcasting scalar
-parameters (stride-0 views, no N-sized copies), the top-k threshold pre-step, the weights and
-the reduction. The weights and the reduction therefore reach the backward kernel through the
-per-row upstream gradient that autograd computes, which the kernel reads on device.
-
-Top-k threshold (the k-th largest teacher value of each row, ties included by `y >= thresh`;
-exact, since y's dtype upcasts exactly to fp32), a small sync-free pre-step:
-- scalar k = 1 or k = C: a row max / min.
-- scalar k <= TOPK_MAX_K: `torch.topk(y, k).values.amin(1)` (N x k temporaries).
-- larger scalar k, and a per-row k tensor: the bisection kernel of kernels/threshold.py, its own
-  custom op, allocating only the (N,) result. (`torch.topk` with a per-row k would need max(k)
-  on the host, a sync; `torch.sort` + gather would allocate N x C values and int64 indices.)
+`_SLaMFunction` links them: its forward computes the gradient with the weights, the
+reduction's 1/N and 1/T already folded in, and its backward only applies grad_output. That
+works because the gradient is computed for the reduced loss (the output of this function),
+whose upstream gradient is 1 in the common `loss.backward()`. Everything outside the kernels
+is sync-free torch on (N,) vectors: scalar parameters are stride-0 views, never N-sized copies.
 """
 from __future__ import annotations
 
@@ -25,92 +20,149 @@ from typing import Optional, Tuple, Union
 import torch
 from torch import Tensor
 
-from .slam_triton import slam_backward, slam_forward
-from .threshold import topk_threshold_bisect
+from .slam_triton import scale_launch, slam_launch
 
 KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
-# Scalar k up to this uses torch.topk, whose N x k temporaries stay small; larger k uses the
-# bisection kernel, whose cost (31 counting passes) does not depend on k.
-TOPK_MAX_K = 64
 
 
-@torch.library.custom_op("slam_bench::topk_threshold", mutates_args=())
-def topk_threshold_op(y: Tensor, k: Tensor) -> Tensor:
-    """(N,) fp32 k-th largest value per row; see threshold.topk_threshold_bisect."""
-    return topk_threshold_bisect(y, k)
+@torch.library.custom_op("slam_bench::slam_rows", mutates_args=())
+def slam_rows(z: Tensor, y: Tensor, alpha: Tensor, s: Tensor, k: Tensor, inv_t: float,
+              mixing: bool, taylor_order: int, k_hint: int) -> Tensor:
+    """(N,) fp32 per-row losses, no gradient; see slam_triton.slam_launch."""
+    return slam_launch(z, y, alpha, s, k, alpha, inv_t, mixing, taylor_order, k_hint, None)
 
 
-@topk_threshold_op.register_fake
-def _topk_threshold_fake(y, k):
-    return y.new_empty(y.shape[0], dtype=torch.float32)
+@slam_rows.register_fake
+def _slam_rows_fake(z, y, alpha, s, k, inv_t, mixing, taylor_order, k_hint):
+    return z.new_empty(z.shape[0], dtype=torch.float32)
 
 
-@torch.library.custom_op("slam_bench::slam_fwd", mutates_args=())
-def slam_fwd(z: Tensor, y: Tensor, alpha: Tensor, s: Tensor, thresh: Tensor, inv_t: float,
-             mixing: bool, taylor_order: int) -> Tuple[Tensor, Tensor]:
-    """Per-row loss (N,) and statistics (3, N), fp32; see slam_triton.slam_forward."""
-    return slam_forward(z, y, alpha, s, thresh, inv_t, mixing, taylor_order)
+@torch.library.custom_op("slam_bench::slam_rows_grad", mutates_args=())
+def slam_rows_grad(z: Tensor, y: Tensor, alpha: Tensor, s: Tensor, k: Tensor, gscale: Tensor,
+                   inv_t: float, mixing: bool, taylor_order: int,
+                   k_hint: int) -> Tuple[Tensor, Tensor]:
+    """(N,) fp32 per-row losses and dL/dz (N, C) in z's dtype, row i scaled by gscale[i] / T."""
+    dz = torch.empty(z.shape, dtype=z.dtype, device=z.device)
+    rows = slam_launch(z, y, alpha, s, k, gscale, inv_t, mixing, taylor_order, k_hint, dz)
+    return rows, dz
 
 
-@slam_fwd.register_fake
-def _slam_fwd_fake(z, y, alpha, s, thresh, inv_t, mixing, taylor_order):
-    n = z.shape[0]
-    return z.new_empty(n, dtype=torch.float32), z.new_empty((3, n), dtype=torch.float32)
+@slam_rows_grad.register_fake
+def _slam_rows_grad_fake(z, y, alpha, s, k, gscale, inv_t, mixing, taylor_order, k_hint):
+    return z.new_empty(z.shape[0], dtype=torch.float32), z.new_empty(z.shape)
 
 
-@torch.library.custom_op("slam_bench::slam_bwd", mutates_args=())
-def slam_bwd(grad_rows: Tensor, z: Tensor, y: Tensor, alpha: Tensor, s: Tensor, thresh: Tensor,
-             stats: Tensor, inv_t: float, mixing: bool, taylor_order: int) -> Tensor:
-    """dL/dz (N, C) contiguous in z's dtype; see slam_triton.slam_backward."""
-    return slam_backward(grad_rows, z, y, alpha, s, thresh, stats, inv_t, mixing, taylor_order)
+@torch.library.custom_op("slam_bench::slam_rows_grad_into_logits", mutates_args=("z",))
+def slam_rows_grad_into_logits(z: Tensor, y: Tensor, alpha: Tensor, s: Tensor, k: Tensor,
+                               gscale: Tensor, inv_t: float, mixing: bool, taylor_order: int,
+                               k_hint: int) -> Tensor:
+    """As slam_rows_grad, with dL/dz written over z (each row is read before it is written)."""
+    return slam_launch(z, y, alpha, s, k, gscale, inv_t, mixing, taylor_order, k_hint, z)
 
 
-@slam_bwd.register_fake
-def _slam_bwd_fake(grad_rows, z, y, alpha, s, thresh, stats, inv_t, mixing, taylor_order):
-    return z.new_empty(z.shape, dtype=z.dtype)
+@slam_rows_grad_into_logits.register_fake
+def _slam_rows_grad_into_logits_fake(z, y, alpha, s, k, gscale, inv_t, mixing, taylor_order,
+                                     k_hint):
+    return z.new_empty(z.shape[0], dtype=torch.float32)
 
 
-def _setup_context(ctx, inputs, output):
-    z, y, alpha, s, thresh, inv_t, mixing, taylor_order = inputs
-    _, stats = output
-    ctx.save_for_backward(z, y, alpha, s, thresh, stats)
-    ctx.inv_t, ctx.mixing, ctx.taylor_order = inv_t, mixing, taylor_order
-    ctx.mark_non_differentiable(stats)
+@torch.library.custom_op("slam_bench::scale_grad_", mutates_args=("dz",))
+def scale_grad_(dz: Tensor, go: Tensor) -> None:
+    """dz *= go (a 0-dim or (N,) tensor) in place; row tiles where go == 1 are not touched."""
+    scale_launch(dz, go)
 
 
-def _backward(ctx, grad_rows, _grad_stats):
-    z, y, alpha, s, thresh, stats = ctx.saved_tensors
-    dz = None
-    if ctx.needs_input_grad[0] and grad_rows is not None:
-        dz = slam_bwd(grad_rows, z, y, alpha, s, thresh, stats, ctx.inv_t, ctx.mixing,
-                      ctx.taylor_order)
-    return dz, None, None, None, None, None, None, None
+@scale_grad_.register_fake
+def _scale_grad__fake(dz, go):
+    return None
 
 
-slam_fwd.register_autograd(_backward, setup_context=_setup_context)
+@torch.library.custom_op("slam_bench::scale_grad", mutates_args=())
+def scale_grad(dz: Tensor, go: Tensor) -> Tensor:
+    """dz * go as a new tensor (0-dim or (N,) go)."""
+    out = torch.empty_like(dz, memory_format=torch.contiguous_format)
+    scale_launch(dz, go, out)
+    return out
 
 
-def _row_vector(x: Union[float, int, Tensor], n: int, device) -> Tensor:
-    """(N,) fp32: a tensor converted, a scalar as a stride-0 view of one filled element."""
+@scale_grad.register_fake
+def _scale_grad_fake(dz, go):
+    return torch.empty_like(dz, memory_format=torch.contiguous_format)
+
+
+class _SLaMFunction(torch.autograd.Function):
+    """Forward: the loss and its gradient in one kernel. Backward: grad_output applied to the
+    saved gradient, in place (eager; autograd then adopts the buffer as .grad without a copy)
+    or into a new buffer (while torch.compile traces: a compiled graph may be replayed)."""
+
+    @staticmethod
+    def forward(ctx, z, y, alpha, s, k, weight, inv_t, mixing, taylor_order, k_hint, reduction,
+                into_logits):
+        gscale = _grad_scale(weight, reduction, z.shape[0], z.device)
+        args = (y, alpha, s, k, gscale, inv_t, mixing, taylor_order, k_hint)
+        if into_logits:
+            rows = slam_rows_grad_into_logits(z, *args)
+            dz = z
+        else:
+            rows, dz = slam_rows_grad(z, *args)
+        ctx.save_for_backward(dz)
+        return _reduce(rows, weight, reduction)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        try:
+            (dz,) = ctx.saved_tensors
+        except RuntimeError as e:  # autograd's version check on the saved gradient
+            raise RuntimeError(
+                "the fused (backend='triton') SLaM loss computes its gradient in the forward "
+                "and scales it in place in the first backward: a second backward through the "
+                "same loss (retain_graph=True) is not supported, nor, with "
+                "overwrite_logits=True, changing the logits before the backward; recompute "
+                "the loss, or use backend='torch'") from e
+        if torch.compiler.is_compiling():
+            return (scale_grad(dz, grad_out),) + (None,) * 11
+        scale_grad_(dz, grad_out)  # bumps dz's version: a second backward is refused above
+        return (dz,) + (None,) * 11
+
+
+def _grad_scale(weight: Optional[Tensor], reduction: str, n: int, device) -> Tensor:
+    """(N,) fp32: the factor the reduction puts on each row's gradient (weight, 1/N)."""
+    inv_n = 1.0 / n if (reduction == "mean" and n) else 1.0
+    if weight is None:
+        return torch.full((1,), inv_n, dtype=torch.float32, device=device).expand(n)
+    return weight.to(torch.float32) * inv_n
+
+
+def _reduce(rows: Tensor, weight: Optional[Tensor], reduction: str) -> Tensor:
+    # The public reduction (slam_bench.losses._common.reduce_rows); kernels/ imports nothing
+    # from slam_bench, so it is restated here.
+    if weight is not None:
+        rows = rows * weight.to(torch.float32)
+    if reduction == "none":
+        return rows
+    total = rows.sum()
+    return total / max(rows.shape[0], 1) if reduction == "mean" else total
+
+
+def _distinct(first: Tensor, *rest: Optional[Tensor]):
+    """`rest`, with any tensor already seen (e.g. weight passed as alpha too) replaced by a view
+    of itself: torch.compile cannot trace one tensor given to two inputs of a Function."""
+    seen = {id(first)}
+    out = []
+    for t in rest:
+        if t is not None and id(t) in seen:
+            t = t.view_as(t)
+        if t is not None:
+            seen.add(id(t))
+        out.append(t)
+    return out
+
+
+def _row_vector(x: Union[float, int, Tensor], n: int, device, dtype=torch.float32) -> Tensor:
+    """(N,): a tensor converted, a scalar as a stride-0 view of one filled element."""
     if isinstance(x, Tensor):
-        return x.to(dtype=torch.float32)
-    return torch.full((1,), float(x), dtype=torch.float32, device=device).expand(n)
-
-
-def topk_threshold(y: Tensor, k: Union[int, Tensor]) -> Tensor:
-    """(N,) fp32: the k-th largest value of each row of y (N, C), non-negative
-    fp16/bf16/fp32; k an int or (N,) integer tensor in [1, C] (unchecked here)."""
-    n, c = y.shape
-    if isinstance(k, Tensor):
-        return topk_threshold_op(_unit_column_stride(y), k.to(device=y.device, dtype=torch.int32))
-    if k == 1:
-        return y.amax(dim=1).float()
-    if k == c:
-        return y.amin(dim=1).float()
-    if k <= TOPK_MAX_K:
-        return torch.topk(y, k, dim=1, sorted=False).values.amin(dim=1).float()
-    k_rows = torch.full((1,), k, dtype=torch.int32, device=y.device).expand(n)
-    return topk_threshold_op(_unit_column_stride(y), k_rows)
+        return x.to(device=device, dtype=dtype)
+    return torch.full((1,), x, dtype=dtype, device=device).expand(n)
 
 
 def _unit_column_stride(t: Tensor) -> Tensor:
@@ -119,9 +171,19 @@ def _unit_column_stride(t: Tensor) -> Tensor:
     return t if t.stride(1) == 1 else t.contiguous()
 
 
+def _loss(z: Tensor, y: Tensor, alpha, s, k, weight, inv_t: float, mixing: bool,
+          taylor_order: int, k_hint: int, reduction: str, overwrite_logits: bool) -> Tensor:
+    if torch.is_grad_enabled() and z.requires_grad:
+        y, alpha, s, k, weight = _distinct(z, y, alpha, s, k, weight)
+        return _SLaMFunction.apply(z, y, alpha, s, k, weight, inv_t, mixing, taylor_order,
+                                   k_hint, reduction, overwrite_logits)
+    rows = slam_rows(z, y, alpha, s, k, inv_t, mixing, taylor_order, k_hint)
+    return _reduce(rows, weight, reduction)
+
+
 def slam_loss_triton(z: Tensor, y: Tensor, alpha: Union[float, Tensor], k: Union[int, Tensor], *,
                      normalize: bool, temperature: float, weight: Optional[Tensor],
-                     reduction: str, mixing: bool = True) -> Tensor:
+                     reduction: str, mixing: bool = True, overwrite_logits: bool = False) -> Tensor:
     """SLaM (mixing=True) or vanilla distillation (mixing=False: alpha = 1, k ignored) loss.
 
     Inputs are validated by slam_bench.functional. z: (N, C) float16/bfloat16/float32 logits
@@ -129,27 +191,29 @@ def slam_loss_triton(z: Tensor, y: Tensor, alpha: Union[float, Tensor], k: Union
     result promised by the torch backend; use backend="torch"). y: (N, C) teacher probabilities,
     float16/bfloat16/float32 (float64 is cast to float32, as the torch backend does). alpha a
     float or (N,) float tensor; k an int or (N,) integer tensor; weight None or (N,).
-    Returns float32: (N,) for reduction="none", else a scalar ("mean" = weighted sum / N, and
-    0.0 when N = 0). Gradients flow to z only.
+    overwrite_logits: write dL/dz into z's storage (z must have unit column stride; its values
+    are gone after the forward). Returns float32: (N,) for reduction="none", else a scalar
+    ("mean" = weighted sum / N, and 0.0 when N = 0). Gradients flow to z only.
     """
-    z, y = _prepare(z, y)
+    z, y = _prepare(z, y, overwrite_logits)
     n = z.shape[0]
-    # A scalar alpha of 1 is vanilla distillation exactly (b = 0 everywhere): skip the top-k.
+    # A scalar alpha of 1 is vanilla distillation exactly (b = 0 everywhere): no top-k.
     if mixing and not isinstance(alpha, Tensor) and float(alpha) == 1.0:
         mixing = False
-    if mixing:
-        a = _row_vector(alpha, n, z.device)
-        if not normalize:
-            s = _row_vector(1.0, n, z.device)
-        elif isinstance(k, Tensor):
-            s = 1.0 / (k.to(device=z.device, dtype=torch.float32) - 1.0)
-        else:
-            s = _row_vector(1.0 / (k - 1), n, z.device)
-        thresh = topk_threshold(y, k)
+    one = _row_vector(1.0, n, z.device)
+    if not mixing:
+        return _loss(z, y, one, one, _row_vector(1, n, z.device, torch.int32), weight,
+                     1.0 / float(temperature), False, 0, 1, reduction, overwrite_logits)
+    a = _row_vector(alpha, n, z.device)
+    if not normalize:
+        s = one
+    elif isinstance(k, Tensor):
+        s = 1.0 / (k.to(device=z.device, dtype=torch.float32) - 1.0)
     else:
-        a = s = thresh = _row_vector(1.0, n, z.device)  # unread by the MIXING=False kernels
-    rows, _ = slam_fwd(z, y, a, s, thresh, 1.0 / float(temperature), bool(mixing), 0)
-    return _reduce(rows, weight, reduction)
+        s = _row_vector(1.0 / (k - 1), n, z.device)
+    k_hint = 0 if isinstance(k, Tensor) else int(k)
+    return _loss(z, y, a, s, _row_vector(k, n, z.device, torch.int32), weight,
+                 1.0 / float(temperature), True, 0, k_hint, reduction, overwrite_logits)
 
 
 # Taylor-CE's series is unrolled at compile time; orders past this gain nothing (the terms
@@ -160,7 +224,7 @@ MAX_TAYLOR_ORDER = 16
 def taylor_ce_triton(z: Tensor, y: Tensor, order: int = 2, *, temperature: float = 1.0,
                      weight: Optional[Tensor] = None, reduction: str = "mean") -> Tensor:
     """Taylor-CE (Feng et al., IJCAI 2020): sum_j y_j sum_{n=1..order} (1 - f_j)^n / n with
-    f = softmax(z / T), from the same kernels (TAYLOR = order). z, y, weight, reduction and
+    f = softmax(z / T), from the same kernel (TAYLOR = order). z, y, weight, reduction and
     the result as in `slam_loss_triton`; callers validate y's values (slam_bench.checks)."""
     if isinstance(order, bool) or not isinstance(order, int) or not 1 <= order <= MAX_TAYLOR_ORDER:
         raise ValueError(f"order must be an int in [1, {MAX_TAYLOR_ORDER}], got {order!r}")
@@ -177,13 +241,14 @@ def taylor_ce_triton(z: Tensor, y: Tensor, order: int = 2, *, temperature: float
                          f"{tuple(z.shape)}, got {tuple(y.shape)}")
     if weight is not None and (not isinstance(weight, Tensor) or weight.shape != (z.shape[0],)):
         raise ValueError(f"weight must be None or a tensor of shape ({z.shape[0]},)")
-    z, y = _prepare(z, y)
-    one = _row_vector(1.0, z.shape[0], z.device)
-    rows, _ = slam_fwd(z, y, one, one, one, 1.0 / float(temperature), False, order)
-    return _reduce(rows, weight, reduction)
+    z, y = _prepare(z, y, False)
+    n = z.shape[0]
+    one = _row_vector(1.0, n, z.device)
+    return _loss(z, y, one, one, _row_vector(1, n, z.device, torch.int32), weight,
+                 1.0 / float(temperature), False, order, 1, reduction, False)
 
 
-def _prepare(z: Tensor, y: Tensor) -> Tuple[Tensor, Tensor]:
+def _prepare(z: Tensor, y: Tensor, overwrite_logits: bool) -> Tuple[Tensor, Tensor]:
     if z.dtype not in KERNEL_DTYPES:
         raise TypeError(f"student_logits must be float16/bfloat16/float32 for backend='triton' "
                         f"(the kernel computes in fp32), got {z.dtype}; use backend='torch'")
@@ -192,13 +257,8 @@ def _prepare(z: Tensor, y: Tensor) -> Tuple[Tensor, Tensor]:
     elif y.dtype not in KERNEL_DTYPES:
         raise TypeError(
             f"teacher_probs must be a float16/bfloat16/float32/float64 tensor, got {y.dtype}")
+    if overwrite_logits and z.shape[0] and z.stride(1) != 1:
+        raise ValueError("overwrite_logits=True needs student_logits with unit column stride "
+                         "(the gradient is written into its storage); got strides "
+                         f"{tuple(z.stride())}")
     return _unit_column_stride(z), _unit_column_stride(y)
-
-
-def _reduce(rows: Tensor, weight: Optional[Tensor], reduction: str) -> Tensor:
-    if weight is not None:
-        rows = rows * weight.to(torch.float32)
-    if reduction == "none":
-        return rows
-    total = rows.sum()
-    return total / max(rows.shape[0], 1) if reduction == "mean" else total

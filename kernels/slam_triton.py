@@ -2,85 +2,102 @@
 
 Design note
 -----------
-Choice: the forward saves per-row fp32 statistics and a backward kernel recomputes the
-softmax, instead of computing the gradient in the forward (Liger style).
+The work's floor is reading z and y once and writing dL/dz once: 6 bytes per element with bf16
+z and y (spec/kernels.md). The forward computes the gradient when autograd will need it (the
+loss is a terminal reduction, so its upstream gradient is almost always 1) and the backward
+only scales it, skipping the pass on the device when grad_output == 1.
 
-- Forward: per row, the loss and three fp32 statistics: the row max m of z, log l with
-  l = sum_j exp((z_j - m) / T), and sum_r = sum_j r_j (r_j = f_j dloss/df_j, see below).
-  Saved for backward: references to z and y (no copy), the (3, N) statistics (12 bytes a
-  row), and the (N,) alpha, s and top-k threshold vectors (stride-0 views for scalars).
-  m and log l are kept apart rather than as lse = m / T + log l: at |z| ~ 1e3, rounding lse
-  costs 3e-5 absolute in every log f_j; (z_j - m) is exact for nearby values.
-- Backward: one pass over the row: reads z and y, writes dz = go_i (r - f sum_r) / T once,
-  in the logits' dtype; the per-row upstream gradient go_i (where the weights and the
-  reduction's 1/N arrive, as a stride-0 view for mean/sum) is read from device memory.
-- Passes over memory (bytes per element with bf16 z and y; floor 6 = read z, y, write dz):
-    * C <= MAX_SINGLE_BLOCK (row kept on chip): forward 1 read of z and y (4 B), backward
-      1 read of z and y + 1 write of dz (6 B): 10 B in all.
-    * wider rows, SLaM (MIXING): forward pass 1 streams z (online max / sum of exp), pass 2
-      streams z and y (the mixed entries need f, hence the final log l): 6 B; backward 6 B:
-      12 B in all (pass 2's re-read of z mostly hits L2).
-    * wider rows, vanilla (MIXING=False): the loss is linear in log f, so one online pass over
-      z and y computes it (4 B); backward 6 B: 10 B in all.
-    * Taylor-CE (TAYLOR = order t > 0, Feng et al. 2020, spec/slam.md section 4) is the same
-      family with another per-element function of (f_j, y_j); like SLaM it needs f, so wide
-      rows take the two-pass forward.
-  Liger style (gradient written in the forward) needs the row sum of r before any gradient
-  element, so streamed rows take 3 passes (2 + 4 + 6 B), and the backward must still multiply
-  the saved gradient by grad_output (+4 B: skipping it needs a host-side `grad_output == 1`
-  test, a sync that CUDA graphs forbid): 10 B on chip, 16 B streamed. The recompute design
-  moves no more bytes, fewer for wide rows, and: forward-only calls (evaluation) never touch
-  an N x C output; the only N x C allocation is the returned gradient (peak extra memory: one
-  gradient buffer); grad_output is folded into the single gradient write. Reaching the 6 B
-  floor would need grad_output known in the forward, which autograd does not offer.
+Bytes per element moved by each path, bf16 z, y and dz (b_y bytes per teacher entry in general):
+    path                                     forward      backward            total
+    rows on chip (C <= MAX_SINGLE_BLOCK)     6            0 (go = 1) / 4      6 (the floor)
+    streamed rows, SLaM, vanilla             10           0 / 4               10
+    streamed rows, k = C or Taylor-CE        12           0 / 4               12
+    forward only (evaluation), on chip or
+      streamed SLaM / vanilla                4            -                   4
+    forward only, streamed k = C or Taylor   6            -                   6
+  (+) streamed SLaM rows whose top-(k + ties) set overflows the KCAP on-chip slots (k > KCAP,
+      or more than KCAP entries tied at the threshold): + (31 - LOW_BIT) b_y + 4 B (one
+      counting pass of y per significant bit, then one pass for the mixed terms).
+- Rows on chip: one program loads a tile of rows once, finds each row's top-k threshold in
+  registers (threshold.kth_largest), and writes the loss and dz.
+- Streamed rows: pass 1 reads z and y once: the online row max and sum of exp, sum y and
+  sum y (z - m) (relative to the running max), and the row's largest teacher entries with their
+  logits in KCAP slots (threshold.topk_insert). Outside the mask log q = log alpha + log f, so
+      loss = -(sum_j y_j log f_j + log alpha sum_j y_j)
+             - sum_{j in M} y_j (log(c f_j + b) - log alpha - log f_j),
+  and only the at most k (+ ties) mixed terms need f, which the final max and sum give at the
+  end of pass 1. The gradient's row sum sum_j r_j = -sum_j y_j + b sum_{j in M} y_j / q_j comes
+  from the same slots, so pass 2 reads z and y again and writes dz (for rows up to ~32k classes
+  the re-read mostly hits L2: 132 SMs x a 128 KiB row pair fit the H200's 50 MB).
+  With k = C every entry is mixed and with Taylor-CE every term needs f: pass 1 reads only z
+  (y's loads there are dead code, which Triton removes) and one more pass over z and y
+  computes the terms before the gradient pass.
+- Backward: autograd hands grad_output (a scalar, or (N,) for reduction="none") on the device;
+  `_scale_kernel` reads it per row tile and returns at once where it is 1, else scales dz in
+  place: no host sync (CUDA-graph safe). The default writes dz into a new buffer (the logits
+  stay intact); `overwrite_logits=True` writes it into the logits' own storage (Liger style),
+  which is safe because every program reads its rows before writing them.
+- Forward-only calls (no grad needed) skip the gradient: 4 B per element.
+- Loads: the row strides and C enter the kernel divided by ALIGN (the largest power of two up
+  to 16 dividing all of them) and are multiplied back inside, so Triton knows the row starts
+  and the column limit are multiples of ALIGN and emits 16-byte vector loads under the mask
+  (C = 1000 in bf16: 8 elements; before, any C not a multiple of 16 gave 2-byte loads).
+  Streamed rows whose common stride is odd (C = 50257, 32001) peel a head of up to VEC - 1
+  elements so that the unmasked body blocks start 16-byte aligned; one masked tail block ends
+  the row. On-chip rows with an odd C use scalar loads.
 
 Numerics (as slam_bench/torch_backend.py): fp32 math after every load. Outside the top-k mask
 (and everywhere when b = s (1 - alpha) = 0) q_j = alpha f_j, so log q_j = log alpha + log f_j
 stays finite where f_j underflows; inside, q_j = c_j f_j + b >= min(alpha, b) > 0 with
-c_j = alpha - b. The gradient uses r_j = -y_j c_j f_j / q_j (exactly -y_j outside the mask),
-dz_j = (r_j - f_j sum_i r_i) / T. The temperature multiplies (z - m), never z, so shifted
-logits cancel exactly. Vanilla streaming accumulates sum y and sum y (z - m) relative to the
-running max m, rescaled as m moves.
-
-Top-k mask: m_j = y_j >= thresh_i with thresh_i the k-th largest y of row i, computed by the
-caller (kernels/ops.py) before the launch; both kernels only compare against it.
+c = alpha - b. The gradient uses r_j = -y_j c f_j / q_j (exactly -y_j outside the mask),
+dz_j = go_i w_i (r_j - f_j sum_i r_i) / (T N_mean). The temperature multiplies (z - m), never
+z, so shifted logits cancel exactly. Entries with y_j = 0 contribute nothing (selected away
+before any product with log f, since 0 * -inf is NaN).
 """
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 import triton
 import triton.language as tl
 
-from .config import block_config
+from .config import BlockConfig, block_config, launch_layout
+from .threshold import LOW_BIT, kth_largest, kth_largest_stream, topk_insert
+
+# On chip, k up to this takes the distinct-value extraction (<= k rounds of two reductions);
+# larger k the bit bisection (15-31 rounds of one reduction), cheaper past here.
+EXTRACT_K = 16
 
 
 @triton.jit
-def _row_params(alpha_ptr, s_ptr, th_ptr, rows64, row_ok, stride_a, stride_s, stride_th):
-    """Per-row alpha, b = s (1 - alpha), c = alpha - b, log alpha and threshold, fp32 (ROWS,)."""
-    a = tl.load(alpha_ptr + rows64 * stride_a, mask=row_ok, other=1.0).to(tl.float32)
-    s = tl.load(s_ptr + rows64 * stride_s, mask=row_ok, other=1.0).to(tl.float32)
-    th = tl.load(th_ptr + rows64 * stride_th, mask=row_ok, other=0.0).to(tl.float32)
+def _row_params(alpha_ptr, s_ptr, rows, row_ok, stride_a, stride_s):
+    """Per-row b = s (1 - alpha), c = alpha - b and log alpha, fp32 (R,)."""
+    a = tl.load(alpha_ptr + rows * stride_a, mask=row_ok, other=1.0).to(tl.float32)
+    s = tl.load(s_ptr + rows * stride_s, mask=row_ok, other=1.0).to(tl.float32)
     b = s * (1.0 - a)
-    return b, a - b, tl.log(a), th
+    return b, a - b, tl.log(a)
 
 
 @triton.jit
-def _load_tile(z_ptr, y_ptr, rows64, row_ok, cols, n_cols, stride_z, stride_y):
-    """Raw logits z (padding -inf) and y (padding 0), fp32 (ROWS, BLOCK), and the valid mask."""
-    valid = row_ok[:, None] & (cols[None, :] < n_cols)
-    z = tl.load(z_ptr + rows64[:, None] * stride_z + cols[None, :], mask=valid, other=0.0)
-    y = tl.load(y_ptr + rows64[:, None] * stride_y + cols[None, :], mask=valid, other=0.0)
-    z = tl.where(valid, z.to(tl.float32), float("-inf"))
-    return z, tl.where(valid, y.to(tl.float32), 0.0), valid
+def _load(z_ptr, y_ptr, z_off, y_off, valid, MASKED: tl.constexpr):
+    """z (R, W) fp32 with padding -inf and y with padding 0; offsets (R, W) int64."""
+    if MASKED:
+        z = tl.load(z_ptr + z_off, mask=valid, other=0.0).to(tl.float32)
+        y = tl.load(y_ptr + y_off, mask=valid, other=0.0).to(tl.float32)
+        z = tl.where(valid, z, float("-inf"))
+    else:
+        z = tl.load(z_ptr + z_off).to(tl.float32)
+        y = tl.load(y_ptr + y_off).to(tl.float32)
+    return z, y
 
 
 @triton.jit
-def _mix_terms(logf, y, valid, b, c, log_a, th, MIXING: tl.constexpr, TAYLOR: tl.constexpr):
-    """Per element: -loss_j (y_j log q_j, 0 where y_j = 0), r_j = f_j dloss/df_j, and f_j."""
-    f = tl.exp(logf)
+def _terms(logf, f, y, b, c, log_a, t, MIXING: tl.constexpr, TAYLOR: tl.constexpr):
+    """Per element: y_j log q_j (0 where y_j = 0; for Taylor-CE minus its series term) and
+    r_j = f_j dloss/df_j. b, c, log_a, t (R,): row parameters and top-k threshold."""
     if TAYLOR > 0:
-        # Taylor-CE of order TAYLOR: loss_j = y_j sum_{n<=t} (1 - f_j)^n / n, hence
-        # dloss/df_j = -y_j sum_{n<=t} (1 - f_j)^(n-1). Padding has f = 0, y = 0: terms 0.
+        # loss_j = y_j sum_{n<=t} (1 - f_j)^n / n, dloss/df_j = -y_j sum_{n<=t} (1 - f_j)^(n-1).
         u = 1.0 - f
         p = f * 0.0 + 1.0
         series = f * 0.0
@@ -89,155 +106,294 @@ def _mix_terms(logf, y, valid, b, c, log_a, th, MIXING: tl.constexpr, TAYLOR: tl
             d_series += p
             p = p * u
             series += p / n
-        neg_loss = -(y * series)
-        r = -(y * f * d_series)
+        return -(y * series), -(y * f * d_series)
+    if MIXING:
+        mixed = (y >= t[:, None]) & (y > 0) & (b[:, None] > 0)
+        cf = c[:, None] * f
+        q = tl.where(mixed, cf + b[:, None], 1.0)
+        logq = tl.where(mixed, tl.log(q), log_a[:, None] + logf)
+        r = tl.where(mixed, -y * cf / q, -y)
     else:
-        if MIXING:
-            mixed = valid & (y >= th[:, None]) & (b[:, None] > 0)
-            cf = c[:, None] * f
-            q = tl.where(mixed, cf + b[:, None], 1.0)
-            logq = tl.where(mixed, tl.log(q), log_a[:, None] + logf)
-            r = tl.where(mixed, -y * cf / q, -y)
-        else:
-            logq = logf
-            r = -y
-        # Select before multiplying: 0 * -inf (padding, underflow) would be NaN.
-        neg_loss = y * tl.where(y > 0, logq, 0.0)
-    return neg_loss, r, f
+        logq = logf
+        r = -y
+    return y * tl.where(y > 0, logq, 0.0), r
 
 
 @triton.jit
-def _no_mix_params(ROWS: tl.constexpr):
-    b = tl.zeros([ROWS], tl.float32)
-    return b, b + 1.0, b, b
+def _mixed_sums(z, y, m, log_l, b, c, log_a, t, inv_t):
+    """Over the mixed entries (y >= t, y > 0, b > 0) of tiles z, y (R, W): the loss correction
+    sum y (log q - log alpha - log f) and sum y b / q, each (R,)."""
+    sel = (y >= t[:, None]) & (y > 0) & (b[:, None] > 0)
+    # Unselected lanes (padding: z = -inf) get log f = -log l: no inf reaches the products.
+    logf = (tl.where(sel, z, m[:, None]) - m[:, None]) * inv_t - log_l[:, None]
+    q = tl.where(sel, c[:, None] * tl.exp(logf) + b[:, None], 1.0)
+    corr = tl.sum(tl.where(sel, y * (tl.log(q) - log_a[:, None] - logf), 0.0), axis=1)
+    return corr, tl.sum(tl.where(sel, y * b[:, None] / q, 0.0), axis=1)
 
 
 @triton.jit
-def _slam_fwd_kernel(z_ptr, y_ptr, alpha_ptr, s_ptr, th_ptr, loss_ptr, stats_ptr,
-                     n_rows, n_cols, stride_z, stride_y, stride_a, stride_s, stride_th, inv_t,
-                     MIXING: tl.constexpr, TAYLOR: tl.constexpr, TWO_PASS: tl.constexpr,
-                     ROWS: tl.constexpr, BLOCK: tl.constexpr, SINGLE: tl.constexpr):
-    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+def _pass1_tile(z_ptr, y_ptr, z_off, y_off, valid, cols, m, se, sy, syz, buf_y, buf_z, dropped,
+                inv_t, MASKED: tl.constexpr, SUMS: tl.constexpr, TOPK: tl.constexpr):
+    """Pass 1 over one streamed tile (offsets (R, W)): online update of the row max m, the sum
+    of exp((z - m) / T), (SUMS) sum y and sum y (z - m) relative to the running max, and
+    (TOPK) the top slots. One function per tile: the interpreter pays per nested call."""
+    z, y = _load(z_ptr, y_ptr, z_off, y_off, valid, MASKED)
+    m_new = tl.maximum(m, tl.max(z, axis=1))
+    d = z - m_new[:, None]
+    se = se * tl.exp((m - m_new) * inv_t) + tl.sum(tl.exp(d * inv_t), axis=1)
+    if SUMS:
+        # sy = 0 means nothing accumulated yet (m may still be -inf): no rescale.
+        syz = syz - tl.where(sy > 0, m_new - m, 0.0) * sy
+        syz += tl.sum(y * tl.where(y > 0, d, 0.0), axis=1)
+        sy += tl.sum(y, axis=1)
+    if TOPK:
+        buf_y, buf_z, dropped = topk_insert(y, z, cols, buf_y, buf_z, dropped)
+    return m_new, se, sy, syz, buf_y, buf_z, dropped
+
+
+@triton.jit
+def _grad_tile(z_ptr, y_ptr, dz_ptr, z_off, y_off, dz_off, valid, m, log_l, b, c, log_a, t,
+               sumr, gsc, inv_t, MASKED: tl.constexpr, MIXING: tl.constexpr,
+               TAYLOR: tl.constexpr):
+    """Pass 2 over one streamed tile: dz = gsc (r - f sum_r), gsc (R,) = go w / (T N_mean)."""
+    z, y = _load(z_ptr, y_ptr, z_off, y_off, valid, MASKED)
+    logf = (z - m[:, None]) * inv_t - log_l[:, None]
+    f = tl.exp(logf)
+    _, r = _terms(logf, f, y, b, c, log_a, t, MIXING, TAYLOR)
+    dz = ((r - f * sumr[:, None]) * gsc[:, None]).to(dz_ptr.dtype.element_ty)
+    if MASKED:
+        tl.store(dz_ptr + dz_off, dz, mask=valid)
+    else:
+        tl.store(dz_ptr + dz_off, dz)
+
+
+@triton.jit
+def _slam_kernel(z_ptr, y_ptr, dz_ptr, alpha_ptr, s_ptr, k_ptr, gs_ptr, loss_ptr,
+                 n_rows, nc_div, sz_div, sy_div, sdz_div, stride_a, stride_s, stride_k,
+                 stride_gs, inv_t,
+                 MIXING: tl.constexpr, ALL_MIXED: tl.constexpr, TAYLOR: tl.constexpr,
+                 WRITE_GRAD: tl.constexpr, SINGLE: tl.constexpr, ROWS: tl.constexpr,
+                 BLOCK: tl.constexpr, ALIGN: tl.constexpr, PEEL: tl.constexpr,
+                 VEC: tl.constexpr, KCAP: tl.constexpr, EXTRACT_K: tl.constexpr,
+                 LOW_BIT: tl.constexpr):
+    # Sizes arrive divided by ALIGN: multiplied back here, Triton knows their divisibility.
+    n_cols = nc_div * ALIGN
+    stride_z = sz_div * ALIGN
+    stride_y = sy_div * ALIGN
+    stride_dz = sdz_div * ALIGN
+    rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)  # int64: N C >= 2**31
     row_ok = rows < n_rows
-    rows64 = rows.to(tl.int64)  # row offsets in int64: N x C may exceed 2**31
+    z_row = rows * stride_z
+    y_row = rows * stride_y
+    dz_row = rows * stride_dz
     cols = tl.arange(0, BLOCK)
     if MIXING:
-        b, c, log_a, th = _row_params(alpha_ptr, s_ptr, th_ptr, rows64, row_ok,
-                                      stride_a, stride_s, stride_th)
+        b, c, log_a = _row_params(alpha_ptr, s_ptr, rows, row_ok, stride_a, stride_s)
+        k = tl.load(k_ptr + rows * stride_k, mask=row_ok, other=0).to(tl.int32)
     else:
-        b, c, log_a, th = _no_mix_params(ROWS)
+        b = tl.zeros([ROWS], tl.float32)
+        c = b + 1.0
+        log_a = b
+        k = tl.zeros([ROWS], tl.int32)
+    if WRITE_GRAD:
+        gsc = tl.load(gs_ptr + rows * stride_gs, mask=row_ok, other=0.0).to(tl.float32) * inv_t
+
     if SINGLE:
-        z, y, valid = _load_tile(z_ptr, y_ptr, rows64, row_ok, cols, n_cols, stride_z, stride_y)
+        # The whole row tile on chip: read once, write once.
+        valid = row_ok[:, None] & (cols < n_cols)[None, :]
+        z, y = _load(z_ptr, y_ptr, z_row[:, None] + cols[None, :], y_row[:, None] + cols[None, :],
+                     valid, True)
         m = tl.where(row_ok, tl.max(z, axis=1), 0.0)
         d = (z - m[:, None]) * inv_t  # z - m is exact for nearby values: shift-invariant
-        log_l = tl.log(tl.where(row_ok, tl.sum(tl.exp(d), axis=1), 1.0))
-        logf = d - log_l[:, None]
-        ylogq, r, f = _mix_terms(logf, y, valid, b, c, log_a, th, MIXING, TAYLOR)
-        loss = -tl.sum(ylogq, axis=1)
-        sumr = tl.sum(r, axis=1)
+        e = tl.exp(d)
+        se = tl.where(row_ok, tl.sum(e, axis=1), 1.0)
+        log_l = tl.log(se)
+        t = tl.zeros([ROWS], tl.float32)  # ALL_MIXED: every positive entry is in the mask
+        if MIXING and not ALL_MIXED:
+            t = kth_largest(y, k, EXTRACT_K, LOW_BIT)
+        ylogq, r = _terms(d - log_l[:, None], e * (1.0 / se)[:, None], y, b, c, log_a, t,
+                          MIXING, TAYLOR)
+        tl.store(loss_ptr + rows, -tl.sum(ylogq, axis=1), mask=row_ok)
+        if WRITE_GRAD:
+            f = e * (1.0 / se)[:, None]
+            dz = (r - f * tl.sum(r, axis=1)[:, None]) * gsc[:, None]
+            tl.store(dz_ptr + dz_row[:, None] + cols[None, :], dz.to(dz_ptr.dtype.element_ty),
+                     mask=valid)
     else:
+        # One row per program (ROWS == 1), streamed in BLOCK-wide tiles: an optional masked
+        # head of VEC lanes (PEEL: the strides are equal and odd, so the head brings the body
+        # to a 16-byte boundary), unmasked body blocks, one masked tail.
+        if PEEL:
+            head = (VEC - (tl.program_id(0).to(tl.int64) * stride_z) % VEC) % VEC
+        else:
+            head = 0  # a constant: the body offsets keep their known divisibility
+        n_full = (n_cols - head) // BLOCK
+        tail = head + n_full * BLOCK
+        hcols = tl.arange(0, VEC)
+        hvalid = row_ok[:, None] & (hcols < head)[None, :]
+        tvalid = row_ok[:, None] & ((tail + cols) < n_cols)[None, :]
+        SUMS: tl.constexpr = TAYLOR == 0 and not ALL_MIXED
+        TOPK: tl.constexpr = MIXING and not ALL_MIXED
+
         m = tl.full([ROWS], float("-inf"), tl.float32)
-        sum_e = tl.zeros([ROWS], tl.float32)  # sum of exp((z - m) / T)
+        se = tl.zeros([ROWS], tl.float32)
         sy = tl.zeros([ROWS], tl.float32)
-        syz = tl.zeros([ROWS], tl.float32)  # sum_j y_j (z_j - m), relative to the running max
-        for start in range(0, n_cols, BLOCK):
-            z, y, valid = _load_tile(z_ptr, y_ptr, rows64, row_ok, start + cols, n_cols,
-                                     stride_z, stride_y)
-            m_new = tl.where(row_ok, tl.maximum(m, tl.max(z, axis=1)), 0.0)
-            d = z - m_new[:, None]
-            sum_e = sum_e * tl.exp((m - m_new) * inv_t) + tl.sum(tl.exp(d * inv_t), axis=1)
-            if not TWO_PASS:
-                # sy = 0 means nothing accumulated yet (m may still be -inf): no rescale.
-                syz = syz - tl.where(sy > 0, m_new - m, 0.0) * sy
-                syz += tl.sum(y * tl.where(y > 0, d, 0.0), axis=1)
-                sy += tl.sum(y, axis=1)
-            m = m_new
-        log_l = tl.log(tl.where(row_ok, sum_e, 1.0))
-        if TWO_PASS:
+        syz = tl.zeros([ROWS], tl.float32)
+        buf_y = tl.zeros([ROWS, KCAP], tl.float32)
+        buf_z = tl.zeros([ROWS, KCAP], tl.float32)
+        dropped = tl.zeros([ROWS], tl.float32)
+        # Pass 1: statistics and the top slots.
+        if head > 0:
+            m, se, sy, syz, buf_y, buf_z, dropped = _pass1_tile(
+                z_ptr, y_ptr, z_row[:, None] + hcols[None, :], y_row[:, None] + hcols[None, :],
+                hvalid, hcols, m, se, sy, syz, buf_y, buf_z, dropped, inv_t, True, SUMS, TOPK)
+        for i in range(0, n_full):
+            zo = z_row + head + i * BLOCK
+            yo = y_row + head + i * BLOCK
+            if PEEL:  # multiples of VEC by construction, which Triton cannot see by itself
+                zo = tl.multiple_of(zo, VEC)
+                yo = tl.multiple_of(yo, VEC)
+            m, se, sy, syz, buf_y, buf_z, dropped = _pass1_tile(
+                z_ptr, y_ptr, zo[:, None] + cols[None, :], yo[:, None] + cols[None, :], tvalid,
+                cols, m, se, sy, syz, buf_y, buf_z, dropped, inv_t, False, SUMS, TOPK)
+        if tail < n_cols:
+            m, se, sy, syz, buf_y, buf_z, dropped = _pass1_tile(
+                z_ptr, y_ptr, z_row[:, None] + tail + cols[None, :],
+                y_row[:, None] + tail + cols[None, :], tvalid, cols, m, se, sy, syz, buf_y,
+                buf_z, dropped, inv_t, True, SUMS, TOPK)
+        log_l = tl.log(se)
+
+        t = tl.zeros([ROWS], tl.float32)
+        if SUMS:
+            loss = sy * log_l - syz * inv_t  # -sum_j y_j ((z_j - m) / T - log l)
+            sumr = -sy
+            if TOPK:
+                t = kth_largest(buf_y, k, EXTRACT_K, 0)
+                if tl.max(((dropped > 0) & (dropped >= t)).to(tl.int32), axis=0) > 0:
+                    # Rare: the mixed set did not fit the slots. Exact threshold from memory,
+                    # then the mixed terms in one more pass.
+                    t = kth_largest_stream(y_ptr, y_row, n_cols, k, cols, LOW_BIT)
+                    corr = tl.zeros([ROWS], tl.float32)
+                    sbm = tl.zeros([ROWS], tl.float32)
+                    for start in range(0, n_cols, BLOCK):
+                        valid = row_ok[:, None] & ((start + cols) < n_cols)[None, :]
+                        z, y = _load(z_ptr, y_ptr, z_row[:, None] + start + cols[None, :],
+                                     y_row[:, None] + start + cols[None, :], valid, True)
+                        dc, ds = _mixed_sums(z, y, m, log_l, b, c, log_a, t, inv_t)
+                        corr += dc
+                        sbm += ds
+                else:
+                    corr, sbm = _mixed_sums(buf_z, buf_y, m, log_l, b, c, log_a, t, inv_t)
+                loss -= log_a * sy + corr
+                sumr += sbm
+        else:
+            # Every term needs f (Taylor-CE, or k = C: every entry mixed): a pass of its own.
             loss = tl.zeros([ROWS], tl.float32)
             sumr = tl.zeros([ROWS], tl.float32)
             for start in range(0, n_cols, BLOCK):
-                z, y, valid = _load_tile(z_ptr, y_ptr, rows64, row_ok, start + cols, n_cols,
-                                         stride_z, stride_y)
+                valid = row_ok[:, None] & ((start + cols) < n_cols)[None, :]
+                z, y = _load(z_ptr, y_ptr, z_row[:, None] + start + cols[None, :],
+                             y_row[:, None] + start + cols[None, :], valid, True)
                 logf = (z - m[:, None]) * inv_t - log_l[:, None]
-                ylogq, r, f = _mix_terms(logf, y, valid, b, c, log_a, th, MIXING, TAYLOR)
+                ylogq, r = _terms(logf, tl.exp(logf), y, b, c, log_a, t, MIXING, TAYLOR)
                 loss -= tl.sum(ylogq, axis=1)
                 sumr += tl.sum(r, axis=1)
-        else:
-            loss = sy * log_l - syz * inv_t  # -sum_j y_j ((z_j - m) / T - log l)
-            sumr = -sy
-    tl.store(loss_ptr + rows64, loss, mask=row_ok)
-    tl.store(stats_ptr + rows64, m, mask=row_ok)
-    tl.store(stats_ptr + n_rows + rows64, log_l, mask=row_ok)
-    tl.store(stats_ptr + 2 * n_rows + rows64, sumr, mask=row_ok)
+        tl.store(loss_ptr + rows, loss, mask=row_ok)
+
+        if WRITE_GRAD:
+            # Pass 2: the gradient, head / body / tail as in pass 1.
+            if head > 0:
+                _grad_tile(z_ptr, y_ptr, dz_ptr, z_row[:, None] + hcols[None, :],
+                           y_row[:, None] + hcols[None, :], dz_row[:, None] + hcols[None, :],
+                           hvalid, m, log_l, b, c, log_a, t, sumr, gsc, inv_t, True, MIXING,
+                           TAYLOR)
+            for i in range(0, n_full):
+                zo = z_row + head + i * BLOCK
+                yo = y_row + head + i * BLOCK
+                do = dz_row + head + i * BLOCK
+                if PEEL:
+                    zo = tl.multiple_of(zo, VEC)
+                    yo = tl.multiple_of(yo, VEC)
+                    do = tl.multiple_of(do, VEC)
+                _grad_tile(z_ptr, y_ptr, dz_ptr, zo[:, None] + cols[None, :],
+                           yo[:, None] + cols[None, :], do[:, None] + cols[None, :], tvalid, m,
+                           log_l, b, c, log_a, t, sumr, gsc, inv_t, False, MIXING, TAYLOR)
+            if tail < n_cols:
+                _grad_tile(z_ptr, y_ptr, dz_ptr, z_row[:, None] + tail + cols[None, :],
+                           y_row[:, None] + tail + cols[None, :],
+                           dz_row[:, None] + tail + cols[None, :], tvalid, m, log_l, b, c,
+                           log_a, t, sumr, gsc, inv_t, True, MIXING, TAYLOR)
 
 
 @triton.jit
-def _slam_bwd_kernel(z_ptr, y_ptr, alpha_ptr, s_ptr, th_ptr, stats_ptr, go_ptr, dz_ptr,
-                     n_rows, n_cols, stride_z, stride_y, stride_dz, stride_a, stride_s,
-                     stride_th, stride_go, inv_t, MIXING: tl.constexpr, TAYLOR: tl.constexpr,
-                     ROWS: tl.constexpr, BLOCK: tl.constexpr):
-    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+def _scale_kernel(dz_ptr, out_ptr, go_ptr, n_rows, nc_div, sdz_div, sout_div, stride_go,
+                  ROWS: tl.constexpr, BLOCK: tl.constexpr, ALIGN: tl.constexpr,
+                  IN_PLACE: tl.constexpr):
+    """out[i, :] = dz[i, :] go[i]. IN_PLACE (out is dz): row tiles whose go are all 1 return
+    at once, having read only go."""
+    n_cols = nc_div * ALIGN
+    stride_dz = sdz_div * ALIGN
+    stride_out = sout_div * ALIGN
+    rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
     row_ok = rows < n_rows
-    rows64 = rows.to(tl.int64)
-    cols = tl.arange(0, BLOCK)
-    if MIXING:
-        b, c, log_a, th = _row_params(alpha_ptr, s_ptr, th_ptr, rows64, row_ok,
-                                      stride_a, stride_s, stride_th)
+    g = tl.load(go_ptr + rows * stride_go, mask=row_ok, other=1.0).to(tl.float32)
+    if IN_PLACE:
+        todo = tl.max((g != 1.0).to(tl.int32), axis=0) > 0  # NaN != 1 too: NaN propagates
     else:
-        b, c, log_a, th = _no_mix_params(ROWS)
-    m = tl.load(stats_ptr + rows64, mask=row_ok, other=0.0)
-    log_l = tl.load(stats_ptr + n_rows + rows64, mask=row_ok, other=0.0)
-    sumr = tl.load(stats_ptr + 2 * n_rows + rows64, mask=row_ok, other=0.0)
-    # Upstream gradient per row (stride 0 for a broadcast scalar): read on device, no sync.
-    scale = tl.load(go_ptr + rows64 * stride_go, mask=row_ok, other=0.0).to(tl.float32) * inv_t
-    for start in range(0, n_cols, BLOCK):
-        z, y, valid = _load_tile(z_ptr, y_ptr, rows64, row_ok, start + cols, n_cols,
-                                 stride_z, stride_y)
-        logf = (z - m[:, None]) * inv_t - log_l[:, None]
-        ylogq, r, f = _mix_terms(logf, y, valid, b, c, log_a, th, MIXING, TAYLOR)
-        dz = (r - f * sumr[:, None]) * scale[:, None]
-        tl.store(dz_ptr + rows64[:, None] * stride_dz + (start + cols)[None, :],
-                 dz.to(dz_ptr.dtype.element_ty), mask=valid)
+        todo = True
+    if todo:
+        cols = tl.arange(0, BLOCK)
+        for start in range(0, n_cols, BLOCK):
+            valid = row_ok[:, None] & ((start + cols) < n_cols)[None, :]
+            dz = tl.load(dz_ptr + rows[:, None] * stride_dz + start + cols[None, :], mask=valid,
+                         other=0.0).to(tl.float32)
+            tl.store(out_ptr + rows[:, None] * stride_out + start + cols[None, :],
+                     (dz * g[:, None]).to(out_ptr.dtype.element_ty), mask=valid)
 
 
-def slam_forward(z: torch.Tensor, y: torch.Tensor, alpha: torch.Tensor, s: torch.Tensor,
-                 thresh: torch.Tensor, inv_t: float, mixing: bool, taylor_order: int = 0):
-    """Launch the forward. z, y (N, C) with unit column stride; alpha, s, thresh (N,) fp32
-    (any row stride, 0 for a broadcast scalar); taylor_order > 0 selects Taylor-CE of that
-    order instead of the log loss (mixing must then be False). Returns the row losses (N,)
-    fp32 and the statistics (3, N) fp32 the backward needs: row max m of z,
-    log sum_j exp((z_j - m) / T) and sum_r."""
+def slam_launch(z: torch.Tensor, y: torch.Tensor, alpha: torch.Tensor, s: torch.Tensor,
+                k: torch.Tensor, gscale: torch.Tensor, inv_t: float, mixing: bool,
+                taylor_order: int, k_hint: int, dz: Optional[torch.Tensor]) -> torch.Tensor:
+    """Launch the loss kernel. Returns the row losses (N,) fp32; writes dL/dz into `dz`
+    unless it is None (forward only).
+
+    z, y (N, C) with unit column stride (any row stride); alpha, s (N,) fp32 and k (N,) int32
+    (any stride, 0 for a broadcast scalar); gscale (N,) fp32: each row's factor of dz (weight,
+    1/N of "mean"), 1/T applied here; taylor_order > 0 selects Taylor-CE of that order
+    (mixing must be False); k_hint: the scalar k, or 0 when k is a per-row tensor; dz (N, C)
+    in z's dtype with unit column stride, or z itself (written in place, rows read first)."""
     n, c = z.shape
     loss = torch.empty(n, dtype=torch.float32, device=z.device)
-    stats = torch.empty((3, n), dtype=torch.float32, device=z.device)
     if n == 0:
-        return loss, stats
-    cfg = block_config(c)
+        return loss
+    cfg: BlockConfig = block_config(c)
+    strides = [z.stride(0), y.stride(0)] + ([dz.stride(0)] if dz is not None else [])
+    lay = launch_layout(c, strides, z.element_size(), cfg.single, k_hint)
+    dz_arg = dz if dz is not None else z  # never written when WRITE_GRAD is False
     grid = (triton.cdiv(n, cfg.rows),)
-    _slam_fwd_kernel[grid](
-        z, y, alpha, s, thresh, loss, stats, n, c, z.stride(0), y.stride(0),
-        alpha.stride(0), s.stride(0), thresh.stride(0), inv_t,
-        MIXING=mixing, TAYLOR=taylor_order, TWO_PASS=mixing or taylor_order > 0,
-        ROWS=cfg.rows, BLOCK=cfg.block, SINGLE=cfg.single, num_warps=cfg.num_warps)
-    return loss, stats
+    _slam_kernel[grid](
+        z, y, dz_arg, alpha, s, k, gscale, loss, n, c // lay.align, z.stride(0) // lay.align,
+        y.stride(0) // lay.align, dz_arg.stride(0) // lay.align, alpha.stride(0), s.stride(0),
+        k.stride(0), gscale.stride(0), inv_t,
+        MIXING=mixing, ALL_MIXED=bool(mixing and k_hint >= c), TAYLOR=taylor_order,
+        WRITE_GRAD=dz is not None, SINGLE=cfg.single, ROWS=cfg.rows, BLOCK=cfg.block,
+        ALIGN=lay.align, PEEL=lay.peel, VEC=lay.vec, KCAP=lay.kcap, EXTRACT_K=EXTRACT_K,
+        LOW_BIT=LOW_BIT[y.dtype], num_warps=cfg.num_warps)
+    return loss
 
 
-def slam_backward(grad_rows: torch.Tensor, z: torch.Tensor, y: torch.Tensor, alpha: torch.Tensor,
-                  s: torch.Tensor, thresh: torch.Tensor, stats: torch.Tensor, inv_t: float,
-                  mixing: bool, taylor_order: int = 0) -> torch.Tensor:
-    """Launch the backward: dL/dz (N, C) contiguous, z's dtype, for the upstream gradient
-    grad_rows (N,) of the per-row losses (any row stride). Other arguments as the forward's."""
-    n, c = z.shape
-    dz = torch.empty((n, c), dtype=z.dtype, device=z.device)
+def scale_launch(dz: torch.Tensor, go: torch.Tensor, out: Optional[torch.Tensor] = None) -> None:
+    """out = dz go, or (out None) dz *= go in place, skipped on the device where go == 1.
+    dz, out (N, C) with unit column stride; go a 0-dim tensor or (N,) (any stride), read on
+    the device."""
+    n, c = dz.shape
     if n == 0:
-        return dz
-    # The forward streams only when the row does not fit; the backward is one pass either way.
+        return
+    dst = dz if out is None else out
     cfg = block_config(c)
-    grid = (triton.cdiv(n, cfg.rows),)
-    _slam_bwd_kernel[grid](
-        z, y, alpha, s, thresh, stats, grad_rows, dz, n, c, z.stride(0), y.stride(0),
-        dz.stride(0), alpha.stride(0), s.stride(0), thresh.stride(0), grad_rows.stride(0), inv_t,
-        MIXING=mixing, TAYLOR=taylor_order, ROWS=cfg.rows, BLOCK=cfg.block,
-        num_warps=cfg.num_warps)
-    return dz
+    lay = launch_layout(c, [dz.stride(0), dst.stride(0)], dz.element_size(), True, 0)
+    go_rows = go.reshape(1).expand(n) if go.dim() == 0 else go
+    _scale_kernel[(triton.cdiv(n, cfg.rows),)](
+        dz, dst, go_rows, n, c // lay.align, dz.stride(0) // lay.align,
+        dst.stride(0) // lay.align, go_rows.stride(0), ROWS=cfg.rows, BLOCK=cfg.block,
+        ALIGN=lay.align, IN_PLACE=out is None, num_warps=cfg.num_warps)

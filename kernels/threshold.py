@@ -1,14 +1,28 @@
-"""Per-row k-th largest teacher value (the top-k mask threshold) by bisection on float bits.
+"""The top-k mask threshold, found inside the loss kernel's own pass (no pre-pass).
 
-For non-negative floats the IEEE-754 bit patterns, read as int32, sort like the values. The
-threshold is the largest t with count(y >= t) >= k: exactly the k-th largest value, so
-`y >= t` keeps every entry tied with it. Built greedily from the most significant bit: 31
-counting passes over the row. A row that fits one block is loaded once and the passes run
-on chip; a streamed row is re-read per pass (from L2 for all but the largest rows).
+The mask of spec/slam.md is m_j = [y_j >= t] with t the k-th largest teacher value of the row,
+ties included. Entries with y_j = 0 add nothing to the loss or its gradient, so only positive
+entries matter: every function here ignores y <= 0 (zeros, and the padding lanes, which load
+as 0) and returns t = 0 when a row has fewer than k positive entries (then `y >= t` and
+`y > 0` select every positive entry, exactly as the k-th-largest rule does).
 
-Why not torch: `torch.topk` needs one k for all rows (a per-row k tensor would need
-max(k) on the host, a sync), and `torch.sort` + gather allocates N x C values plus int64
-indices, five gradient buffers' worth in bf16. This kernel allocates only the (N,) result.
+- `kth_largest` (a row tile held in registers): for k <= EXTRACT_K, up to k rounds of "next
+  distinct value below the last one, and how many entries hold it" (rounds stop as soon as
+  every row has k entries, so ties end them early); for larger k, a bisection on the fp32
+  bit pattern (non-negative floats sort like their bits read as int32), one counting round
+  per significant bit: 15 rounds for a bf16 teacher, 18 for fp16, 31 for fp32. Both run on
+  registers only: no memory traffic.
+- `topk_insert` (a streamed row): keeps the row's largest positive entries seen so far, with
+  their logits, in KCAP slots, inserting a block's entries largest first, only those above the
+  current smallest slot (after the first block, usually none). `dropped` is the largest
+  positive value that is not in the slots: when it is below the final threshold, the slots hold
+  every mixed entry (the top k and all ties), so the mixed terms are fixed from them at the end
+  of the pass.
+- `kth_largest_stream` (the rare fallback: k > KCAP, or more than KCAP entries tied at the
+  threshold of a streamed row): the same bisection, one counting pass over the row's y per bit.
+
+Why not torch: `torch.topk` needs one k for all rows (a per-row k tensor would need max(k) on
+the host, a sync) and a pass of its own over y; the selection here rides on the loss pass.
 """
 from __future__ import annotations
 
@@ -16,63 +30,127 @@ import torch
 import triton
 import triton.language as tl
 
-from .config import block_config
-
 
 @triton.jit
-def _count_at_least(y_ptr, rows64, row_ok, cols, n_cols, stride_y, cand, y_bits,
-                    SINGLE: tl.constexpr, BLOCK: tl.constexpr):
-    """(ROWS,) int32: how many entries of each row have bits >= cand."""
-    if SINGLE:
-        cnt = tl.sum((y_bits >= cand[:, None]).to(tl.int32), axis=1)
+def kth_largest(y, k, EXTRACT_K: tl.constexpr, LOW_BIT: tl.constexpr):
+    """y (R, W) fp32, k (R,) int32 (0 on padding rows). Returns t (R,) fp32: the k-th largest
+    positive entry of each row, or 0 if the row has fewer than k positive entries. LOW_BIT:
+    the lowest fp32 bit that y's source dtype can set (16 bf16, 13 fp16, 0 fp32)."""
+    kmax = tl.max(k, axis=0)
+    if kmax <= EXTRACT_K:
+        yp = tl.where(y > 0, y, 0.0)
+        t = tl.full([y.shape[0]], float("inf"), tl.float32)
+        cnt = tl.zeros([y.shape[0]], tl.int32)
+        need = k > cnt
+        while tl.max(need.to(tl.int32), axis=0) > 0:
+            v = tl.max(tl.where(yp < t[:, None], yp, 0.0), axis=1)  # next distinct value
+            held = tl.sum((yp == v[:, None]).to(tl.int32), axis=1)
+            t = tl.where(need, v, t)
+            cnt += tl.where(need, held, 0)
+            need = need & (cnt < k) & (v > 0)
+        t = tl.where(t == float("inf"), 0.0, t)  # rows that needed nothing (padding)
     else:
-        cnt = cand * 0
-        for start in range(0, n_cols, BLOCK):
-            bits = _load_bits(y_ptr, rows64, row_ok, start + cols, n_cols, stride_y)
+        bits = tl.where(y > 0, y.to(tl.int32, bitcast=True), 0)
+        tb = tl.zeros([y.shape[0]], tl.int32)
+        for bit in tl.static_range(30, LOW_BIT - 1, -1):  # bit 31 is the sign: y >= 0
+            cand = tb | (1 << bit)
+            cnt = tl.sum((bits >= cand[:, None]).to(tl.int32), axis=1)
+            tb = tl.where(cnt >= k, cand, tb)
+        t = tb.to(tl.float32, bitcast=True)
+    return t
+
+
+@triton.jit
+def topk_insert(y, z, cols, buf_y, buf_z, dropped):
+    """Insert a streamed tile into the running top slots. y (R, W) fp32 with padding 0, z the
+    raw logits there, cols = arange(W); buf_y, buf_z (R, KCAP) the slots (empty slots hold
+    y = 0); dropped (R,) the largest positive y not in the slots. Returns the updated
+    (buf_y, buf_z, dropped). Each round moves the tile's largest entry above the smallest slot
+    into that slot: four reductions, as many rounds as entries enter. (The logit is picked by a
+    masked sum, not tl.gather: a gather here sends ptxas past 14 GB for sm_90.)"""
+    bmin, slot = tl.min(buf_y, axis=1, return_indices=True)
+    v, at = tl.max(tl.where(y > bmin[:, None], y, 0.0), axis=1, return_indices=True)
+    has = v > bmin
+    while tl.max(has.to(tl.int32), axis=0) > 0:
+        zv = tl.sum(tl.where(cols[None, :] == at[:, None], z, 0.0), axis=1)
+        kcols = tl.arange(0, buf_y.shape[1])
+        put = has[:, None] & (kcols[None, :] == slot[:, None])
+        dropped = tl.where(has, tl.maximum(dropped, bmin), dropped)  # the evicted value
+        buf_y = tl.where(put, v[:, None], buf_y)
+        buf_z = tl.where(put, zv[:, None], buf_z)
+        y = tl.where(has[:, None] & (cols[None, :] == at[:, None]), 0.0, y)
+        bmin, slot = tl.min(buf_y, axis=1, return_indices=True)
+        v, at = tl.max(tl.where(y > bmin[:, None], y, 0.0), axis=1, return_indices=True)
+        has = v > bmin
+    # What stays behind is at most the smallest slot.
+    return buf_y, buf_z, tl.maximum(dropped, tl.max(y, axis=1))
+
+
+@triton.jit
+def kth_largest_stream(y_ptr, y_row, n_cols, k, cols, LOW_BIT: tl.constexpr):
+    """t (R,) as `kth_largest`, for rows too wide for the chip: one counting pass over
+    y[y_row + 0 .. n_cols) per significant bit. y_row (R,) int64 row offsets; cols (W,)."""
+    width = cols.shape[0]
+    tb = tl.zeros([y_row.shape[0]], tl.int32)
+    for bit in tl.static_range(30, LOW_BIT - 1, -1):
+        cand = tb | (1 << bit)
+        cnt = tl.zeros([y_row.shape[0]], tl.int32)
+        for start in range(0, n_cols, width):
+            valid = (start + cols) < n_cols
+            y = tl.load(y_ptr + y_row[:, None] + (start + cols)[None, :],
+                        mask=valid[None, :], other=0.0).to(tl.float32)
+            bits = tl.where(y > 0, y.to(tl.int32, bitcast=True), 0)
             cnt += tl.sum((bits >= cand[:, None]).to(tl.int32), axis=1)
-    return cnt
+        tb = tl.where(cnt >= k, cand, tb)
+    return tb.to(tl.float32, bitcast=True)
+
+
+# The lowest fp32 bit each teacher dtype can set once upcast (their mantissas are 7, 10, 23
+# bits); the bisection needs no rounds below it.
+LOW_BIT = {torch.bfloat16: 16, torch.float16: 13, torch.float32: 0}
 
 
 @triton.jit
-def _load_bits(y_ptr, rows64, row_ok, cols, n_cols, stride_y):
-    """fp32 bits of y as int32; padding, zeros and (invalid) negatives map to -1 / 0."""
-    valid = row_ok[:, None] & (cols[None, :] < n_cols)
-    y = tl.load(y_ptr + rows64[:, None] * stride_y + cols[None, :], mask=valid, other=0.0)
-    y = y.to(tl.float32)
-    bits = tl.where(y > 0, y.to(tl.int32, bitcast=True), 0)
-    return tl.where(valid, bits, -1)  # padding never counts: every candidate is >= 0
-
-
-@triton.jit
-def _topk_threshold_kernel(y_ptr, k_ptr, out_ptr, n_rows, n_cols, stride_y, stride_k,
-                           ROWS: tl.constexpr, BLOCK: tl.constexpr, SINGLE: tl.constexpr):
+def _threshold_kernel(y_ptr, k_ptr, out_ptr, n_rows, n_cols, stride_y, stride_k,
+                      EXTRACT_K: tl.constexpr, LOW_BIT: tl.constexpr, ROWS: tl.constexpr,
+                      BLOCK: tl.constexpr, STREAM: tl.constexpr, KCAP: tl.constexpr):
     rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
     row_ok = rows < n_rows
-    rows64 = rows.to(tl.int64)
+    y_row = rows.to(tl.int64) * stride_y
     cols = tl.arange(0, BLOCK)
-    k = tl.load(k_ptr + rows64 * stride_k, mask=row_ok, other=1).to(tl.int32)
-    if SINGLE:
-        y_bits = _load_bits(y_ptr, rows64, row_ok, cols, n_cols, stride_y)
+    k = tl.load(k_ptr + rows * stride_k, mask=row_ok, other=0).to(tl.int32)
+    if STREAM:
+        buf_y = tl.zeros([ROWS, KCAP], tl.float32)
+        buf_z = tl.zeros([ROWS, KCAP], tl.float32)
+        dropped = tl.zeros([ROWS], tl.float32)
+        for start in range(0, n_cols, BLOCK):
+            valid = row_ok[:, None] & ((start + cols) < n_cols)[None, :]
+            y = tl.load(y_ptr + y_row[:, None] + (start + cols)[None, :], mask=valid,
+                        other=0.0).to(tl.float32)
+            buf_y, buf_z, dropped = topk_insert(y, y, cols, buf_y, buf_z, dropped)
+        t = kth_largest(buf_y, k, EXTRACT_K, 0)
+        if tl.max(((dropped > 0) & (dropped >= t)).to(tl.int32), axis=0) > 0:
+            t = kth_largest_stream(y_ptr, y_row, n_cols, k, cols, LOW_BIT)
     else:
-        y_bits = tl.zeros([ROWS, BLOCK], tl.int32)  # unused: streamed rows are re-read
-    t = tl.zeros([ROWS], tl.int32)
-    for bit in tl.static_range(30, -1, -1):  # bit 31 is the sign: y >= 0
-        cand = t | (1 << bit)
-        cnt = _count_at_least(y_ptr, rows64, row_ok, cols, n_cols, stride_y, cand, y_bits,
-                              SINGLE, BLOCK)
-        t = tl.where(cnt >= k, cand, t)
-    tl.store(out_ptr + rows64, t.to(tl.float32, bitcast=True), mask=row_ok)
+        valid = row_ok[:, None] & (cols < n_cols)[None, :]
+        y = tl.load(y_ptr + y_row[:, None] + cols[None, :], mask=valid, other=0.0)
+        t = kth_largest(y.to(tl.float32), k, EXTRACT_K, LOW_BIT)
+    tl.store(out_ptr + rows, t, mask=row_ok)
 
 
-def topk_threshold_bisect(y: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """(N,) fp32 k-th largest value of each row. y: (N, C) non-negative fp16/bf16/fp32 with
-    unit column stride; k: (N,) integers in [1, C] (any row stride, 0 for a scalar k)."""
+def kth_largest_rows(y: torch.Tensor, k: torch.Tensor, *, extract_k: int, stream_block: int = 0,
+                     kcap: int = 8) -> torch.Tensor:
+    """(N,) fp32: the selection above on its own, for tests. y (N, C) fp16/bf16/fp32 with unit
+    column stride; k (N,) int32. stream_block > 0 streams the row in blocks of that width
+    through `topk_insert` (with its fallback) instead of holding it in one tile."""
     n, c = y.shape
     out = torch.empty(n, dtype=torch.float32, device=y.device)
     if n == 0:
         return out
-    cfg = block_config(c)
-    grid = (triton.cdiv(n, cfg.rows),)
-    _topk_threshold_kernel[grid](y, k, out, n, c, y.stride(0), k.stride(0), ROWS=cfg.rows,
-                                 BLOCK=cfg.block, SINGLE=cfg.single, num_warps=cfg.num_warps)
+    stream = stream_block > 0
+    block = stream_block if stream else triton.next_power_of_2(c)
+    rows = 1 if stream else max(1, min(16, 4096 // block))
+    _threshold_kernel[(triton.cdiv(n, rows),)](
+        y, k, out, n, c, y.stride(0), k.stride(0), EXTRACT_K=extract_k, LOW_BIT=LOW_BIT[y.dtype],
+        ROWS=rows, BLOCK=block, STREAM=stream, KCAP=kcap)
     return out

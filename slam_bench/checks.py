@@ -4,15 +4,23 @@ Shape, dtype and device checks are free (metadata only) and always run. Value ch
 tensor contents, which synchronises a GPU, so they run by default and are switched off with
 ``check_values=False`` (e.g. inside a CUDA graph or a tuned training loop).
 
+The (N, C) value checks are one pass over row chunks (`value_stats`): per chunk, the teacher's
+row sums and minimum and the logits' minimum and maximum, all reductions with no N x C
+temporary (a NaN or inf anywhere shows up in those four numbers), read back with one host
+sync. On CPU the chunks run on the worker threads of slam_bench.chunks, so the checks cost
+about one read of the inputs.
+
 Every error names the argument and what was expected.
 """
 from __future__ import annotations
 
 import math
-from typing import Optional, Union
+from typing import List, Optional, Union
 
 import torch
 from torch import Tensor
+
+from slam_bench.chunks import for_each_chunk, row_step
 
 REDUCTIONS = ("mean", "sum", "none")
 BACKENDS = ("auto", "torch", "triton")
@@ -41,23 +49,72 @@ def check_logits_and_probs(student_logits, teacher_probs, check_values: bool) ->
         raise ValueError(f"student_logits must have C >= 2 classes, got C = {student_logits.shape[1]}")
     check_same_device(student_logits, teacher_probs=teacher_probs)
     if check_values and teacher_probs.numel():
-        check_simplex_rows("teacher_probs", teacher_probs, SIMPLEX_ATOL[teacher_probs.dtype])
-        if not bool(torch.isfinite(student_logits).all()):
+        stats = value_stats(teacher_probs, student_logits)
+        raise_simplex_errors("teacher_probs", stats, SIMPLEX_ATOL[teacher_probs.dtype])
+        if not (math.isfinite(stats[2]) and math.isfinite(stats[3])):
             raise ValueError("student_logits must be finite (found NaN or inf)")
 
 
-def check_simplex_rows(name: str, probs: Tensor, tol: float, hint: str = "") -> None:
-    """Value check of (n, C) rows: finite, non-negative, each summing to 1 within `tol`.
+def value_stats(probs: Tensor, logits: Optional[Tensor] = None) -> List[float]:
+    """[min of probs, max over rows |row sum - 1|, min of logits, max of logits] (the last two
+    0.0 without logits), from one chunked pass. probs (n, C); logits None or (n, C). Sums
+    accumulate in float32 (float64 for float64 probs), with no upcast copy. NaN propagates
+    through every one of these reductions, and an inf makes its sum or extreme non-finite."""
+    n, c = probs.shape
+    acc = torch.float64 if probs.dtype == torch.float64 else torch.float32
+    step = row_step(n, c, probs.device)
+    starts = range(0, n, step)
+    parts = torch.zeros((len(starts), 4), dtype=torch.float64, device=probs.device)
 
-    Sums run in float32 (float64 for float64 input): no N x C float64 copy on a GPU."""
-    t = probs if probs.dtype == torch.float64 else probs.float()
-    if not bool(torch.isfinite(t).all()):
+    def run(i):
+        p = probs[i:i + step]
+        dev = (p.sum(dim=1, dtype=acc) - 1).abs().max()
+        row = [p.amin(), dev]
+        if logits is not None:
+            row += list(torch.aminmax(logits[i:i + step]))
+        parts[i // step, :len(row)] = torch.stack([v.to(torch.float64) for v in row])
+
+    for_each_chunk(run, starts, probs.device)
+    # NaN-propagating combine across chunks (torch's min/max propagate NaN).
+    return [parts[:, 0].min().item(), parts[:, 1].max().item(), parts[:, 2].min().item(),
+            parts[:, 3].max().item()]
+
+
+def check_finite(name: str, t: Tensor) -> None:
+    """Value check: every entry of t (1-D or 2-D) finite, from one pass of min/max over row
+    chunks, with no temporary of t's size (NaN propagates through both; an inf is an
+    extreme). On CPU the chunks run on the workers of slam_bench.chunks."""
+    if not t.numel():
+        return
+    rows = t if t.dim() == 2 else t.reshape(1, -1)
+    n, c = rows.shape
+    step = row_step(n, c, t.device)
+    starts = range(0, n, step)
+    parts = torch.zeros((len(starts), 2), dtype=torch.float64, device=t.device)
+
+    def run(i):
+        parts[i // step] = torch.stack(torch.aminmax(rows[i:i + step])).to(torch.float64)
+
+    for_each_chunk(run, starts, t.device)
+    if not bool(parts.isfinite().all()):
         raise ValueError(f"{name} must be finite (found NaN or inf)")
-    if bool((t < 0).any()):
+
+
+def raise_simplex_errors(name: str, stats: List[float], tol: float, hint: str = "") -> None:
+    """The simplex checks on `value_stats` numbers: finite, non-negative, rows sum to 1."""
+    mn, dev = stats[0], stats[1]
+    if not (math.isfinite(mn) and math.isfinite(dev)):
+        raise ValueError(f"{name} must be finite (found NaN or inf)")
+    if mn < 0:
         raise ValueError(f"{name} must be non-negative (found a negative entry)")
-    err = (t.sum(dim=1) - 1).abs().max().item()
-    if err > tol:
-        raise ValueError(f"{name} rows must sum to 1 within {tol:g}{hint}, worst row is off by {err:.3g}")
+    if dev > tol:
+        raise ValueError(f"{name} rows must sum to 1 within {tol:g}{hint}, worst row is off by {dev:.3g}")
+
+
+def check_simplex_rows(name: str, probs: Tensor, tol: float, hint: str = "") -> None:
+    """Value check of (n, C) rows: finite, non-negative, each summing to 1 within `tol`."""
+    if probs.numel():
+        raise_simplex_errors(name, value_stats(probs), tol, hint)
 
 
 def check_loss_inputs(student_logits, teacher_probs, temperature, weight, reduction,

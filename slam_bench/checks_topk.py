@@ -113,8 +113,8 @@ def check_logits(student_logits, check_values: bool) -> tuple:
     n, v = student_logits.shape
     if v < 2:
         raise ValueError(f"student_logits must have V >= 2 classes, got V = {v}")
-    if check_values and student_logits.numel() and not bool(torch.isfinite(student_logits).all()):
-        raise ValueError("student_logits must be finite (found NaN or inf)")
+    if check_values:
+        checks.check_finite("student_logits", student_logits)
     return n, v
 
 
@@ -145,8 +145,8 @@ def check_linear(hidden, lm_weight, bias: Optional[Tensor], check_values: bool) 
             raise ValueError(f"bias must be on {hidden.device} like hidden, got {bias.device}")
     if check_values:
         for name, t in (("hidden", hidden), ("lm_weight", lm_weight), ("bias", bias)):
-            if t is not None and t.numel() and not bool(torch.isfinite(t).all()):
-                raise ValueError(f"{name} must be finite (found NaN or inf)")
+            if t is not None:
+                checks.check_finite(name, t)
     return n, h, v
 
 

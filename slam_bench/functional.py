@@ -44,7 +44,10 @@ def _triton_kernel_available() -> bool:
     return True
 
 
-def _run(z, y, alpha, k, normalize, temperature, weight, reduction, backend, mixing):
+def _run(z, y, alpha, k, normalize, temperature, weight, reduction, backend, mixing,
+         overwrite_logits):
+    if not isinstance(overwrite_logits, bool):
+        raise TypeError(f"overwrite_logits must be a bool, got {type(overwrite_logits).__name__}")
     backend = _resolve_backend(backend, z.device, z.dtype)
     if backend == "triton":
         try:
@@ -52,7 +55,8 @@ def _run(z, y, alpha, k, normalize, temperature, weight, reduction, backend, mix
         except ImportError as e:  # triton missing on this platform, or the kernel not built yet
             raise ValueError(f"backend='triton' is not available here: {e}") from e
         return slam_loss_triton(z, y, alpha, k, normalize=normalize, temperature=temperature,
-                                weight=weight, reduction=reduction, mixing=mixing)
+                                weight=weight, reduction=reduction, mixing=mixing,
+                                overwrite_logits=overwrite_logits)
     return slam_loss_torch(z, y, alpha, k, normalize=normalize, temperature=temperature,
                            weight=weight, reduction=reduction, mixing=mixing)
 
@@ -60,7 +64,7 @@ def _run(z, y, alpha, k, normalize, temperature, weight, reduction, backend, mix
 def slam_loss(student_logits: Tensor, teacher_probs: Tensor, alpha: Union[float, Tensor],
               k: Union[int, Tensor], *, normalize: bool = False, temperature: float = 1.0,
               weight: Optional[Tensor] = None, reduction: str = "mean", backend: str = "auto",
-              check_values: bool = True) -> Tensor:
+              check_values: bool = True, overwrite_logits: bool = False) -> Tensor:
     """SLaM loss (spec/slam.md section 2): -sum_j y_j log q_j, q = mix(softmax(z / T)).
 
     Args:
@@ -76,6 +80,11 @@ def slam_loss(student_logits: Tensor, teacher_probs: Tensor, alpha: Union[float,
         backend: "auto" (Triton kernel for CUDA tensors, else torch), "torch" or "triton".
         check_values: read the tensors to validate alpha, k, weight and the teacher rows
             (synchronises a GPU); shapes, dtypes and devices are always checked.
+        overwrite_logits: with backend="triton", write dL/dz into student_logits' own storage
+            during the forward instead of a new buffer (saves one N x C buffer, as
+            Liger-Kernel does; the logits' values are gone after the call, so use it only for
+            logits nothing else reads, e.g. an output layer's result). The torch backend
+            ignores it (it keeps the logits and its own buffer).
     """
     n, c = checks.check_loss_inputs(student_logits, teacher_probs, temperature, weight, reduction,
                          check_values)
@@ -84,16 +93,16 @@ def slam_loss(student_logits: Tensor, teacher_probs: Tensor, alpha: Union[float,
     checks.check_alpha(alpha, n, student_logits.device, check_values)
     checks.check_k(k, n, c, normalize, student_logits.device, check_values)
     return _run(student_logits, teacher_probs, alpha, k, normalize, temperature, weight,
-                reduction, backend, mixing=True)
+                reduction, backend, mixing=True, overwrite_logits=overwrite_logits)
 
 
 def distill_loss(student_logits: Tensor, teacher_probs: Tensor, *, temperature: float = 1.0,
                  weight: Optional[Tensor] = None, reduction: str = "mean", backend: str = "auto",
-                 check_values: bool = True) -> Tensor:
+                 check_values: bool = True, overwrite_logits: bool = False) -> Tensor:
     """Vanilla distillation: soft-label cross-entropy -sum_j y_j log softmax(z / T)_j.
 
     The alpha = 1 case of `slam_loss`; arguments as there.
     """
     checks.check_loss_inputs(student_logits, teacher_probs, temperature, weight, reduction, check_values)
     return _run(student_logits, teacher_probs, 1.0, 1, False, temperature, weight, reduction,
-                backend, mixing=False)
+                backend, mixing=False, overwrite_logits=overwrite_logits)

@@ -1,9 +1,9 @@
 """The chunk loop of `fused_linear_slam_loss` and its `torch.library` custom ops.
 
 For each chunk of rows: logits = hidden_chunk @ lm_weight.T (+ bias) into one reused
-(chunk, V) buffer; the chunk step (Triton kernel, or slam_bench.topk_backend.topk_chunk_ on
-the torch backend) turns the buffer into the row losses and, in place, d(loss)/d(logits)
-scaled by each row's factor; then d(hidden) of the chunk = buffer @ lm_weight, and
+(chunk, V) buffer; the chunk step (`topk_chunk_inplace`: the Triton kernel, or
+slam_bench.topk_backend's on the torch backend) turns the buffer into the row losses and, in
+place, d(loss)/d(logits) scaled by each row's factor; then d(hidden) of the chunk = buffer @ lm_weight, and
 d(lm_weight) += buffer.T @ hidden_chunk, d(bias) += column sums. The N x V logits never
 exist; the gradients are computed in the forward (Liger-Kernel's fused linear cross-entropy
 does the same), and backward only multiplies them by grad_output.
@@ -47,7 +47,7 @@ def _chunk_step(backend: str):
     if backend == "triton":
         from slam_bench.kernels import topk_chunk_inplace
         return topk_chunk_inplace, lambda dt: dt
-    return topk_backend.topk_chunk_, topk_backend.work_dtype
+    return topk_backend.topk_chunk_inplace, topk_backend.work_dtype
 
 
 def run_chunks(hidden: Tensor, lm_weight: Tensor, bias: Optional[Tensor], ids: Tensor,

@@ -12,9 +12,12 @@ Gradient: with r_j = f_j dloss/df_j = -y_j c f_j / q_j (exactly -y_j outside the
 off the K ids, and R = sum_j r_j: dz_v = (r_v - f_v R) / T. So a row needs its max and sum of
 exp over V, the K gathered logits, and then one pass writing -f_v R / T plus r at K places.
 
-`topk_chunk_` does exactly that in place on an (n, V) buffer of logits (no temporaries of
-size n x V): the same chunk step the Triton kernel (kernels/topk_triton.py) performs, in
-eager torch ops. Inputs are checked by slam_bench.topk.
+`topk_rows` does exactly that in place on an (n, V) buffer of logits (no temporaries of
+size n x V): the chunk step the Triton kernel (kernels/topk_triton.py) performs, in eager torch
+ops, over row chunks that stay in cache, which on CPU run on the worker threads of
+slam_bench.chunks (each op single-threaded: at small N x V, per-op thread barriers would cost
+far more than the ops). The mixing of the K gathered entries and the backward's grad_output
+are slam_bench.torch_backend's. Inputs are checked by slam_bench.topk.
 """
 from __future__ import annotations
 
@@ -23,36 +26,22 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-# A chunk of rows spans about this many logits (4 MiB of fp32 temporaries for the
-# forward-only path), so row chunks stay in cache across the few passes over them.
-CHUNK_ELEMENTS = 1 << 20
-
-
-def work_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
+from slam_bench.chunks import for_each_chunk, row_step
+from slam_bench.torch_backend import apply_grad_output, gathered_terms, work_dtype
 
 
 def k_terms(logf: Tensor, p: Tensor, alpha: Tensor, s: Tensor, thresh: Tensor, mixing: bool):
     """The K teacher entries of n rows. logf, p (n, K): log f and y at the ids; alpha, s,
     thresh (n,). Returns (row losses (n,), r (n, K))."""
-    if mixing:
-        a = alpha[:, None]
-        b = s[:, None] * (1 - a)
-        c = a - b
-        mixed = (p >= thresh[:, None]) & (b > 0)
-        f = logf.exp()
-        q = c * f + b  # >= min(alpha, b) > 0 where mixed; unused elsewhere
-        logq = torch.where(mixed, torch.log(q), torch.log(a) + logf)
-        r = torch.where(mixed, -p * c * f / q, -p)
-    else:
-        logq, r = logf, -p
-    # Select before multiplying: y_j = 0 with log q_j = -inf must give 0, not NaN.
-    rows = -torch.where(p > 0, p * logq, torch.zeros_like(p)).sum(dim=1)
-    return rows, r
+    if not mixing:
+        return -(p * logf).sum(dim=1), -p
+    a = alpha[:, None]
+    ylogq, _, r = gathered_terms(p, logf, a, s[:, None] * (1 - a), p >= thresh[:, None])
+    return -ylogq, r
 
 
-def topk_chunk_(buf: Tensor, ids: Tensor, p: Tensor, alpha: Tensor, s: Tensor, thresh: Tensor,
-                scale: Optional[Tensor], inv_t: float, ignore_index: int, mixing: bool) -> Tensor:
+def _chunk_(buf: Tensor, ids: Tensor, p: Tensor, alpha: Tensor, s: Tensor, thresh: Tensor,
+            scale: Optional[Tensor], inv_t: float, ignore_index: int, mixing: bool) -> Tensor:
     """Row losses (n,) of the logits in `buf` (n, V), float32/float64, which it overwrites:
     with scale_i * dloss_i/dz when `scale` (n,) is given, else with scratch values.
 
@@ -78,30 +67,56 @@ def topk_chunk_(buf: Tensor, ids: Tensor, p: Tensor, alpha: Tensor, s: Tensor, t
     return rows
 
 
-def rows_per_chunk(v: int, elements: int = CHUNK_ELEMENTS) -> int:
-    return max(1, elements // v)
+def topk_rows(z: Tensor, ids: Tensor, p: Tensor, alpha: Tensor, s: Tensor, thresh: Tensor,
+              scale: Optional[Tensor], inv_t: float, ignore_index: int, mixing: bool,
+              out: Optional[Tensor] = None) -> Tensor:
+    """Row losses (n,) in the work dtype of logits z (n, V), row chunk by row chunk.
+
+    out: None (each chunk works on a copy of its own), or an (n, V) buffer in the work dtype
+    (z itself to work in place) that ends up holding scale_i * dloss_i/dz where `scale` (n,)
+    is given, scratch values otherwise. Other arguments as in `_chunk_`."""
+    n, v = z.shape
+    wd = work_dtype(z.dtype)
+    rows = torch.empty(n, dtype=wd, device=z.device)
+    step = row_step(n, v, z.device)
+
+    def run(i):
+        j = min(i + step, n)
+        if out is None:
+            buf = z[i:j].to(wd, copy=True)
+        else:
+            buf = out[i:j]
+            if out is not z:
+                buf.copy_(z[i:j])
+        rows[i:j] = _chunk_(buf, ids[i:j], p[i:j], alpha[i:j], s[i:j], thresh[i:j],
+                            None if scale is None else scale[i:j], inv_t, ignore_index, mixing)
+
+    for_each_chunk(run, range(0, n, step), z.device)
+    return rows
+
+
+def topk_chunk_inplace(logits: Tensor, ids: Tensor, p: Tensor, alpha: Tensor, s: Tensor,
+                       thresh: Tensor, scale: Optional[Tensor], inv_t: float, ignore_index: int,
+                       mixing: bool) -> Tensor:
+    """The fused-linear chunk step on this backend (the Triton one is
+    slam_bench.kernels.topk_chunk_inplace): row losses of `logits` (n, V), float32/float64,
+    overwritten with scale_i * dloss_i/dz when `scale` is given."""
+    return topk_rows(logits, ids, p, alpha, s, thresh, scale, inv_t, ignore_index, mixing,
+                     out=logits)
 
 
 class _TopKFunction(torch.autograd.Function):
     """Loss and gradient in one pass over row chunks (as slam_bench/torch_backend.py does for
     the dense loss): the gradient buffer, with the row factors folded in, is the only n x V
-    allocation; backward multiplies it by grad_output (skipped on CPU when that is 1)."""
+    allocation; backward applies grad_output (torch_backend.apply_grad_output)."""
 
     @staticmethod
     def forward(ctx, z, ids, p, alpha, s, thresh, scale, inv_t, ignore_index, mixing, reduction):
         n, v = z.shape
-        wd = work_dtype(z.dtype)
         want = ctx.needs_input_grad[0]
-        rows = torch.empty(n, dtype=wd, device=z.device)
-        grad = torch.empty((n, v), dtype=wd, device=z.device) if want else None
-        step = rows_per_chunk(v)
-        scratch = None if want else torch.empty((min(step, n), v), dtype=wd, device=z.device)
-        for i in range(0, n, step):
-            j = min(i + step, n)
-            buf = grad[i:j] if want else scratch[: j - i]
-            buf.copy_(z[i:j])
-            rows[i:j] = topk_chunk_(buf, ids[i:j], p[i:j], alpha[i:j], s[i:j], thresh[i:j],
-                                    scale[i:j] if want else None, inv_t, ignore_index, mixing)
+        grad = torch.empty((n, v), dtype=work_dtype(z.dtype), device=z.device) if want else None
+        rows = topk_rows(z, ids, p, alpha, s, thresh, scale if want else None, inv_t,
+                         ignore_index, mixing, out=grad)
         if want:
             ctx.save_for_backward(grad)
             ctx.z_dtype, ctx.reduction = z.dtype, reduction
@@ -111,12 +126,7 @@ class _TopKFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         (grad,) = ctx.saved_tensors
-        g = grad_out.to(grad.dtype)
-        # On CPU the check is free; `loss.backward()` passes exactly 1.
-        if grad.device.type == "cpu" and bool((g == 1).all()):
-            dz = grad
-        else:
-            dz = grad * (g[:, None] if ctx.reduction == "none" else g)
+        dz = apply_grad_output(grad, grad_out, ctx.reduction)
         return (dz.to(ctx.z_dtype),) + (None,) * 10
 
 

@@ -22,8 +22,9 @@ Numerics (the Triton kernel does the same):
   is a plain product, and y_j = 0 contributes exactly 0.
 
 Speed (CPU, eager ops only). exp is the costliest op, so it runs once per element: the
-shifted exponentials go straight into the gradient buffer, and both the loss and f come from
-them and their row sums. The top-k mask touches k entries per row, so those entries are
+shifted logits are written into the gradient buffer, the loss's linear part sum_j y_j xs_j is
+taken from them as one row dot product, and exp then overwrites them in place; both the loss
+and f come from those exponentials and their row sums. The top-k mask touches k entries per row, so those entries are
 gathered and the other C - k are handled by whole-row ops with no mask. Rows whose threshold
 value is tied with entries past position k (and is > 0: ties at 0 change nothing, y_j = 0
 terms vanish), and k = C, take the dense-mask fallback, which computes the same quantities
@@ -31,27 +32,17 @@ through an N x C mask.
 """
 from __future__ import annotations
 
-import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Optional, Union
 
 import torch
 from torch import Tensor
 
+from slam_bench.chunks import for_each_chunk, row_step
 from slam_bench.reference import topk_mask
 
-# Row chunks of about this many elements: a chunk's fp32 temporaries (1 MiB each) stay in
-# cache between the passes over it, and the per-op Python overhead stays small next to the
-# work (about 32 chunks at N x C = 8192 x 1000).
-CHUNK_ELEMENTS = 1 << 18
-# Below this many elements one thread does the whole loss (torch's own intra-op grain size);
-# above it, small inputs are still split so that every worker thread gets a chunk.
-MIN_PARALLEL_ELEMENTS = 1 << 15
-
-
-def _work_dtype(z: Tensor) -> torch.dtype:
-    return torch.float64 if z.dtype == torch.float64 else torch.float32
+def work_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype this backend computes in for inputs of `dtype`: float64 stays, the rest float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def _ties_past_k(top_vals: Tensor, k) -> bool:
@@ -80,10 +71,12 @@ def _mask_plan(yv: Tensor, k, kmax: int):
     return "dense", topk_mask(yv, k), None
 
 
-def _gathered_terms(y_g, logf_g, a, b, valid):
-    """Mixing on the gathered top entries: y_g (n, kk) their teacher values, logf_g (n, kk)
-    their log f, valid (n, kk) bool or None: which are in the row's mask. Returns (sum of
-    y_j log q_j over them (n,), f there (n, kk), r_j = f_j g_j there (n, kk))."""
+def gathered_terms(y_g, logf_g, a, b, valid):
+    """Mixing on gathered entries (here the top k of a row; the K ids of a sparse teacher in
+    slam_bench.topk_backend): y_g (n, kk) their teacher values, logf_g (n, kk) their log f,
+    a, b (n, 1) alpha and s (1 - alpha), valid (n, kk) bool or None: which are in the row's
+    mask. Returns (sum of y_j log q_j over them (n,), f there (n, kk), r_j = f_j g_j there
+    (n, kk), exactly -y_j outside the mask)."""
     f_g = logf_g.exp()
     mixed = b > 0  # (n, 1): alpha = 1 rows have q = alpha f everywhere
     if valid is not None:
@@ -103,40 +96,49 @@ def _chunk(z, y, a, k, s, kmax, inv_t, mixing, grad_out_buf, scale):
     x = z if z.dtype == wd else z.to(wd)
     if inv_t != 1.0:
         x = x * inv_t
-    # Shifted logits xs, in a buffer of our own (reused below).
-    xs = x - x.amax(dim=1, keepdim=True) if x is z else x.sub_(x.amax(dim=1, keepdim=True))
-    del x
-    e = torch.exp(xs, out=grad_out_buf) if grad_out_buf is not None else torch.exp(xs)
-    se = e.sum(dim=1)
-    lse = torch.log(se)  # log f = xs - lse, f = e / se
-
+    m = x.amax(dim=1, keepdim=True)
     b = s * (1 - a) if mixing else None
     if mixing and not bool((b > 0).any()):
         mixing = False  # alpha = 1 on every row of the chunk: plain soft cross-entropy
-    if mixing:
-        plan, idx, valid = _mask_plan(yv, k, kmax)
-        if plan == "dense":
-            return _dense_mask_chunk(yv, xs, lse, e / se[:, None], a, b, idx, inv_t,
-                                     grad_out_buf, scale)
-        logq_g, f_g, r_g = _gathered_terms(yv.gather(1, idx), xs.gather(1, idx) - lse[:, None],
-                                           a, b, valid)
-        y_rest = yv.scatter(1, idx, 0.0)
+    plan = _mask_plan(yv, k, kmax) if mixing else ("none", None, None)
+    if plan[0] == "dense":
+        xs = x - m
+        e = torch.exp(xs, out=grad_out_buf) if grad_out_buf is not None else torch.exp(xs)
+        se = e.sum(dim=1)
+        return _dense_mask_chunk(yv, xs, torch.log(se), e / se[:, None], a, b, plan[1], inv_t,
+                                 grad_out_buf, scale)
+    # Shifted logits xs (exact for nearby values: shift-invariant), written where exp(xs)
+    # will go: the gradient buffer, or x itself when x is already a copy of our own.
+    if grad_out_buf is not None:
+        xs = torch.sub(x, m, out=grad_out_buf)
     else:
-        y_rest = yv
-    y_rest_sum = y_rest.sum(dim=1)
-    # Entries not gathered: y_j (log alpha + log f_j) = y_j (log alpha + xs_j - lse), summed
-    # without a mask; xs is not needed after this, so the product overwrites it.
-    rest = xs.mul_(y_rest).sum(dim=1) - y_rest_sum * lse
-    del xs
+        xs = x.sub_(m) if x is not z else x - m
+    del x
+    # sum_j y_j xs_j, the loss's linear part, before xs turns into exp(xs) in place.
+    yxs = torch.linalg.vecdot(xs, yv)
     if mixing:
-        rows = -(rest + torch.log(a).squeeze(1) * y_rest_sum + logq_g)
+        idx, valid = plan[1], plan[2]
+        y_g, xs_g = yv.gather(1, idx), xs.gather(1, idx)
+    e = xs.exp_()
+    se = e.sum(dim=1)
+    lse = torch.log(se)  # log f = xs - lse, f = e / se
+    sy = yv.sum(dim=1)
+    ylogf = yxs - lse * sy  # sum_j y_j log f_j
+    if mixing:
+        # The gathered top entries: replace their y (log alpha + log f) by y log q.
+        logf_g = xs_g - lse[:, None]
+        logq_g, f_g, r_g = gathered_terms(y_g, logf_g, a, b, valid)
+        y_rest_sum = sy - y_g.sum(dim=1)
+        rows = -(ylogf - (y_g * logf_g).sum(dim=1) + torch.log(a).squeeze(1) * y_rest_sum
+                 + logq_g)
+        u = y_rest_sum - r_g.sum(dim=1)
     else:
-        rows = -rest
+        rows = -ylogf
+        u = sy
     if grad_out_buf is None:
         return rows
 
     # dz = (r - f sum_i r_i) / T with r = -y on the entries not gathered, f = e / sum(e).
-    u = y_rest_sum - r_g.sum(dim=1) if mixing else y_rest_sum
     sc = scale * inv_t
     g = e
     g.mul_((u / se).unsqueeze(1) * sc)
@@ -166,54 +168,15 @@ def _dense_mask_chunk(yv, xs, lse, f, a, b, mask, inv_t, grad_out_buf, scale):
     return rows
 
 
-_PARALLEL_LOCK = threading.Lock()
-_POOLS: dict = {}
-
-
-def _for_each_chunk(run, starts: range, device: torch.device) -> None:
-    """Call run(start) for every chunk. On CPU with T > 1 torch threads, T Python workers take
-    whole chunks while each op runs single-threaded: a chunk's dozen small ops then need no
-    thread barrier each, which on a loaded machine (other processes on the cores) costs more
-    than the op itself. The lock keeps concurrent callers from interleaving the thread-count
-    change; a caller that finds it taken runs its chunks serially."""
-    threads = torch.get_num_threads()
-    if device.type != "cpu" or threads < 2 or len(starts) < 2 \
-            or not _PARALLEL_LOCK.acquire(blocking=False):
-        for i in starts:
-            run(i)
-        return
-    try:
-        # Keyed by process id too: a forked child inherits the pool object but not its threads.
-        key = (os.getpid(), threads)
-        pool = _POOLS.get(key)
-        if pool is None:
-            pool = _POOLS[key] = ThreadPoolExecutor(threads, thread_name_prefix="slam-chunk")
-
-        def run_no_grad(i):  # grad mode is per thread; the workers must not record a graph
-            with torch.no_grad():
-                run(i)
-        torch.set_num_threads(1)
-        try:
-            for f in [pool.submit(run_no_grad, i) for i in starts]:
-                f.result()
-        finally:
-            torch.set_num_threads(threads)
-    finally:
-        _PARALLEL_LOCK.release()
-
-
 class _SLaMFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z, y, alpha, k, s, weight, temperature, reduction, mixing):
         n, c = z.shape
-        wd = _work_dtype(z)
+        wd = work_dtype(z.dtype)
         want_grad = ctx.needs_input_grad[0]
         rows = torch.empty(n, dtype=wd, device=z.device)
         grad = torch.empty((n, c), dtype=wd, device=z.device) if want_grad else None
-        step = max(1, CHUNK_ELEMENTS // c)
-        threads = torch.get_num_threads() if z.device.type == "cpu" else 1
-        if threads > 1 and n * c >= MIN_PARALLEL_ELEMENTS:
-            step = min(step, -(-n // threads))  # at least one chunk per worker
+        step = row_step(n, c, z.device)
         inv_t = 1.0 / temperature
         kmax = k if isinstance(k, int) else (int(k.max()) if n else 1)
         # The per-row factor that the reduction applies to dL/dz: weight and 1/N.
@@ -227,7 +190,7 @@ class _SLaMFunction(torch.autograd.Function):
             rows[i:j] = _chunk(z[i:j], y[i:j], alpha[i:j, None], k_i, s[i:j, None], kmax,
                                inv_t, mixing, grad[i:j] if want_grad else None, sc)
 
-        _for_each_chunk(run, range(0, n, step), z.device)
+        for_each_chunk(run, range(0, n, step), z.device)
         if want_grad:
             ctx.save_for_backward(grad)
             ctx.z_dtype = z.dtype
@@ -241,14 +204,19 @@ class _SLaMFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         (grad,) = ctx.saved_tensors
-        g = grad_out.to(grad.dtype)
-        # On CPU this check is free; `loss.backward()` passes exactly 1, and returning the
-        # saved buffer unscaled lets autograd adopt it as .grad with no N x C pass.
-        if grad.device.type == "cpu" and bool((g == 1).all()):
-            dz = grad
-        else:
-            dz = grad * (g[:, None] if ctx.reduction == "none" else g)
+        dz = apply_grad_output(grad, grad_out, ctx.reduction)
         return dz.to(ctx.z_dtype), None, None, None, None, None, None, None, None
+
+
+def apply_grad_output(grad: Tensor, grad_out: Tensor, reduction: str) -> Tensor:
+    """dL/dz from a gradient computed in the forward for grad_output = 1: grad (N, C), scaled
+    by grad_out (0-dim, or (N,) for reduction="none"). On CPU the check for 1 is free, and
+    `loss.backward()` passes exactly 1: returning the saved buffer unscaled lets autograd
+    adopt it as .grad with no N x C pass. On a GPU it multiplies (no host sync)."""
+    g = grad_out.to(grad.dtype)
+    if grad.device.type == "cpu" and bool((g == 1).all()):
+        return grad
+    return grad * (g[:, None] if reduction == "none" else g)
 
 
 def slam_loss_torch(z: Tensor, y: Tensor, alpha: Union[float, Tensor], k: Union[int, Tensor], *,
@@ -256,7 +224,7 @@ def slam_loss_torch(z: Tensor, y: Tensor, alpha: Union[float, Tensor], k: Union[
                     reduction: str, mixing: bool = True) -> Tensor:
     """Checked inputs (see slam_bench.functional). z, y (N, C); returns float32/float64."""
     n = z.shape[0]
-    wd = _work_dtype(z)
+    wd = work_dtype(z.dtype)
     a = torch.as_tensor(alpha, dtype=wd, device=z.device).expand(n).contiguous()
     if normalize:
         s = 1.0 / (torch.as_tensor(k, dtype=wd, device=z.device).expand(n) - 1.0)

@@ -19,6 +19,7 @@ which moves log q wherever f underflows: a real, input-level difference, not a c
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 import torch
@@ -303,3 +304,27 @@ def test_non_contiguous_inputs():
     torch.testing.assert_close(slam_loss(z[:, ::2], y[:, ::2] / y[:, ::2].sum(1, keepdim=True), 0.7, 2),
                                slam_loss_reference(z[:, ::2], y[:, ::2] / y[:, ::2].sum(1, keepdim=True),
                                                    0.7, 2))
+
+
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_overwrite_logits_is_an_explicit_opt_in(backend):
+    """Default: the logits keep their values. overwrite_logits=True: backend='triton' writes
+    dL/dz into their storage (same gradient); the torch backend keeps them."""
+    if backend == "triton":
+        pytest.importorskip("triton")
+        if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
+            pytest.skip("backend='triton' on CPU needs TRITON_INTERPRET=1")
+    gen = torch.Generator().manual_seed(4)
+    z = torch.randn(6, 12, generator=gen)
+    y = torch.softmax(torch.randn(6, 12, generator=gen), dim=1)
+    leaf = z.clone().requires_grad_()
+    slam_loss(leaf, y, 0.7, 3, backend=backend).backward()
+    assert torch.equal(leaf.detach(), z)
+    w = z.clone().requires_grad_()
+    h = w * 1.0
+    loss = slam_loss(h, y, 0.7, 3, backend=backend, overwrite_logits=True)
+    assert torch.equal(h.detach(), leaf.grad if backend == "triton" else z)
+    loss.backward()
+    torch.testing.assert_close(w.grad, leaf.grad)
+    with pytest.raises(TypeError, match="overwrite_logits"):
+        slam_loss(z, y, 0.7, 3, backend=backend, overwrite_logits=1)

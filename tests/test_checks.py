@@ -57,6 +57,15 @@ CASES = [
      "teacher_probs.*float"),
     ("logits_nan", with_(student_logits=lambda: _set(torch.randn(N, C), (0, 0), math.nan)), ValueError,
      "student_logits.*finite"),
+    ("logits_inf", with_(student_logits=lambda: _set(torch.randn(N, C), (3, 4), math.inf)),
+     ValueError, "student_logits.*finite"),
+    ("logits_neg_inf", with_(student_logits=lambda: _set(torch.randn(N, C), (1, 2), -math.inf)),
+     ValueError, "student_logits.*finite"),
+    ("probs_neg_inf", bad_teacher(lambda y: _set(y, (0, 1), -math.inf)), ValueError,
+     "teacher_probs.*finite"),
+    ("probs_bf16_not_simplex", with_(teacher_probs=lambda: torch.full((N, C), 0.3,
+                                                                     dtype=torch.bfloat16)),
+     ValueError, "teacher_probs.*sum to 1 within 0.01"),
     ("probs_negative", bad_teacher(lambda y: _set(_set(y, (1, 0), -0.1), (1, 1), y[1, 1] + 0.1)),
      ValueError, "teacher_probs.*non-negative"),
     ("probs_nan", bad_teacher(lambda y: _set(y, (2, 3), math.nan)), ValueError, "teacher_probs.*finite"),
@@ -173,3 +182,29 @@ def test_check_values_false_still_checks_metadata():
                               (dict(reduction="avg"), ValueError, "reduction")):
         with pytest.raises(exc, match=pattern):
             slam_loss(**{**kw, **bad}, check_values=False)
+
+
+def test_value_checks_are_one_pass_without_n_by_c_temporaries():
+    """The value checks of an (N, C) call allocate no N x C buffer (only per-row sums), and
+    cost about one read of the inputs: well under one N x C fp32 buffer of extra memory."""
+    from slam_bench import checks
+    from slam_bench.profiling import timing
+
+    n, c = 2048, 500
+    z = torch.randn(n, c)
+    y = torch.softmax(torch.randn(n, c), dim=1)
+    peak = timing.peak_extra_bytes_cpu(
+        lambda: checks.check_loss_inputs(z, y, 1.0, None, "mean", True))
+    assert peak < n * c * 4 // 100, f"value checks allocated {peak} bytes"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_value_stats_match_plain_formulas(dtype):
+    from slam_bench import checks
+
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(37, 11, generator=gen)
+    y = torch.softmax(torch.randn(37, 11, generator=gen), dim=1).to(dtype)
+    mn, dev, zmin, zmax = checks.value_stats(y, z)
+    assert mn == y.min().item() and zmin == z.min().item() and zmax == z.max().item()
+    assert dev == pytest.approx((y.double().sum(dim=1) - 1).abs().max().item(), abs=1e-6)

@@ -130,6 +130,21 @@ def test_bad_logits_name_the_argument():
         _call_topk(t["z"][:2], t["ids"], t["probs"])
 
 
+def test_value_checks_have_no_n_by_v_temporaries():
+    """The logits' finiteness check is a chunked min/max pass (slam_bench.checks.check_finite):
+    well under one N x V byte of extra memory, and it still sees an inf in the last entry."""
+    from slam_bench import checks_topk
+    from slam_bench.profiling import timing
+
+    n, v = 2048, 500
+    z = torch.randn(n, v)
+    peak = timing.peak_extra_bytes_cpu(lambda: checks_topk.check_logits(z, True))
+    assert peak < n * v // 100, f"the value check allocated {peak} bytes"
+    z[-1, -1] = float("inf")
+    with pytest.raises(ValueError, match="student_logits must be finite"):
+        checks_topk.check_logits(z, True)
+
+
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs Triton")
 def test_triton_backend_rejects_float64():
     t = _inputs()
@@ -271,3 +286,39 @@ def test_int32_ids_give_the_int64_result(backend):
         a = fn(*args, ids, t["probs"], 0.8, 2, backend=backend, reduction="none")
         b = fn(*args, ids.int(), t["probs"], 0.8, 2, backend=backend, reduction="none")
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_torch_backend_chunk_workers_match_the_oracle(monkeypatch):
+    """At 2 torch threads the top-K torch backend hands row chunks to slam_bench.chunks'
+    workers (as slam_loss does): many chunks of a few rows, ignored rows among them, give the
+    float64 oracle's loss and gradients, and the thread count is restored."""
+    from slam_bench import chunks
+    from slam_bench.profiling.topk_problems import random_topk_teacher
+    from slam_bench.reference_topk import fused_linear_slam_loss_reference, slam_loss_topk_reference
+
+    monkeypatch.setattr(chunks, "CHUNK_ELEMENTS", 64)  # 2 rows a chunk at V = 30
+    gen = torch.Generator().manual_seed(3)
+    n, v = 41, 30
+    ids, probs, _ = random_topk_teacher(n, v, 6, gen=gen, n_ignored=5)
+    z = torch.randn(n, v, generator=gen, dtype=torch.float64)
+    hidden = torch.randn(n, 4, generator=gen, dtype=torch.float64)
+    w = torch.randn(v, 4, generator=gen, dtype=torch.float64)
+    alpha = 0.5 + 0.5 * torch.rand(n, generator=gen, dtype=torch.float64)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for fn, ref, inputs in (
+                (slam_loss_topk, slam_loss_topk_reference, (z,)),
+                (fused_linear_slam_loss, fused_linear_slam_loss_reference, (hidden, w))):
+            ours = [t.clone().requires_grad_(True) for t in inputs]
+            theirs = [t.clone().requires_grad_(True) for t in inputs]
+            out = fn(*ours, ids, probs.double(), alpha, 2, backend="torch", temperature=1.5)
+            expected = ref(*theirs, ids, probs.double(), alpha, 2, temperature=1.5)
+            out.backward()
+            expected.backward()
+            torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-12)
+            for a, b in zip(ours, theirs):
+                torch.testing.assert_close(a.grad, b.grad, rtol=1e-9, atol=1e-12)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)

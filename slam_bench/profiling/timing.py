@@ -1,8 +1,10 @@
 """Timers, peak memory and copy bandwidth, on CPU and on CUDA.
 
 CPU time: a perf_counter loop that visits the providers of one configuration round-robin
-(provider A, B, C, A, B, C, ...), so that load from other processes on a shared machine lands
-on every provider alike and their ratio stays meaningful. GPU time: triton.testing.do_bench.
+(A, B, C, then B, C, A, ...: the starting provider rotates, so none always runs right after
+the one that frees the most memory), so that load from other processes on a shared machine
+lands on every provider alike and their ratio stays meaningful. GPU time:
+triton.testing.do_bench.
 
 CPU peak memory: torch's CPU allocator reports each allocation and free to the profiler when
 `profile_memory=True`; the running sum of those sizes over one call, at its maximum, is the
@@ -12,12 +14,18 @@ one torch thread; with T threads the torch backend holds up to T row chunks' tem
 once: T - 1 more chunks of temporaries, about 2 MiB each (the shifted logits and the teacher
 copy, CHUNK_ELEMENTS x 4 bytes each; measured 2.1 MiB at 1 thread). tracemalloc and the
 resident set are not used: the first does not see torch's allocator and the second cannot be
-reset within one process.
+reset within one process. The profiler's C++ side prints "USDT:"/"STAGE:" lines to the
+process's stderr on every start and stop, with no switch to turn them off; the probe filters
+them out of what reaches the terminal (`_without_profiler_chatter`).
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+import tempfile
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict, Iterator, List
 
 import numpy as np
 import torch
@@ -39,11 +47,12 @@ def time_cpu_round_robin(fns: Dict[str, Callable[[], object]], warmup: int, reps
         for _ in range(warmup):
             fn()
     out: Dict[str, List[float]] = {name: [] for name in fns}
+    order = list(fns)
     start = time.perf_counter()
     for rnd in range(reps):
-        for name, fn in fns.items():
+        for name in order[rnd % len(order):] + order[:rnd % len(order)]:
             t0 = time.perf_counter()
-            fn()
+            fns[name]()
             out[name].append((time.perf_counter() - t0) * 1e3)
         if rnd >= 2 and time.perf_counter() - start > max_seconds:
             break
@@ -68,7 +77,8 @@ def peak_extra_bytes_cpu(fn: Callable[[], object]) -> int:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        with _without_profiler_chatter(), \
+                profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
             fn()
     finally:
         torch.set_num_threads(threads)
@@ -82,6 +92,35 @@ def peak_extra_bytes_cpu(fn: Callable[[], object]) -> int:
     allocs.sort()
     sizes = np.array([s for _, s in allocs], dtype=np.int64)
     return int(np.cumsum(sizes).max(initial=0)) if sizes.size else 0
+
+
+NOISE_PREFIXES = ("USDT:", "STAGE:")
+# The allocator's note that blocks allocated before the probe started are not followed: true
+# of every input, and not what the probe measures.
+NOISE_SNIPPETS = ("allocated before the profiling started",)
+
+
+@contextlib.contextmanager
+def _without_profiler_chatter() -> Iterator[None]:
+    """Route file descriptor 2 to a temporary file for the block, then pass on every line
+    except the profiler's own chatter (NOISE_PREFIXES, NOISE_SNIPPETS)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            kept = [ln for ln in tmp.read().decode(errors="replace").splitlines(keepends=True)
+                    if not ln.startswith(NOISE_PREFIXES)
+                    and not any(s in ln for s in NOISE_SNIPPETS)]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
 
 
 def peak_extra_bytes_cuda(fn: Callable[[], object]) -> int:

@@ -10,12 +10,18 @@ ids of a softmax over the full vocabulary and their probabilities, which sum to 
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Dict, Optional
 
 import torch
 
+from slam_bench.profiling.loss_family import ALPHA_RANGE
+
 TEACHER_KINDS = ("soft", "peaked", "ties", "full")
 PEAK_LOGIT = 6.0
+# Benchmark problems of the "topk" and "fused_linear" families (recorded in each CSV row).
+K_TEACHER = 64   # teacher ids per row (inference servers return up to 20, caches keep 32-128)
+K_MIX = 5        # SLaM's top-k mask size (capped at K)
+ID_BYTES = 8     # int64 ids
 
 
 def random_topk_teacher(n: int, v: int, k_ids: int, *, kind: str = "soft",
@@ -50,3 +56,45 @@ def random_topk_teacher(n: int, v: int, k_ids: int, *, kind: str = "soft",
             ids[rows, 1:] = v + 7
             probs[rows] = float("nan")
     return ids, probs, argmax
+
+
+def teacher_data(n: int, v: int, dtype: torch.dtype, gen: torch.Generator, device, *,
+                 k_ids: int = K_TEACHER, kind: str = "peaked") -> Dict[str, object]:
+    """The teacher side of a benchmark problem: ids (N, K) int64, probs (N, K) in `dtype`,
+    alpha (N,) float32 in the loss family's ALPHA_RANGE, k = min(K_MIX, K) and labels (N,) int64 (the
+    teacher's argmax, for label-based peers). K = min(k_ids, V)."""
+    k_ids = min(k_ids, v)
+    ids, probs, labels = random_topk_teacher(n, v, k_ids, kind=kind, gen=gen, device=device)
+    lo, hi = ALPHA_RANGE
+    alpha = lo + (hi - lo) * torch.rand(n, generator=gen, device=device)
+    return dict(ids=ids, probs=probs.to(dtype), alpha=alpha, k=min(K_MIX, k_ids), labels=labels)
+
+
+def teacher_params(data: Dict[str, object]) -> str:
+    """The CSV's params words of a teacher built by `teacher_data`."""
+    lo, hi = ALPHA_RANGE
+    return f"K={data['ids'].shape[1]} k={data['k']} alpha={lo}-{hi}"
+
+
+def teacher_bytes(provider: str, problem) -> int:
+    """Bytes of the teacher as `provider` reads it, and of alpha, for a problem of the "topk"
+    or "fused_linear" family: N int64 labels for "liger" (no alpha), the scattered (N, V) row
+    in the problem's dtype for "dense", the K ids and probabilities otherwise."""
+    from slam_bench.profiling.families import DTYPE_BYTES
+    n, d = problem.n, problem.data
+    if provider == "liger":
+        return n * ID_BYTES
+    if provider == "dense":
+        teacher = n * problem.c * DTYPE_BYTES[problem.dtype]
+    else:
+        teacher = d["ids"].numel() * ID_BYTES + d["probs"].numel() * d["probs"].element_size()
+    return teacher + n * 4  # alpha, float32
+
+
+def add_dense_teacher(problem) -> None:
+    """problem.data["y"]: the K teacher entries scattered into (N, V) rows (zeros elsewhere) in
+    the problem's dtype, the input of the "dense" providers (built before timing)."""
+    from slam_bench.profiling.families import DTYPES
+    from slam_bench.reference_topk import densify
+    d = problem.data
+    d["y"] = densify(d["ids"], d["probs"], problem.c, dtype=DTYPES[problem.dtype])[0]

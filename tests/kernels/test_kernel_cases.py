@@ -1,6 +1,9 @@
-"""Fixed cases the property tests cannot reach cheaply: the real block boundaries and C > 64k,
-NaN-poisoned padding, teacher ties against the torch backend, N = 0 without a launch,
-non-contiguous inputs, dtype rejection, the block heuristic, and the op registration.
+"""Fixed cases the property tests cannot reach cheaply: the real block boundaries, C > 64k and
+odd streamed C (the peeled head), NaN-poisoned padding, teacher ties against the torch backend
+(including ties that overflow a streamed row's top-k slots), N = 0 without a launch,
+non-contiguous inputs, dtype rejection, the block heuristic, the op registration, and the
+gradient's life cycle: written once in the forward, adopted by autograd without a copy, scaled
+only where grad_output != 1, written into the logits only on request, never reused twice.
 Tolerances as in test_kernel_properties.py.
 """
 from __future__ import annotations
@@ -11,7 +14,7 @@ from unittest import mock
 import pytest
 import torch
 
-from kernel_testlib import (DEVICE, assert_grad_close, assert_loss_close, reference,
+from kernel_testlib import (DEVICE, assert_grad_close, assert_loss_close, reference, roundings,
                             row_grad_scale, small_blocks)
 from slam_bench import distill_loss, slam_loss
 from slam_bench.kernels import block_config, config, ops, slam_loss_triton, slam_triton
@@ -39,7 +42,7 @@ def _check_against_oracle(z, y, alpha, k, *, mixing, reduction="none", go=None, 
     ref.backward(go.cpu().double())
     assert_loss_close(out.detach().cpu(), ref)
     scale = row_grad_scale(n, go.cpu(), cpu(kw["weight"]), kw["temperature"], reduction)
-    assert_grad_close(zk.grad.cpu(), z64.grad, scale, z.dtype)
+    assert_grad_close(zk.grad.cpu(), z64.grad, scale, z.dtype, n_round=roundings(go.cpu()))
     return zk.grad
 
 
@@ -56,11 +59,21 @@ def test_real_block_boundaries(c, dtype, mixing):
 
 
 def test_largest_vocabulary():
-    """C = 262,144 (the top of the supported range), bf16, per-row alpha. (A scalar k keeps
-    the interpreter off the 31-pass bisection over 64 blocks; per-row k is covered above.)"""
+    """C = 262,144 (the top of the supported range), bf16, per-row alpha, 64 streamed blocks."""
     z, y = _inputs(2, 262144, torch.bfloat16, torch.bfloat16, seed=1)
     alpha = torch.tensor([0.6, 0.9], device=DEVICE)
-    _check_against_oracle(z, y, alpha, 3, mixing=True, normalize=True)
+    _check_against_oracle(z, y, alpha, 3, mixing=True, normalize=True,
+                          go=torch.ones(2, device=DEVICE))
+
+
+@pytest.mark.parametrize("c", [32001, 50257])
+def test_odd_streamed_width_peels_a_head(c):
+    """An odd row stride: row 1 starts 1 element past a 16-byte boundary (bf16), so its head
+    is 7 elements, then unmasked 4096-wide blocks, then a masked tail."""
+    z, y = _inputs(2, c, torch.bfloat16, torch.bfloat16, seed=2)
+    lay = config.launch_layout(c, [c, c, c], 2, False, 4)
+    assert lay.peel and lay.vec == 8
+    _check_against_oracle(z, y, 0.8, 4, mixing=True, go=torch.ones(2, device=DEVICE))
 
 
 @pytest.mark.parametrize("small", [False, True])
@@ -113,11 +126,25 @@ def test_ties_agree_with_torch_backend(k, small):
         torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-6)
 
 
-def test_tie_threshold_includes_all_tied_entries():
-    y = torch.tensor([[0.4, 0.2, 0.2, 0.2, 0.0]], device=DEVICE)
-    assert ops.topk_threshold(y, 2).item() == pytest.approx(0.2)
-    assert ops.topk_threshold(y, torch.tensor([2], device=DEVICE)).item() == pytest.approx(0.2)
-    assert ops.topk_threshold(y, 5).item() == 0.0
+@pytest.mark.parametrize("k", [2, 20])
+def test_ties_overflowing_the_streamed_slots_take_the_exact_fallback(k):
+    """A streamed row whose threshold is tied across more entries than its top-k slots (a
+    uniform row; or k > the slots): the exact fallback must agree with the torch backend."""
+    c = 40
+    y = torch.full((3, c), 1.0 / c, device=DEVICE)
+    y[1, :4] = 3.0 / c  # four above a 36-way tie
+    y[1] /= y[1].sum()
+    z = torch.randn(3, c, generator=torch.Generator().manual_seed(5)).to(DEVICE)
+    grads, losses = [], []
+    for backend in ("triton", "torch"):
+        zz = z.clone().requires_grad_()
+        with small_blocks():
+            loss = slam_loss(zz, y, 0.7, k, reduction="none", backend=backend)
+        loss.backward(torch.ones(3, device=DEVICE))
+        losses.append(loss.detach())
+        grads.append(zz.grad)
+    torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
@@ -126,8 +153,8 @@ def test_empty_batch_launches_nothing(reduction, mixing):
     z = torch.zeros(0, 7, device=DEVICE, requires_grad=True)
     y = torch.zeros(0, 7, device=DEVICE)
     boom = mock.MagicMock(side_effect=AssertionError("kernel launched for N = 0"))
-    with mock.patch.object(slam_triton, "_slam_fwd_kernel", boom), \
-            mock.patch.object(slam_triton, "_slam_bwd_kernel", boom):
+    with mock.patch.object(slam_triton, "_slam_kernel", boom), \
+            mock.patch.object(slam_triton, "_scale_kernel", boom):
         out = slam_loss_triton(z, y, 0.7, 2, reduction=reduction, mixing=mixing, **KW)
         if reduction == "none":
             assert out.shape == (0,)
@@ -163,12 +190,84 @@ def test_gradient_dtype_follows_logits_and_loss_is_float32():
         assert out.dtype == torch.float32 and z.grad.dtype == dtype
 
 
-def test_forward_without_grad_saves_nothing_and_matches():
+def test_forward_only_calls_never_compute_a_gradient():
+    """Evaluation (no_grad, or logits that do not require grad) takes the forward-only op."""
     z, y = _inputs(5, 11, torch.float32, torch.float32)
-    with torch.no_grad():
-        a = slam_loss(z, y, 0.7, 3, backend="triton")
-    b = slam_loss(z, y, 0.7, 3, backend="torch")
-    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    boom = mock.MagicMock(side_effect=AssertionError("gradient computed for a forward-only call"))
+    with mock.patch.object(ops, "slam_rows_grad", boom):
+        with torch.no_grad():
+            a = slam_loss(z.clone().requires_grad_(), y, 0.7, 3, backend="triton")
+        b = slam_loss(z, y, 0.7, 3, backend="triton")
+    ref = slam_loss(z, y, 0.7, 3, backend="torch")
+    torch.testing.assert_close(a, ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(b, ref, rtol=1e-5, atol=1e-6)
+    assert not boom.called
+
+
+def _saved_pointers():
+    """A saved_tensors_hooks context that records the data pointer of every saved tensor."""
+    ptrs = []
+
+    def pack(t):
+        ptrs.append(t.data_ptr())
+        return t
+    return torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), ptrs
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_gradient_is_written_once_and_adopted_without_a_copy(reduction):
+    """The forward's gradient buffer becomes z.grad itself (no N x C copy in the backward),
+    and the logits are left intact."""
+    z, y = _inputs(6, 13, torch.bfloat16, torch.float32)
+    zk = z.clone().requires_grad_()
+    hooks, ptrs = _saved_pointers()
+    with hooks:
+        loss = slam_loss_triton(zk, y, 0.7, 3, reduction=reduction, mixing=True, **KW)
+    loss.backward(torch.ones_like(loss))
+    assert zk.grad.data_ptr() in ptrs
+    assert torch.equal(zk.detach(), z)
+
+
+def test_grad_output_is_applied_per_row_including_ones_and_nan():
+    """reduction="none": rows whose upstream gradient is 1 keep the forward's values, the
+    others are scaled, and a NaN upstream gradient reaches its row."""
+    z, y = _inputs(5, 9, torch.float32, torch.float32)
+    go = torch.tensor([1.0, 2.0, 1.0, -0.5, float("nan")], device=DEVICE)
+    ref = z.clone().requires_grad_()
+    slam_loss_triton(ref, y, 0.7, 3, reduction="none", mixing=True, **KW).backward(
+        torch.ones(5, device=DEVICE))
+    zk = z.clone().requires_grad_()
+    slam_loss_triton(zk, y, 0.7, 3, reduction="none", mixing=True, **KW).backward(go)
+    finite = torch.isfinite(go)
+    torch.testing.assert_close(zk.grad[finite], ref.grad[finite] * go[finite, None])
+    assert bool(torch.isnan(zk.grad[~finite]).all())
+
+
+@pytest.mark.parametrize("small", [False, True])
+def test_overwrite_logits_writes_the_gradient_into_their_storage(small):
+    """Opt-in: the logits' storage holds dL/dz after the forward, equal to the default path's
+    gradient; the default path leaves the logits untouched (tested above)."""
+    z, y = _inputs(4, 21, torch.bfloat16, torch.bfloat16)
+    ctx = small_blocks() if small else contextlib.nullcontext()
+    with ctx:
+        ref = z.clone().requires_grad_()
+        slam_loss_triton(ref, y, 0.7, 2, reduction="sum", mixing=True, **KW).backward()
+        logits = z.clone().requires_grad_()
+        h = logits * 1.0  # an intermediate, as a model's output layer would produce
+        out = slam_loss_triton(h, y, 0.7, 2, reduction="sum", mixing=True, overwrite_logits=True,
+                               **KW)
+    torch.testing.assert_close(h.detach(), ref.grad, rtol=0, atol=0)  # the gradient, in place
+    out.backward()
+    torch.testing.assert_close(logits.grad, ref.grad, rtol=0, atol=0)
+
+
+def test_second_backward_is_an_error_not_a_double_scaling():
+    z, y = _inputs(3, 7, torch.float32, torch.float32)
+    zk = z.clone().requires_grad_()
+    loss = slam_loss_triton(zk, y, 0.7, 2, reduction="mean", mixing=True, **KW) * 2.0
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="second backward through the same loss"):
+        loss.backward()
 
 
 @pytest.mark.parametrize("c", [1, 2, 3, 1000, 8192, 8193, 16385, 131072, 262144])
@@ -179,7 +278,7 @@ def test_block_config_limits(c):
     assert cfg.single == (c <= cfg.block)
     if not cfg.single:
         assert cfg.rows == 1  # a streamed row gets a program of its own
-    assert 4 <= cfg.num_warps <= 32
+    assert 4 <= cfg.num_warps <= config.MAX_WARPS
 
 
 def test_block_config_rejects_bad_width():
@@ -188,18 +287,21 @@ def test_block_config_rejects_bad_width():
 
 
 def test_custom_ops_pass_opcheck():
-    """Schema, fake (meta) kernels and autograd registration, as torch.compile relies on."""
+    """Schema, fake (meta) kernels and mutation declarations, as torch.compile relies on."""
     z, y = _inputs(5, 9, torch.bfloat16, torch.float32)
     n = z.shape[0]
     one = torch.ones(1, device=DEVICE).expand(n)
-    thresh = ops.topk_threshold(y, 3)
     alpha = torch.full((n,), 0.7, device=DEVICE)
-    args = (z.requires_grad_(), y, alpha, one, thresh, 0.5, True, 0)
-    torch.library.opcheck(ops.slam_fwd, args)
-    rows, stats = ops.slam_fwd(*args)
-    go = torch.randn(n, device=DEVICE)
-    torch.library.opcheck(ops.slam_bwd,
-                          (go, z.detach(), y, alpha, one, thresh, stats, 0.5, True, 0))
+    k = torch.full((n,), 3, dtype=torch.int32, device=DEVICE)
+    gscale = torch.full((n,), 0.2, device=DEVICE)
+    torch.library.opcheck(ops.slam_rows, (z, y, alpha, one, k, 0.5, True, 0, 3))
+    torch.library.opcheck(ops.slam_rows_grad, (z, y, alpha, one, k, gscale, 0.5, True, 0, 0))
+    torch.library.opcheck(ops.slam_rows_grad_into_logits,
+                          (z.clone(), y, alpha, one, k, gscale, 0.5, True, 0, 3))
+    dz = torch.randn(n, 9, device=DEVICE)
+    for go in (torch.tensor(1.5, device=DEVICE), torch.randn(n, device=DEVICE)):
+        torch.library.opcheck(ops.scale_grad_, (dz.clone(), go))
+        torch.library.opcheck(ops.scale_grad, (dz, go))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")

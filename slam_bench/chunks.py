@@ -1,0 +1,66 @@
+"""Row chunks for CPU passes over (N, C) tensors: their size, and running them on workers.
+
+The torch backend and the value checks walk (N, C) inputs in row chunks small enough that a
+chunk's temporaries stay in cache between the ops over it. On CPU with T > 1 torch threads,
+T Python workers take whole chunks while each op runs single-threaded: a chunk's dozen small
+ops then need no thread barrier each, which on a loaded machine (other processes on the cores)
+costs more than the op itself.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+import torch
+
+# Row chunks of about this many elements: a chunk's fp32 temporaries (1 MiB each) stay in
+# cache between the passes over it, and the per-op Python overhead stays small next to the
+# work (about 32 chunks at N x C = 8192 x 1000).
+CHUNK_ELEMENTS = 1 << 18
+# Below this many elements one thread does the whole pass (torch's own intra-op grain size);
+# above it, small inputs are still split so that every worker thread gets a chunk.
+MIN_PARALLEL_ELEMENTS = 1 << 15
+
+_PARALLEL_LOCK = threading.Lock()
+_POOLS: dict = {}
+
+
+def row_step(n: int, c: int, device: torch.device) -> int:
+    """Rows per chunk for an (n, c) pass on `device` (>= 1)."""
+    step = max(1, CHUNK_ELEMENTS // max(c, 1))
+    threads = torch.get_num_threads() if device.type == "cpu" else 1
+    if threads > 1 and n * c >= MIN_PARALLEL_ELEMENTS:
+        step = min(step, -(-n // threads))  # at least one chunk per worker
+    return step
+
+
+def for_each_chunk(run: Callable[[int], None], starts: range, device: torch.device) -> None:
+    """Call run(start) for every chunk start, on CPU worker threads when that pays (see the
+    module note). The lock keeps concurrent callers from interleaving the thread-count change;
+    a caller that finds it taken runs its chunks serially. Workers run without grad mode."""
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads < 2 or len(starts) < 2 \
+            or not _PARALLEL_LOCK.acquire(blocking=False):
+        for i in starts:
+            run(i)
+        return
+    try:
+        # Keyed by process id too: a forked child inherits the pool object but not its threads.
+        key = (os.getpid(), threads)
+        pool = _POOLS.get(key)
+        if pool is None:
+            pool = _POOLS[key] = ThreadPoolExecutor(threads, thread_name_prefix="slam-chunk")
+
+        def run_no_grad(i):  # grad mode is per thread; the workers must not record a graph
+            with torch.no_grad():
+                run(i)
+        torch.set_num_threads(1)
+        try:
+            for f in [pool.submit(run_no_grad, i) for i in starts]:
+                f.result()
+        finally:
+            torch.set_num_threads(threads)
+    finally:
+        _PARALLEL_LOCK.release()
