@@ -16,7 +16,7 @@ V), alpha; d(hidden), d(lm_weight)); every provider is credited with those bytes
 interface (the dense teacher, or labels, in place of the K entries). The step is compute-bound: 2 N V H multiply-adds for the logits,
 and in "full" two more matmuls of that size, so rows also record FLOPs and TFLOP/s (`flops`).
 
-The CPU sweeps include the memory benchmark of issue 12 (N = 4096, V = 65,536, H = 64, fp32;
+The CPU sweeps include the memory benchmark (N = 4096, V = 65,536, H = 64, fp32;
 N = 1024, V = 8192 in the quick sweep): its peak-memory rows are the family's CPU targets
 (fused_linear_checks.cpu_targets, fused_linear_memory.py).
 """
