@@ -34,7 +34,8 @@ MAX_WARPS = 16
 # Streamed rows keep their largest teacher entries (and logits) in this many on-chip slots:
 # 2k for a scalar k (room for ties at the threshold), between the two bounds; a per-row k
 # tensor (whose max the host cannot read without a sync) gets STREAM_TOPK_ROW. A row whose
-# top-(k + ties) set does not fit takes the exact fallback of threshold.py.
+# top-(k + ties) set does not fit reads z and y once more for its mixed terms, and with
+# k > KCAP finds its threshold by threshold.kth_largest_radix first (2-4 passes over y).
 STREAM_TOPK_MIN = 8
 STREAM_TOPK_MAX = 64
 STREAM_TOPK_ROW = 16

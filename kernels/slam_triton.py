@@ -15,9 +15,14 @@ Bytes per element moved by each path, bf16 z, y and dz (b_y bytes per teacher en
     forward only (evaluation), on chip or
       streamed SLaM / vanilla                4            -                   4
     forward only, streamed k = C or Taylor   6            -                   6
-  (+) streamed SLaM rows whose top-(k + ties) set overflows the KCAP on-chip slots (k > KCAP,
-      or more than KCAP entries tied at the threshold): + (31 - LOW_BIT) b_y + 4 B (one
-      counting pass of y per significant bit, then one pass for the mixed terms).
+  (+) streamed SLaM rows whose mixed set (the top k and every entry tied at the threshold)
+      does not fit the KCAP on-chip slots (config.STREAM_TOPK_*), a row's program only:
+      - more than KCAP entries tied at the threshold, k <= KCAP: the slots still give the
+        exact threshold; + 4 B (one more pass over z and y for the mixed terms): 14 B;
+      - k > KCAP (a scalar k above 64, a per-row k above 16): the threshold by a radix select
+        (threshold.kth_largest_radix, one pass over y per 8-bit digit: P = 2 for a bf16
+        teacher, 3 fp16, 4 fp32), then the mixed-terms pass: + P b_y + 4 B: 18 B with bf16.
+      tests/kernels/test_kernel_traffic.py counts these bytes in the interpreter.
 - Rows on chip: one program loads a tile of rows once, finds each row's top-k threshold in
   registers (threshold.kth_largest), and writes the loss and dz.
 - Streamed rows: pass 1 reads z and y once: the online row max and sum of exp, sum y and
@@ -30,8 +35,7 @@ Bytes per element moved by each path, bf16 z, y and dz (b_y bytes per teacher en
   from the same slots, so pass 2 reads z and y again and writes dz (for rows up to ~32k classes
   the re-read mostly hits L2: 132 SMs x a 128 KiB row pair fit the H200's 50 MB).
   With k = C every entry is mixed and with Taylor-CE every term needs f: pass 1 reads only z
-  (y's loads there are dead code, which Triton removes) and one more pass over z and y
-  computes the terms before the gradient pass.
+  and one more pass over z and y computes the terms before the gradient pass.
 - Backward: autograd hands grad_output (a scalar, or (N,) for reduction="none") on the device;
   `_scale_kernel` reads it per row tile and returns at once where it is 1, else scales dz in
   place: no host sync (CUDA-graph safe). The default writes dz into a new buffer (the logits
@@ -63,7 +67,7 @@ import triton
 import triton.language as tl
 
 from .config import BlockConfig, block_config, launch_layout
-from .threshold import LOW_BIT, kth_largest, kth_largest_stream, topk_insert
+from .threshold import LOW_BIT, kth_largest, kth_largest_radix, topk_insert
 
 # On chip, k up to this takes the distinct-value extraction (<= k rounds of two reductions);
 # larger k the bit bisection (15-31 rounds of one reduction), cheaper past here.
@@ -80,15 +84,21 @@ def _row_params(alpha_ptr, s_ptr, rows, row_ok, stride_a, stride_s):
 
 
 @triton.jit
-def _load(z_ptr, y_ptr, z_off, y_off, valid, MASKED: tl.constexpr):
-    """z (R, W) fp32 with padding -inf and y with padding 0; offsets (R, W) int64."""
+def _load(z_ptr, y_ptr, z_off, y_off, valid, MASKED: tl.constexpr, LOAD_Y: tl.constexpr = True):
+    """z (R, W) fp32 with padding -inf and y with padding 0 (all 0 without LOAD_Y: the
+    caller does not read y); offsets (R, W) int64."""
     if MASKED:
         z = tl.load(z_ptr + z_off, mask=valid, other=0.0).to(tl.float32)
-        y = tl.load(y_ptr + y_off, mask=valid, other=0.0).to(tl.float32)
         z = tl.where(valid, z, float("-inf"))
     else:
         z = tl.load(z_ptr + z_off).to(tl.float32)
-        y = tl.load(y_ptr + y_off).to(tl.float32)
+    if LOAD_Y:
+        if MASKED:
+            y = tl.load(y_ptr + y_off, mask=valid, other=0.0).to(tl.float32)
+        else:
+            y = tl.load(y_ptr + y_off).to(tl.float32)
+    else:
+        y = tl.zeros_like(z)
     return z, y
 
 
@@ -137,7 +147,8 @@ def _pass1_tile(z_ptr, y_ptr, z_off, y_off, valid, cols, m, se, sy, syz, buf_y, 
     """Pass 1 over one streamed tile (offsets (R, W)): online update of the row max m, the sum
     of exp((z - m) / T), (SUMS) sum y and sum y (z - m) relative to the running max, and
     (TOPK) the top slots. One function per tile: the interpreter pays per nested call."""
-    z, y = _load(z_ptr, y_ptr, z_off, y_off, valid, MASKED)
+    # With neither SUMS nor TOPK (k = C, Taylor-CE) pass 1 reads only z.
+    z, y = _load(z_ptr, y_ptr, z_off, y_off, valid, MASKED, SUMS or TOPK)
     m_new = tl.maximum(m, tl.max(z, axis=1))
     d = z - m_new[:, None]
     se = se * tl.exp((m - m_new) * inv_t) + tl.sum(tl.exp(d * inv_t), axis=1)
@@ -270,9 +281,12 @@ def _slam_kernel(z_ptr, y_ptr, dz_ptr, alpha_ptr, s_ptr, k_ptr, gs_ptr, loss_ptr
             if TOPK:
                 t = kth_largest(buf_y, k, EXTRACT_K, 0)
                 if tl.max(((dropped > 0) & (dropped >= t)).to(tl.int32), axis=0) > 0:
-                    # Rare: the mixed set did not fit the slots. Exact threshold from memory,
-                    # then the mixed terms in one more pass.
-                    t = kth_largest_stream(y_ptr, y_row, n_cols, k, cols, LOW_BIT)
+                    # Rare: the mixed set did not fit the slots. With k <= KCAP the slots still
+                    # hold the k largest values, so t is exact and only ties at t overflowed;
+                    # with k > KCAP a radix select finds t from y. Then the mixed terms in
+                    # one more pass over z and y.
+                    if tl.max(k, axis=0) > KCAP:
+                        t = kth_largest_radix(y_ptr, y_row, n_cols, k, cols, LOW_BIT)
                     corr = tl.zeros([ROWS], tl.float32)
                     sbm = tl.zeros([ROWS], tl.float32)
                     for start in range(0, n_cols, BLOCK):

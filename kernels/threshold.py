@@ -17,9 +17,11 @@ as 0) and returns t = 0 when a row has fewer than k positive entries (then `y >=
   current smallest slot (after the first block, usually none). `dropped` is the largest
   positive value that is not in the slots: when it is below the final threshold, the slots hold
   every mixed entry (the top k and all ties), so the mixed terms are fixed from them at the end
-  of the pass.
-- `kth_largest_stream` (the rare fallback: k > KCAP, or more than KCAP entries tied at the
-  threshold of a streamed row): the same bisection, one counting pass over the row's y per bit.
+  of the pass. The slots always hold the row's KCAP largest values (as a multiset), so for
+  k <= KCAP their k-th largest is the exact threshold even when ties at it overflow them.
+- `kth_largest_radix` (the rare fallback for k > KCAP on a streamed row): a radix select on
+  the same bit pattern, 8-bit digits, one 256-bin histogram per pass over the row's y: 2
+  passes for a bf16 teacher, 3 for fp16, 4 for fp32 (`radix_passes`), exact with ties.
 
 Why not torch: `torch.topk` needs one k for all rows (a per-row k tensor would need max(k) on
 the host, a sync) and a pass of its own over y; the selection here rides on the loss pass.
@@ -86,23 +88,57 @@ def topk_insert(y, z, cols, buf_y, buf_z, dropped):
     return buf_y, buf_z, tl.maximum(dropped, tl.max(y, axis=1))
 
 
+# Radix select over a streamed row: 8-bit digits of the key (the fp32 bit pattern), highest
+# first, one 256-bin histogram (one pass over y) per digit.
+RADIX_BITS = 8
+RADIX_BINS = 1 << RADIX_BITS
+
+
+def radix_passes(low_bit: int) -> int:
+    """Passes over y of `kth_largest_radix` for keys whose lowest settable bit is low_bit:
+    2 for bf16 teachers, 3 for fp16, 4 for fp32 (31 - low_bit significant bits, 8 a pass)."""
+    return -(-(31 - low_bit) // RADIX_BITS)
+
+
 @triton.jit
-def kth_largest_stream(y_ptr, y_row, n_cols, k, cols, LOW_BIT: tl.constexpr):
-    """t (R,) as `kth_largest`, for rows too wide for the chip: one counting pass over
-    y[y_row + 0 .. n_cols) per significant bit. y_row (R,) int64 row offsets; cols (W,)."""
+def kth_largest_radix(y_ptr, y_row, n_cols, k, cols, LOW_BIT: tl.constexpr):
+    """t (1,) as `kth_largest` for one row too wide for the chip (R == 1): a radix select.
+
+    Key = the fp32 bits of y (non-negative floats sort like their bits as int32), significant
+    bits 30 .. LOW_BIT, split into 8-bit digits aligned at LOW_BIT (the top one shorter). Each
+    pass reads the row's y once and histograms the next digit of the positive entries whose
+    higher digits equal the prefix fixed so far; the digit of the k-th largest is the largest
+    bin whose count, plus the counts of the bins above it, reaches the entries still to place.
+    Exact with ties (they share a key), bounded: radix_passes(LOW_BIT) passes over y (2 for
+    a bf16 teacher, 4 for fp32). A row with fewer than k positive entries gets t = 0.
+    y_row (1,) int64 row offset; cols (W,)."""
+    tl.static_assert(y_row.shape[0] == 1, "streamed rows: one row per program")
+    NPASS: tl.constexpr = (31 - LOW_BIT + 7) // 8
     width = cols.shape[0]
-    tb = tl.zeros([y_row.shape[0]], tl.int32)
-    for bit in tl.static_range(30, LOW_BIT - 1, -1):
-        cand = tb | (1 << bit)
-        cnt = tl.zeros([y_row.shape[0]], tl.int32)
+    row = tl.max(y_row, axis=0)
+    bins = tl.arange(0, 256)
+    krem = tl.max(k, axis=0)  # entries still to place at or below the prefix
+    prefix = 0  # the digits fixed so far, as an integer
+    found = krem > 0
+    for p in tl.static_range(NPASS):
+        lo = LOW_BIT + 8 * (NPASS - 1 - p)  # (a constexpr) lowest bit of this pass's digit
+        hist = tl.zeros([256], tl.int32)
         for start in range(0, n_cols, width):
             valid = (start + cols) < n_cols
-            y = tl.load(y_ptr + y_row[:, None] + (start + cols)[None, :],
-                        mask=valid[None, :], other=0.0).to(tl.float32)
-            bits = tl.where(y > 0, y.to(tl.int32, bitcast=True), 0)
-            cnt += tl.sum((bits >= cand[:, None]).to(tl.int32), axis=1)
-        tb = tl.where(cnt >= k, cand, tb)
-    return tb.to(tl.float32, bitcast=True)
+            y = tl.load(y_ptr + row + start + cols, mask=valid, other=0.0).to(tl.float32)
+            key = y.to(tl.int32, bitcast=True)
+            take = valid & (y > 0)
+            if p > 0:  # only the entries that share the digits fixed so far
+                take = take & ((key >> (lo + 8)) == prefix)
+            hist += tl.histogram((key >> lo) & 255, 256, mask=take)
+        # at_least[d]: entries (with this prefix) whose digit is >= d.
+        at_least = tl.sum(hist, axis=0) - tl.cumsum(hist, axis=0) + hist
+        digit = tl.max(tl.where(at_least >= krem, bins, -1), axis=0)
+        found = found & (digit >= 0)  # only the first pass can find too few entries
+        krem -= tl.sum(tl.where(bins > digit, hist, 0), axis=0)
+        prefix = prefix * 256 + tl.maximum(digit, 0)
+    t = tl.where(found, (prefix << LOW_BIT).to(tl.float32, bitcast=True), 0.0)
+    return tl.zeros([1], tl.float32) + t
 
 
 # The lowest fp32 bit each teacher dtype can set once upcast (their mantissas are 7, 10, 23
@@ -130,7 +166,8 @@ def _threshold_kernel(y_ptr, k_ptr, out_ptr, n_rows, n_cols, stride_y, stride_k,
             buf_y, buf_z, dropped = topk_insert(y, y, cols, buf_y, buf_z, dropped)
         t = kth_largest(buf_y, k, EXTRACT_K, 0)
         if tl.max(((dropped > 0) & (dropped >= t)).to(tl.int32), axis=0) > 0:
-            t = kth_largest_stream(y_ptr, y_row, n_cols, k, cols, LOW_BIT)
+            if tl.max(k, axis=0) > KCAP:  # else t is exact: only the ties overflowed
+                t = kth_largest_radix(y_ptr, y_row, n_cols, k, cols, LOW_BIT)
     else:
         valid = row_ok[:, None] & (cols < n_cols)[None, :]
         y = tl.load(y_ptr + y_row[:, None] + cols[None, :], mask=valid, other=0.0)

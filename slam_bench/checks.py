@@ -8,7 +8,9 @@ The (N, C) value checks are one pass over row chunks (`value_stats`): per chunk,
 row sums and minimum and the logits' minimum and maximum, all reductions with no N x C
 temporary (a NaN or inf anywhere shows up in those four numbers), read back with one host
 sync. On CPU the chunks run on the worker threads of slam_bench.chunks, so the checks cost
-about one read of the inputs.
+about one read of the inputs. With the torch backend, `slam_loss` and `distill_loss` take the
+same four numbers inside their own loss pass, from each chunk while it is in cache
+(slam_bench.torch_backend), and raise the same errors before returning: no extra read.
 
 Every error names the argument and what was expected.
 """
@@ -49,10 +51,16 @@ def check_logits_and_probs(student_logits, teacher_probs, check_values: bool) ->
         raise ValueError(f"student_logits must have C >= 2 classes, got C = {student_logits.shape[1]}")
     check_same_device(student_logits, teacher_probs=teacher_probs)
     if check_values and teacher_probs.numel():
-        stats = value_stats(teacher_probs, student_logits)
-        raise_simplex_errors("teacher_probs", stats, SIMPLEX_ATOL[teacher_probs.dtype])
-        if not (math.isfinite(stats[2]) and math.isfinite(stats[3])):
-            raise ValueError("student_logits must be finite (found NaN or inf)")
+        raise_loss_value_errors(value_stats(teacher_probs, student_logits), teacher_probs.dtype)
+
+
+def raise_loss_value_errors(stats: List[float], probs_dtype: torch.dtype) -> None:
+    """The (N, C) value checks of a (logits, teacher probs) loss on `value_stats` numbers
+    (computed here, or inside the torch backend's loss pass): teacher rows finite,
+    non-negative and on the simplex, then logits finite."""
+    raise_simplex_errors("teacher_probs", stats, SIMPLEX_ATOL[probs_dtype])
+    if not (math.isfinite(stats[2]) and math.isfinite(stats[3])):
+        raise ValueError("student_logits must be finite (found NaN or inf)")
 
 
 def value_stats(probs: Tensor, logits: Optional[Tensor] = None) -> List[float]:
@@ -75,9 +83,15 @@ def value_stats(probs: Tensor, logits: Optional[Tensor] = None) -> List[float]:
         parts[i // step, :len(row)] = torch.stack([v.to(torch.float64) for v in row])
 
     for_each_chunk(run, starts, probs.device)
-    # NaN-propagating combine across chunks (torch's min/max propagate NaN).
-    return [parts[:, 0].min().item(), parts[:, 1].max().item(), parts[:, 2].min().item(),
-            parts[:, 3].max().item()]
+    return combine_stats(parts)
+
+
+def combine_stats(parts: Tensor) -> List[float]:
+    """`value_stats` numbers from per-chunk rows parts (n_chunks, 4) float64, NaN-propagating
+    (torch's min and max propagate NaN). One host sync."""
+    mins = parts.amin(dim=0).tolist()
+    maxs = parts.amax(dim=0).tolist()
+    return [mins[0], maxs[1], mins[2], maxs[3]]
 
 
 def check_finite(name: str, t: Tensor) -> None:
@@ -118,9 +132,11 @@ def check_simplex_rows(name: str, probs: Tensor, tol: float, hint: str = "") -> 
 
 
 def check_loss_inputs(student_logits, teacher_probs, temperature, weight, reduction,
-                      check_values: bool) -> tuple:
-    """The checks every (logits, teacher probs) loss shares. Returns (N, C)."""
-    check_logits_and_probs(student_logits, teacher_probs, check_values)
+                      check_values: bool, defer_nc_values: bool = False) -> tuple:
+    """The checks every (logits, teacher probs) loss shares. Returns (N, C).
+    defer_nc_values: leave the (N, C) value checks of the logits and teacher to the caller,
+    which runs them inside its own pass (`raise_loss_value_errors`)."""
+    check_logits_and_probs(student_logits, teacher_probs, check_values and not defer_nc_values)
     n, c = student_logits.shape
     check_temperature(temperature)
     check_weight(weight, n, student_logits.device, check_values)

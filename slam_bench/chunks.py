@@ -1,10 +1,19 @@
-"""Row chunks for CPU passes over (N, C) tensors: their size, and running them on workers.
+"""Row chunks for CPU passes over (N, C) tensors: their size, and how they run.
 
-The torch backend and the value checks walk (N, C) inputs in row chunks small enough that a
-chunk's temporaries stay in cache between the ops over it. On CPU with T > 1 torch threads,
-T Python workers take whole chunks while each op runs single-threaded: a chunk's dozen small
-ops then need no thread barrier each, which on a loaded machine (other processes on the cores)
-costs more than the op itself.
+Passes over (N, C) inputs walk them in row chunks small enough that a chunk's temporaries
+stay in cache between the ops over it. Two ways to use T > 1 CPU threads:
+
+- Worker chunks (`row_step`, `for_each_chunk`; the value checks and the sparse top-K
+  backend): T Python workers take whole chunks while each op runs single-threaded, so a
+  chunk's small ops need no thread barrier each, which on a loaded machine costs more than
+  the op itself.
+- One chunk at a time, each op on torch's own OpenMP threads (`op_row_step`; the dense SLaM
+  loss). libgomp's worker threads keep spinning for a few ms after every parallel region
+  (OMP_WAIT_POLICY unset), and any op torch runs in parallel before the loss (the model's
+  forward, or even a log over N = 8192 values) leaves them spinning: Python workers then
+  share the cores with them. Measured at N = 8192, C = 1000, 2 threads, right after an
+  OpenMP op: the workers' distillation step took 12 ms, the same step on torch's threads
+  7.8 ms (and 8-10 ms either way on a quiet start). The larger chunks keep the barriers few.
 """
 from __future__ import annotations
 
@@ -19,6 +28,9 @@ import torch
 # cache between the passes over it, and the per-op Python overhead stays small next to the
 # work (about 32 chunks at N x C = 8192 x 1000).
 CHUNK_ELEMENTS = 1 << 18
+# Chunks of one-chunk-at-a-time passes (2 MiB per fp32 buffer): at N = 8192, C = 1000 on 2
+# threads, 2^19 measured 14.1 ms for slam_loss, 2^18 15.1 ms (more ops) and 2^20 14.7 ms.
+OP_CHUNK_ELEMENTS = 1 << 19
 # Below this many elements one thread does the whole pass (torch's own intra-op grain size);
 # above it, small inputs are still split so that every worker thread gets a chunk.
 MIN_PARALLEL_ELEMENTS = 1 << 15
@@ -34,6 +46,11 @@ def row_step(n: int, c: int, device: torch.device) -> int:
     if threads > 1 and n * c >= MIN_PARALLEL_ELEMENTS:
         step = min(step, -(-n // threads))  # at least one chunk per worker
     return step
+
+
+def op_row_step(n: int, c: int) -> int:
+    """Rows per chunk for an (n, c) pass that runs one chunk at a time (>= 1)."""
+    return max(1, OP_CHUNK_ELEMENTS // max(c, 1))
 
 
 def for_each_chunk(run: Callable[[int], None], starts: range, device: torch.device) -> None:

@@ -44,11 +44,21 @@ def _triton_kernel_available() -> bool:
     return True
 
 
+def _check_shared(z, y, temperature, weight, reduction, backend, check_values):
+    """The checks both losses share, and the backend they run on. Returns (N, C, backend,
+    fused): with the torch backend the (N, C) value checks are fused into its loss pass."""
+    if isinstance(z, Tensor):
+        backend = _resolve_backend(backend, z.device, z.dtype)
+    fused = check_values and backend == "torch"
+    n, c = checks.check_loss_inputs(z, y, temperature, weight, reduction, check_values,
+                                    defer_nc_values=fused)
+    return n, c, backend, fused
+
+
 def _run(z, y, alpha, k, normalize, temperature, weight, reduction, backend, mixing,
-         overwrite_logits):
+         overwrite_logits, fused_checks):
     if not isinstance(overwrite_logits, bool):
         raise TypeError(f"overwrite_logits must be a bool, got {type(overwrite_logits).__name__}")
-    backend = _resolve_backend(backend, z.device, z.dtype)
     if backend == "triton":
         try:
             from slam_bench.kernels import slam_loss_triton
@@ -58,7 +68,8 @@ def _run(z, y, alpha, k, normalize, temperature, weight, reduction, backend, mix
                                 weight=weight, reduction=reduction, mixing=mixing,
                                 overwrite_logits=overwrite_logits)
     return slam_loss_torch(z, y, alpha, k, normalize=normalize, temperature=temperature,
-                           weight=weight, reduction=reduction, mixing=mixing)
+                           weight=weight, reduction=reduction, mixing=mixing,
+                           value_checks=fused_checks)
 
 
 def slam_loss(student_logits: Tensor, teacher_probs: Tensor, alpha: Union[float, Tensor],
@@ -86,14 +97,15 @@ def slam_loss(student_logits: Tensor, teacher_probs: Tensor, alpha: Union[float,
             logits nothing else reads, e.g. an output layer's result). The torch backend
             ignores it (it keeps the logits and its own buffer).
     """
-    n, c = checks.check_loss_inputs(student_logits, teacher_probs, temperature, weight, reduction,
-                         check_values)
+    n, c, backend, fused = _check_shared(student_logits, teacher_probs, temperature, weight,
+                                         reduction, backend, check_values)
     if not isinstance(normalize, bool):
         raise TypeError(f"normalize must be a bool, got {type(normalize).__name__}")
     checks.check_alpha(alpha, n, student_logits.device, check_values)
     checks.check_k(k, n, c, normalize, student_logits.device, check_values)
     return _run(student_logits, teacher_probs, alpha, k, normalize, temperature, weight,
-                reduction, backend, mixing=True, overwrite_logits=overwrite_logits)
+                reduction, backend, mixing=True, overwrite_logits=overwrite_logits,
+                fused_checks=fused)
 
 
 def distill_loss(student_logits: Tensor, teacher_probs: Tensor, *, temperature: float = 1.0,
@@ -103,6 +115,7 @@ def distill_loss(student_logits: Tensor, teacher_probs: Tensor, *, temperature: 
 
     The alpha = 1 case of `slam_loss`; arguments as there.
     """
-    checks.check_loss_inputs(student_logits, teacher_probs, temperature, weight, reduction, check_values)
+    _, _, backend, fused = _check_shared(student_logits, teacher_probs, temperature, weight,
+                                         reduction, backend, check_values)
     return _run(student_logits, teacher_probs, 1.0, 1, False, temperature, weight, reduction,
-                backend, mixing=False, overwrite_logits=overwrite_logits)
+                backend, mixing=False, overwrite_logits=overwrite_logits, fused_checks=fused)

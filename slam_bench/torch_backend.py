@@ -32,12 +32,13 @@ through an N x C mask.
 """
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import NamedTuple, Optional, Union
 
 import torch
 from torch import Tensor
 
-from slam_bench.chunks import for_each_chunk, row_step
+from slam_bench import checks
+from slam_bench.chunks import op_row_step
 from slam_bench.reference import topk_mask
 
 def work_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -54,29 +55,46 @@ def _ties_past_k(top_vals: Tensor, k) -> bool:
         kl = k.long().unsqueeze(1)
         kth = top_vals.gather(1, kl - 1).squeeze(1)
         nxt = top_vals.gather(1, kl).squeeze(1)
-    return bool(((nxt == kth) & (kth > 0)).any())
+    return bool(((nxt == kth) & (nxt > 0)).any())
+
+
+# Non-negative floats sort like their bit patterns read as integers of the same width, and
+# torch.topk compares integers about 10% faster than floats (no NaN handling).
+_BITS = {torch.float32: torch.int32, torch.float64: torch.int64}
+
+
+def top_entries(y: Tensor, kk: int):
+    """torch.topk(y, kk, dim=1) for y (n, C) >= 0: (values (n, kk) descending, indices).
+    Other y raise no error (entries below 0 just rank wrongly: the public API checks y or the
+    caller vouched for it)."""
+    bits = _BITS.get(y.dtype)
+    if bits is None or not y.is_contiguous():
+        return torch.topk(y, kk, dim=1)
+    top = torch.topk(y.view(bits), kk, dim=1)
+    return top.values.view(y.dtype), top.indices
 
 
 def _mask_plan(yv: Tensor, k, kmax: int):
-    """How to find the mixed entries of a chunk: ("gather", top_idx (n, kmax), valid (n, kmax)
-    bool or None) when each row's mask is exactly its top k_i entries, else ("dense", mask)."""
+    """How to find the mixed entries of a chunk: ("gather", y_g (n, kmax) their teacher values,
+    idx (n, kmax), valid (n, kmax) bool or None) when each row's mask is exactly its top k_i
+    entries, else ("dense", mask (n, C), None, None)."""
     c = yv.shape[1]
     if kmax < c:
-        top = torch.topk(yv, kmax + 1, dim=1)
-        if not _ties_past_k(top.values, k):
+        vals, idx = top_entries(yv, kmax + 1)
+        if not _ties_past_k(vals, k):
             valid = None
             if not isinstance(k, int):
                 valid = torch.arange(kmax, device=yv.device).unsqueeze(0) < k.unsqueeze(1)
-            return "gather", top.indices[:, :kmax], valid
-    return "dense", topk_mask(yv, k), None
+            return "gather", vals[:, :kmax], idx[:, :kmax], valid
+    return "dense", topk_mask(yv, k), None, None
 
 
 def gathered_terms(y_g, logf_g, a, b, valid):
-    """Mixing on gathered entries (here the top k of a row; the K ids of a sparse teacher in
-    slam_bench.topk_backend): y_g (n, kk) their teacher values, logf_g (n, kk) their log f,
-    a, b (n, 1) alpha and s (1 - alpha), valid (n, kk) bool or None: which are in the row's
-    mask. Returns (sum of y_j log q_j over them (n,), f there (n, kk), r_j = f_j g_j there
-    (n, kk), exactly -y_j outside the mask)."""
+    """Mixing on gathered entries (the K ids of a sparse teacher in slam_bench.topk_backend):
+    y_g (n, kk) their teacher values, logf_g (n, kk) their log f, a, b (n, 1) alpha and
+    s (1 - alpha), valid (n, kk) bool or None: which are in the row's mask. Returns (sum of
+    y_j log q_j over them (n,), f there (n, kk), r_j = f_j g_j there (n, kk), exactly -y_j
+    outside the mask)."""
     f_g = logf_g.exp()
     mixed = b > 0  # (n, 1): alpha = 1 rows have q = alpha f everywhere
     if valid is not None:
@@ -87,73 +105,139 @@ def gathered_terms(y_g, logf_g, a, b, valid):
     return (y_g * logq).sum(dim=1), f_g, r
 
 
-def _chunk(z, y, a, k, s, kmax, inv_t, mixing, grad_out_buf, scale):
-    """One chunk of rows. z, y (n, C); a, s (n, 1) in the work dtype; k int or (n,) int tensor
+class RowParams(NamedTuple):
+    """Per-row mixing parameters, (n, 1) in the work dtype: alpha, b = s (1 - alpha) and
+    c = alpha - b; all_mixed: every row has b > 0 (no row is plain distillation), so the
+    mixed entries need no mask beyond the top k."""
+    a: Tensor
+    b: Tensor
+    c: Tensor
+    all_mixed: bool
+
+    def rows(self, i: int, j: int) -> "RowParams":
+        return RowParams(self.a[i:j], self.b[i:j], self.c[i:j], self.all_mixed)
+
+
+def row_params(alpha: Tensor, s: Tensor) -> RowParams:
+    """alpha, s (N,) in the work dtype. Only ops that stay on the calling thread (no log:
+    see slam_bench.chunks on OpenMP regions before the chunk loop)."""
+    a = alpha.unsqueeze(1)
+    b = s.unsqueeze(1) * (1 - a)
+    return RowParams(a, b, a - b, bool((b > 0).all()))
+
+
+def _mixed_terms(y_g, logf_g, rp: RowParams, valid, sy):
+    """The top-k entries of each row (gathered: y_g, logf_g (n, kk); valid (n, kk) or None)
+    against plain distillation with log alpha added. Returns (the loss's change there,
+    sum_j y_j b / q_j over them (n,), a function u -> dL/dz there for the row factor u)."""
+    f_g = logf_g.exp()
+    q = torch.addcmul(rp.b, rp.c, f_g)  # c f + b on the mixed entries
+    log_a = rp.a.log()
+    # Mixed entries replace y (log alpha + log f) by y log q; q > 0 there (see the note).
+    delta = q.log().sub_(logf_g).sub_(log_a)
+    ybq = torch.mul(y_g, rp.b).div_(q)
+    mixed = None
+    if valid is not None or not rp.all_mixed:
+        mixed = (rp.b > 0) if valid is None else (rp.b > 0) & valid
+        delta.masked_fill_(~mixed, 0.0)
+        ybq.masked_fill_(~mixed, 0.0)
+    change = torch.linalg.vecdot(delta, y_g) + log_a.squeeze(1) * sy
+
+    def grad_at(u):
+        # r_j - f_j sum_i r_i = f_j (u - y_j c / q_j) on mixed entries (the product form keeps
+        # the precision where f_j is tiny); f_j u - y_j on the others, as elsewhere in the row.
+        u = u.unsqueeze(1)
+        out = torch.addcdiv(u, torch.mul(y_g, rp.c), q, value=-1.0).mul_(f_g)
+        if mixed is not None:
+            out = torch.where(mixed, out, torch.addcmul(-y_g, f_g, u))
+        return out
+    return change, ybq.sum(dim=1), grad_at
+
+
+def _chunk(z, y, rp: RowParams, k, kmax, inv_t, mixing, grad_out_buf, scale, scratch,
+           stats=None):
+    """One chunk of rows. z, y (n, C); rp the chunk's RowParams; k int or (n,) int tensor
     with max kmax; scale (n, 1) tensor or float: the per-row factor of dL/dz (weight, 1/N).
-    Writes dL/dz * scale into grad_out_buf (n, C) when it is not None. Returns rows (n,)."""
-    wd = a.dtype
+    Writes dL/dz * scale into grad_out_buf (n, C) when it is not None; scratch (n, C) work
+    dtype is overwritten. stats: None, or a (4,) float64 tensor that receives this chunk's
+    value-check numbers (checks.value_stats: min of y, max |row sum of y - 1|, min and max of
+    z), read from the data while it is in cache. Returns rows (n,)."""
+    wd = rp.a.dtype
     yv = y if y.dtype == wd else y.to(wd)
-    x = z if z.dtype == wd else z.to(wd)
-    if inv_t != 1.0:
-        x = x * inv_t
-    m = x.amax(dim=1, keepdim=True)
-    b = s * (1 - a) if mixing else None
-    if mixing and not bool((b > 0).any()):
-        mixing = False  # alpha = 1 on every row of the chunk: plain soft cross-entropy
-    plan = _mask_plan(yv, k, kmax) if mixing else ("none", None, None)
+    zmax = z.amax(dim=1, keepdim=True)
+    # (torch.aminmax with a dim is many times slower on CPU than amax and amin apart.)
+    zmin = z.amin() if stats is not None else None
+    m = zmax.to(wd)
+    plan = _mask_plan(yv, k, kmax) if mixing else ("none", None, None, None)
     if plan[0] == "dense":
-        xs = x - m
+        xs = torch.sub(z, m)
+        if inv_t != 1.0:
+            xs.mul_(inv_t)
         e = torch.exp(xs, out=grad_out_buf) if grad_out_buf is not None else torch.exp(xs)
         se = e.sum(dim=1)
-        return _dense_mask_chunk(yv, xs, torch.log(se), e / se[:, None], a, b, plan[1], inv_t,
+        rows = _dense_mask_chunk(yv, xs, torch.log(se), e / se[:, None], rp, plan[1], inv_t,
                                  grad_out_buf, scale)
-    # Shifted logits xs (exact for nearby values: shift-invariant), written where exp(xs)
-    # will go: the gradient buffer, or x itself when x is already a copy of our own.
-    if grad_out_buf is not None:
-        xs = torch.sub(x, m, out=grad_out_buf)
-    else:
-        xs = x.sub_(m) if x is not z else x - m
-    del x
-    # sum_j y_j xs_j, the loss's linear part, before xs turns into exp(xs) in place.
-    yxs = torch.linalg.vecdot(xs, yv)
+        if stats is not None:
+            _record_stats(stats, y, yv.sum(dim=1), zmin, zmax)
+        return rows
+    # Shifted logits xs = (z - m) / T (z - m is exact for nearby values: shift-invariant),
+    # in the gradient buffer until the gradient overwrites them.
+    xs = torch.sub(z, m, out=grad_out_buf) if grad_out_buf is not None else torch.sub(z, m)
+    if inv_t != 1.0:
+        xs.mul_(inv_t)
+    yxs = row_dot(xs, yv)  # sum_j y_j xs_j, the loss's linear part
     if mixing:
-        idx, valid = plan[1], plan[2]
-        y_g, xs_g = yv.gather(1, idx), xs.gather(1, idx)
-    e = xs.exp_()
-    se = e.sum(dim=1)
-    lse = torch.log(se)  # log f = xs - lse, f = e / se
+        y_g, idx, valid = plan[1], plan[2], plan[3]
+        xs_g = xs.gather(1, idx)
+    # f = softmax(xs) by torch's softmax kernel, whose vectorised exp costs about two thirds
+    # of torch.exp's (relative error ~1e-6). At the row maximum xs = 0 and f = 1 / sum_i
+    # exp(xs_i), so log f = xs - lse with lse = -log(max f).
+    f = torch._softmax(xs, 1, False, out=scratch)
+    lse = f.amax(dim=1).log_().neg_()
     sy = yv.sum(dim=1)
-    ylogf = yxs - lse * sy  # sum_j y_j log f_j
+    if stats is not None:
+        _record_stats(stats, y, sy, zmin, zmax)
+    rows = lse * sy - yxs  # -sum_j y_j log f_j
     if mixing:
-        # The gathered top entries: replace their y (log alpha + log f) by y log q.
-        logf_g = xs_g - lse[:, None]
-        logq_g, f_g, r_g = gathered_terms(y_g, logf_g, a, b, valid)
-        y_rest_sum = sy - y_g.sum(dim=1)
-        rows = -(ylogf - (y_g * logf_g).sum(dim=1) + torch.log(a).squeeze(1) * y_rest_sum
-                 + logq_g)
-        u = y_rest_sum - r_g.sum(dim=1)
+        change, sbm, grad_at = _mixed_terms(y_g, xs_g.sub_(lse.unsqueeze(1)), rp, valid, sy)
+        rows.sub_(change)
+        u = sy - sbm  # -sum_j r_j
     else:
-        rows = -ylogf
         u = sy
     if grad_out_buf is None:
         return rows
 
-    # dz = (r - f sum_i r_i) / T with r = -y on the entries not gathered, f = e / sum(e).
+    # dz = (r - f sum_i r_i) / T with r = -y off the top k.
     sc = scale * inv_t
-    g = e
-    g.mul_((u / se).unsqueeze(1) * sc)
+    g = torch.mul(f, u.unsqueeze(1) * sc, out=grad_out_buf)
     if isinstance(sc, float):
         g.sub_(yv, alpha=sc)
     else:
-        g.addcmul_(yv, -sc)
+        g.addcmul_(yv, sc, value=-1.0)
     if mixing:  # overwrite (not add -y_j + ...): the two would nearly cancel
-        g.scatter_(1, idx, (f_g * u.unsqueeze(1) + r_g) * sc)
+        g.scatter_(1, idx, grad_at(u) * sc)
     return rows
 
 
-def _dense_mask_chunk(yv, xs, lse, f, a, b, mask, inv_t, grad_out_buf, scale):
+def row_dot(a: Tensor, b: Tensor) -> Tensor:
+    """sum_j a_ij b_ij (n,) of two (n, C) tensors. (linalg.vecdot multiplies into an (n, C)
+    temporary and sums it; on CPU that is still 4-5x faster than a batched bmm.)"""
+    return torch.linalg.vecdot(a, b)
+
+
+def _record_stats(stats, y, sy, zmin, zmax):
+    """checks.value_stats' four numbers for one chunk, into stats (4,) float64. The row sums
+    accumulate as value_stats does (float64 for a float64 teacher, else float32): sy when it
+    was computed in that dtype, else a sum of its own."""
+    acc = torch.float64 if y.dtype == torch.float64 else torch.float32
+    sums = sy if sy.dtype == acc else y.sum(dim=1, dtype=acc)
+    stats.copy_(torch.stack([y.amin(), (sums - 1).abs().max(), zmin, zmax.max()]))
+
+
+def _dense_mask_chunk(yv, xs, lse, f, rp, mask, inv_t, grad_out_buf, scale):
     """Fallback of `_chunk` for chunks with ties past k or k = C: the same quantities through
     an (n, C) mask (slower, rare). f = softmax (n, C), a buffer of its own."""
+    a, b = rp.a, rp.b
     mixed = mask & (b > 0)
     logf = xs - lse[:, None]
     # q > 0 wherever b > 0 (at least alpha where c < 0, else b); the where keeps log(0) and
@@ -170,27 +254,35 @@ def _dense_mask_chunk(yv, xs, lse, f, a, b, mask, inv_t, grad_out_buf, scale):
 
 class _SLaMFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, z, y, alpha, k, s, weight, temperature, reduction, mixing):
+    def forward(ctx, z, y, alpha, k, s, weight, temperature, reduction, mixing, value_checks):
         n, c = z.shape
         wd = work_dtype(z.dtype)
         want_grad = ctx.needs_input_grad[0]
         rows = torch.empty(n, dtype=wd, device=z.device)
         grad = torch.empty((n, c), dtype=wd, device=z.device) if want_grad else None
-        step = row_step(n, c, z.device)
+        step = op_row_step(n, c)
+        starts = range(0, n, step)
         inv_t = 1.0 / temperature
         kmax = k if isinstance(k, int) else (int(k.max()) if n else 1)
+        rp = row_params(alpha, s)
+        if mixing and n and not bool((rp.b > 0).any()):
+            mixing = False  # alpha = 1 on every row: plain soft cross-entropy
         # The per-row factor that the reduction applies to dL/dz: weight and 1/N.
         inv_n = 1.0 / n if (reduction == "mean" and n) else 1.0
         w = weight.to(wd) if weight is not None else None
+        stats = torch.empty((len(starts), 4), dtype=torch.float64) if value_checks else None
+        scratch = torch.empty((min(step, n), c), dtype=wd, device=z.device)
 
-        def run(i):
+        # One chunk at a time, each op on torch's own threads (slam_bench.chunks says why).
+        for i in starts:
             j = min(i + step, n)
             k_i = k if isinstance(k, int) else k[i:j]
             sc = inv_n if w is None else (w[i:j] * inv_n).unsqueeze(1)
-            rows[i:j] = _chunk(z[i:j], y[i:j], alpha[i:j, None], k_i, s[i:j, None], kmax,
-                               inv_t, mixing, grad[i:j] if want_grad else None, sc)
-
-        for_each_chunk(run, range(0, n, step), z.device)
+            rows[i:j] = _chunk(z[i:j], y[i:j], rp.rows(i, j), k_i, kmax, inv_t, mixing,
+                               grad[i:j] if want_grad else None, sc, scratch[:j - i],
+                               stats[i // step] if value_checks else None)
+        if value_checks and n:
+            checks.raise_loss_value_errors(checks.combine_stats(stats), y.dtype)
         if want_grad:
             ctx.save_for_backward(grad)
             ctx.z_dtype = z.dtype
@@ -205,7 +297,7 @@ class _SLaMFunction(torch.autograd.Function):
     def backward(ctx, grad_out):
         (grad,) = ctx.saved_tensors
         dz = apply_grad_output(grad, grad_out, ctx.reduction)
-        return dz.to(ctx.z_dtype), None, None, None, None, None, None, None, None
+        return dz.to(ctx.z_dtype), None, None, None, None, None, None, None, None, None
 
 
 def apply_grad_output(grad: Tensor, grad_out: Tensor, reduction: str) -> Tensor:
@@ -221,8 +313,11 @@ def apply_grad_output(grad: Tensor, grad_out: Tensor, reduction: str) -> Tensor:
 
 def slam_loss_torch(z: Tensor, y: Tensor, alpha: Union[float, Tensor], k: Union[int, Tensor], *,
                     normalize: bool, temperature: float, weight: Optional[Tensor],
-                    reduction: str, mixing: bool = True) -> Tensor:
-    """Checked inputs (see slam_bench.functional). z, y (N, C); returns float32/float64."""
+                    reduction: str, mixing: bool = True, value_checks: bool = False) -> Tensor:
+    """Checked inputs (see slam_bench.functional). z, y (N, C); returns float32/float64.
+    value_checks: run the (N, C) value checks of checks.check_logits_and_probs inside the
+    loss pass (the other arguments must be checked already); they raise before any result
+    or gradient is returned."""
     n = z.shape[0]
     wd = work_dtype(z.dtype)
     a = torch.as_tensor(alpha, dtype=wd, device=z.device).expand(n).contiguous()
@@ -230,4 +325,5 @@ def slam_loss_torch(z: Tensor, y: Tensor, alpha: Union[float, Tensor], k: Union[
         s = 1.0 / (torch.as_tensor(k, dtype=wd, device=z.device).expand(n) - 1.0)
     else:
         s = torch.ones(n, dtype=wd, device=z.device)
-    return _SLaMFunction.apply(z, y, a, k, s, weight, float(temperature), reduction, mixing)
+    return _SLaMFunction.apply(z, y, a, k, s, weight, float(temperature), reduction, mixing,
+                               value_checks)

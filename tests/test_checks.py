@@ -208,3 +208,34 @@ def test_value_stats_match_plain_formulas(dtype):
     mn, dev, zmin, zmax = checks.value_stats(y, z)
     assert mn == y.min().item() and zmin == z.min().item() and zmax == z.max().item()
     assert dev == pytest.approx((y.double().sum(dim=1) - 1).abs().max().item(), abs=1e-6)
+
+
+def test_torch_backend_runs_the_value_checks_inside_its_loss_pass(monkeypatch):
+    """On the torch backend the (N, C) value checks read no tensor of their own (no
+    value_stats pass): the loss pass takes their numbers from each chunk, and bad values
+    raise the same errors, from any chunk."""
+    from slam_bench import checks
+
+    def separate_pass(*args, **kwargs):
+        raise AssertionError("a separate value-check pass ran")
+    monkeypatch.setattr(checks, "value_stats", separate_pass)
+    kw = good()
+    slam_loss(**kw)
+    distill_loss(kw["student_logits"], kw["teacher_probs"])
+    by_id = {c[0]: c for c in CASES}
+    for cid in ("logits_nan", "logits_inf", "probs_negative", "probs_nan", "probs_not_simplex",
+                "probs_bf16_not_simplex"):
+        _, make, exc, pattern = by_id[cid]
+        with pytest.raises(exc, match=pattern):
+            slam_loss(**make())
+    # Many chunks (on the CPU worker threads): a bad entry in the last row is still found.
+    n, c = 4096, 300
+    z = torch.randn(n, c)
+    y = torch.softmax(torch.randn(n, c), dim=1)
+    z[-1, -1] = math.inf
+    with pytest.raises(ValueError, match="student_logits.*finite"):
+        slam_loss(z, y, 0.8, 3)
+    z[-1, -1] = 0.0
+    y[-1] *= 1.5
+    with pytest.raises(ValueError, match="teacher_probs.*sum to 1"):
+        distill_loss(z, y)

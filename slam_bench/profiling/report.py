@@ -94,11 +94,16 @@ def to_frame(rows: List[dict], meta: Dict[str, object], peak_methods: Dict[str, 
 
 
 def save_sweep(rows: List[dict], device, copy_bw: float, out_dir: Path,
-               peak_methods: Dict[str, str], suffix: str = ""):
+               peak_methods: Dict[str, str], suffix: str = "", memory_kept: bool = False):
     """The sweep's long CSV and plot, named after the device (and `suffix`, e.g. the families
-    of a partial sweep: "<device>-<suffix>.csv"). Returns (frame, csv, png); png is None when
-    matplotlib is missing (the GPU check runs without a project install)."""
-    timer = "triton.testing.do_bench" if device.type == "cuda" else "perf_counter, providers interleaved"
+    of a partial sweep: "<device>-<suffix>.csv"). memory_kept: the CPU timers ran under
+    timing.allocator_steady_state. Returns (frame, csv, png); png is None when matplotlib is
+    missing (the GPU check runs without a project install)."""
+    if device.type == "cuda":
+        timer = "triton.testing.do_bench"
+    else:
+        timer = ("perf_counter, providers interleaved, each timed call after an untimed one "
+                 "of its own" + ("; freed memory kept in the heap" if memory_kept else ""))
     df = to_frame(rows, run_metadata(device, copy_bw, timer), peak_methods)
     stem = file_stem(device_name(device)) + (f"-{suffix}" if suffix else "")
     csv = write_csv(df, Path(out_dir), stem)

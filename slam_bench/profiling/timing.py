@@ -1,18 +1,31 @@
 """Timers, peak memory and copy bandwidth, on CPU and on CUDA.
 
 CPU time: a perf_counter loop that visits the providers of one configuration round-robin
-(A, B, C, then B, C, A, ...: the starting provider rotates, so none always runs right after
-the one that frees the most memory), so that load from other processes on a shared machine
-lands on every provider alike and their ratio stays meaningful. GPU time:
-triton.testing.do_bench.
+(A, B, C, then B, C, A, ...: the starting provider rotates), so that load from other
+processes on a shared machine lands on every provider alike and their ratio stays
+meaningful. Two things a CPU step leaves behind would otherwise be charged to whichever
+provider runs next, so the order of the providers (and the timer) would decide the ratios:
+- libgomp's worker threads keep spinning for a few ms after the last OpenMP region
+  (OMP_WAIT_POLICY unset), taking a core from the next step. Each timed call therefore comes
+  right after an untimed call of the same provider (`settle`): every provider is timed in the
+  state its own step leaves, as in a loop that calls it every step, and as pytest-benchmark
+  times it (its rounds of one provider run back to back).
+- glibc returns the pages of freed large blocks to the kernel (heap trimming, and its mmap
+  threshold), so the next large allocation page-faults them in again: 0.85 us per 4 KiB page
+  on the machine measured, and the eager formula faulted 8,000 to 96,000 pages in one step at
+  N = 8192, C = 1000 (its step took 47 ms without faults and up to 147 ms with them; which
+  steps fault depends on what ran before). `allocator_steady_state` keeps freed memory in the
+  heap while the timers run, as jemalloc or tcmalloc do, so no provider pays page faults for
+  memory it reuses. Allocations above 32 MiB, glibc's largest mmap threshold, still fault.
+GPU time: triton.testing.do_bench.
 
 CPU peak memory: torch's CPU allocator reports each allocation and free to the profiler when
 `profile_memory=True`; the running sum of those sizes over one call, at its maximum, is the
 peak extra memory of that call (inputs allocated before it are not counted, the returned
 gradient is). The profiler sees the calling thread's allocations only, so the call runs with
-one torch thread; with T threads the torch backend holds up to T row chunks' temporaries at
-once: T - 1 more chunks of temporaries, about 2 MiB each (the shifted logits and the teacher
-copy, CHUNK_ELEMENTS x 4 bytes each; measured 2.1 MiB at 1 thread). tracemalloc and the
+one torch thread; with T threads the passes that hand row chunks to T Python workers (value
+checks, the sparse top-K backend) hold up to T chunks' temporaries at once (CHUNK_ELEMENTS x
+4 bytes each); the dense loss runs one chunk at a time at any thread count. tracemalloc and the
 resident set are not used: the first does not see torch's allocator and the second cannot be
 reset within one process. The profiler's C++ side prints "USDT:"/"STAGE:" lines to the
 process's stderr on every start and stop, with no switch to turn them off; the probe filters
@@ -31,6 +44,8 @@ import numpy as np
 import torch
 
 QUANTILES = (50, 20, 80)  # median and the 20th/80th percentiles, as do_bench reports them
+# Untimed calls of a provider right before each of its timed calls on CPU (module note).
+SETTLE_CALLS = 1
 
 
 def summarize(samples_ms: List[float]) -> Dict[str, float]:
@@ -40,8 +55,10 @@ def summarize(samples_ms: List[float]) -> Dict[str, float]:
 
 
 def time_cpu_round_robin(fns: Dict[str, Callable[[], object]], warmup: int, reps: int,
-                         max_seconds: float = float("inf")) -> Dict[str, List[float]]:
-    """Per-call times in ms of each callable, interleaved. Stops early (keeping at least 3
+                         max_seconds: float = float("inf"),
+                         settle: int = SETTLE_CALLS) -> Dict[str, List[float]]:
+    """Per-call times in ms of each callable, interleaved; each timed call follows `settle`
+    untimed calls of the same callable (see the module note). Stops early (keeping at least 3
     rounds) once `max_seconds` have gone by, so one slow provider cannot stall a sweep."""
     for fn in fns.values():
         for _ in range(warmup):
@@ -51,12 +68,51 @@ def time_cpu_round_robin(fns: Dict[str, Callable[[], object]], warmup: int, reps
     start = time.perf_counter()
     for rnd in range(reps):
         for name in order[rnd % len(order):] + order[:rnd % len(order)]:
+            for _ in range(settle):
+                fns[name]()
             t0 = time.perf_counter()
             fns[name]()
             out[name].append((time.perf_counter() - t0) * 1e3)
         if rnd >= 2 and time.perf_counter() - start > max_seconds:
             break
     return out
+
+
+# glibc's mallopt parameters, and the largest mmap threshold it accepts on 64-bit machines
+# (beyond it every allocation is mmapped).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MMAP_THRESHOLD_MAX = 32 << 20
+
+
+def _glibc_mallopt():
+    """glibc's mallopt, or None (another C library, another OS)."""
+    import ctypes
+    import platform
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return None
+
+
+@contextlib.contextmanager
+def allocator_steady_state() -> Iterator[bool]:
+    """Within the block, glibc keeps freed memory in the heap (no trimming, mmap threshold at
+    its 32 MiB maximum), so a step that reuses the sizes it freed does not page-fault (module
+    note). Yields whether that took effect (False off glibc). On exit the trim threshold goes
+    back to twice the mmap threshold, where glibc's own dynamic rule ends up after freeing a
+    large block; the mmap threshold stays at 32 MiB (mallopt turns the dynamic rule off)."""
+    mallopt = _glibc_mallopt()
+    if mallopt is None:
+        yield False
+        return
+    ok = bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)) \
+        and bool(mallopt(_M_TRIM_THRESHOLD, (1 << 31) - 1))
+    try:
+        yield ok
+    finally:
+        mallopt(_M_TRIM_THRESHOLD, 2 * _MMAP_THRESHOLD_MAX)
 
 
 def time_cuda(fn: Callable[[], object], warmup_ms: int = 25, rep_ms: int = 100) -> Dict[str, float]:

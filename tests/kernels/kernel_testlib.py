@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, settings
 
 pytest.importorskip("triton", reason="the kernels need Triton (Linux x86-64)")
 
-from slam_bench.kernels import config  # noqa: E402
+from slam_bench.kernels import config, slam_loss_triton  # noqa: E402
 from slam_bench.reference import distill_loss_reference, slam_loss_reference  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -130,3 +130,30 @@ def assert_grad_close(grad, ref_grad, row_scale, dtype, lowp_grad=None, n_round=
         assert bool(err.max() <= bound), (
             f"kernel error {err.max().item():.3g} > {TORCH_LOWP_MULTIPLE} x torch low-precision "
             f"error {torch_err.item():.3g}")
+
+
+def oracle_inputs(n, c, z_dtype, y_dtype, seed=0):
+    """z (n, c) ~ N(0, 9) in z_dtype and softmax teacher rows in y_dtype, on DEVICE."""
+    gen = torch.Generator().manual_seed(seed)
+    z = (torch.randn(n, c, generator=gen, dtype=torch.float64) * 3).to(z_dtype)
+    y = torch.softmax(torch.randn(n, c, generator=gen, dtype=torch.float64) * 3, dim=1)
+    return z.to(DEVICE), y.to(y_dtype).to(DEVICE)
+
+
+def check_against_oracle(z, y, alpha, k, *, mixing, reduction="none", go=None, **kw):
+    """slam_loss_triton's loss and gradient (upstream gradient go, random by default) against
+    the float64 oracle, with the tolerances above. Returns the kernel's gradient."""
+    kw = {**dict(normalize=False, temperature=1.0, weight=None), **kw}
+    n = z.shape[0]
+    go = torch.randn(n, device=z.device) if go is None else go
+    zk = z.clone().requires_grad_()
+    out = slam_loss_triton(zk, y, alpha, k, reduction=reduction, mixing=mixing, **kw)
+    out.backward(go)
+    cpu = lambda t: t.cpu() if isinstance(t, torch.Tensor) else t  # noqa: E731
+    z64, ref = reference(z.cpu(), y.cpu(), cpu(alpha), cpu(k), reduction=reduction,
+                         mixing=mixing, **{**kw, "weight": cpu(kw["weight"])})
+    ref.backward(go.cpu().double())
+    assert_loss_close(out.detach().cpu(), ref)
+    scale = row_grad_scale(n, go.cpu(), cpu(kw["weight"]), kw["temperature"], reduction)
+    assert_grad_close(zk.grad.cpu(), z64.grad, scale, z.dtype, n_round=roundings(go.cpu()))
+    return zk.grad

@@ -14,36 +14,11 @@ from unittest import mock
 import pytest
 import torch
 
-from kernel_testlib import (DEVICE, assert_grad_close, assert_loss_close, reference, roundings,
-                            row_grad_scale, small_blocks)
+from kernel_testlib import DEVICE, check_against_oracle, oracle_inputs, small_blocks
 from slam_bench import distill_loss, slam_loss
 from slam_bench.kernels import block_config, config, ops, slam_loss_triton, slam_triton
 
 KW = dict(normalize=False, temperature=1.0, weight=None)
-
-
-def _inputs(n, c, z_dtype, y_dtype, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    z = (torch.randn(n, c, generator=gen, dtype=torch.float64) * 3).to(z_dtype)
-    y = torch.softmax(torch.randn(n, c, generator=gen, dtype=torch.float64) * 3, dim=1)
-    return z.to(DEVICE), y.to(y_dtype).to(DEVICE)
-
-
-def _check_against_oracle(z, y, alpha, k, *, mixing, reduction="none", go=None, **kw):
-    kw = {**KW, **kw}
-    n = z.shape[0]
-    go = torch.randn(n, device=z.device) if go is None else go
-    zk = z.clone().requires_grad_()
-    out = slam_loss_triton(zk, y, alpha, k, reduction=reduction, mixing=mixing, **kw)
-    out.backward(go)
-    cpu = lambda t: t.cpu() if isinstance(t, torch.Tensor) else t  # noqa: E731
-    z64, ref = reference(z.cpu(), y.cpu(), cpu(alpha), cpu(k), reduction=reduction,
-                         mixing=mixing, **{**kw, "weight": cpu(kw["weight"])})
-    ref.backward(go.cpu().double())
-    assert_loss_close(out.detach().cpu(), ref)
-    scale = row_grad_scale(n, go.cpu(), cpu(kw["weight"]), kw["temperature"], reduction)
-    assert_grad_close(zk.grad.cpu(), z64.grad, scale, z.dtype, n_round=roundings(go.cpu()))
-    return zk.grad
 
 
 @pytest.mark.parametrize("mixing", [True, False])
@@ -53,16 +28,16 @@ def _check_against_oracle(z, y, alpha, k, *, mixing, reduction="none", go=None, 
     (16 * config.STREAM_BLOCK + 1, torch.float16),  # C > 64k, one element past a block
 ])
 def test_real_block_boundaries(c, dtype, mixing):
-    z, y = _inputs(2, c, dtype, torch.bfloat16)
+    z, y = oracle_inputs(2, c, dtype, torch.bfloat16)
     k = torch.tensor([5, 2], device=DEVICE)  # per-row k: the bisection threshold kernel too
-    _check_against_oracle(z, y, 0.7, k, mixing=mixing)
+    check_against_oracle(z, y, 0.7, k, mixing=mixing)
 
 
 def test_largest_vocabulary():
     """C = 262,144 (the top of the supported range), bf16, per-row alpha, 64 streamed blocks."""
-    z, y = _inputs(2, 262144, torch.bfloat16, torch.bfloat16, seed=1)
+    z, y = oracle_inputs(2, 262144, torch.bfloat16, torch.bfloat16, seed=1)
     alpha = torch.tensor([0.6, 0.9], device=DEVICE)
-    _check_against_oracle(z, y, alpha, 3, mixing=True, normalize=True,
+    check_against_oracle(z, y, alpha, 3, mixing=True, normalize=True,
                           go=torch.ones(2, device=DEVICE))
 
 
@@ -70,10 +45,10 @@ def test_largest_vocabulary():
 def test_odd_streamed_width_peels_a_head(c):
     """An odd row stride: row 1 starts 1 element past a 16-byte boundary (bf16), so its head
     is 7 elements, then unmasked 4096-wide blocks, then a masked tail."""
-    z, y = _inputs(2, c, torch.bfloat16, torch.bfloat16, seed=2)
+    z, y = oracle_inputs(2, c, torch.bfloat16, torch.bfloat16, seed=2)
     lay = config.launch_layout(c, [c, c, c], 2, False, 4)
     assert lay.peel and lay.vec == 8
-    _check_against_oracle(z, y, 0.8, 4, mixing=True, go=torch.ones(2, device=DEVICE))
+    check_against_oracle(z, y, 0.8, 4, mixing=True, go=torch.ones(2, device=DEVICE))
 
 
 @pytest.mark.parametrize("small", [False, True])
@@ -84,21 +59,21 @@ def test_nan_poisoned_padding_is_never_read(small, mixing):
     n, c = 13, 10  # width 16: lanes 10..15 of each block fall in the poisoned padding
     big_z = torch.full((n + 3, c + 7), float("nan"), device=DEVICE)
     big_y = torch.full((n + 3, c + 5), float("nan"), device=DEVICE)
-    z0, y0 = _inputs(n, c, torch.float32, torch.float32)
+    z0, y0 = oracle_inputs(n, c, torch.float32, torch.float32)
     big_z[:n, :c], big_y[:n, :c] = z0, y0
     z, y = big_z[:n, :c], big_y[:n, :c]
     assert z.stride(0) == c + 7 and not z.is_contiguous()
     ctx = small_blocks(single=4, stream=4, tile=8) if small else contextlib.nullcontext()
     with ctx:
-        grad = _check_against_oracle(z, y, 0.75, 2, mixing=mixing)
+        grad = check_against_oracle(z, y, 0.75, 2, mixing=mixing)
     assert bool(torch.isfinite(grad).all())
 
 
 def test_transposed_inputs_are_copied_not_misread():
-    z0, y0 = _inputs(6, 9, torch.float32, torch.float32)
+    z0, y0 = oracle_inputs(6, 9, torch.float32, torch.float32)
     z, y = z0.t().contiguous().t(), y0.t().contiguous().t()  # column stride != 1
     assert z.stride(1) != 1
-    _check_against_oracle(z, y, 0.8, 3, mixing=True)
+    check_against_oracle(z, y, 0.8, 3, mixing=True)
 
 
 @pytest.mark.parametrize("k", [1, 2, 3, 4, 5])
@@ -175,7 +150,7 @@ def test_float64_logits_are_rejected_by_name():
 
 
 def test_float64_teacher_is_accepted_like_torch_backend():
-    z, y = _inputs(4, 6, torch.float32, torch.float64)
+    z, y = oracle_inputs(4, 6, torch.float32, torch.float64)
     a = distill_loss(z, y, backend="triton", reduction="none")
     b = distill_loss(z, y, backend="torch", reduction="none")
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
@@ -183,7 +158,7 @@ def test_float64_teacher_is_accepted_like_torch_backend():
 
 def test_gradient_dtype_follows_logits_and_loss_is_float32():
     for dtype in (torch.float16, torch.bfloat16, torch.float32):
-        z, y = _inputs(3, 5, dtype, torch.float32)
+        z, y = oracle_inputs(3, 5, dtype, torch.float32)
         z.requires_grad_()
         out = slam_loss(z, y, 0.7, 2, backend="triton")
         out.backward()
@@ -192,7 +167,7 @@ def test_gradient_dtype_follows_logits_and_loss_is_float32():
 
 def test_forward_only_calls_never_compute_a_gradient():
     """Evaluation (no_grad, or logits that do not require grad) takes the forward-only op."""
-    z, y = _inputs(5, 11, torch.float32, torch.float32)
+    z, y = oracle_inputs(5, 11, torch.float32, torch.float32)
     boom = mock.MagicMock(side_effect=AssertionError("gradient computed for a forward-only call"))
     with mock.patch.object(ops, "slam_rows_grad", boom):
         with torch.no_grad():
@@ -218,7 +193,7 @@ def _saved_pointers():
 def test_gradient_is_written_once_and_adopted_without_a_copy(reduction):
     """The forward's gradient buffer becomes z.grad itself (no N x C copy in the backward),
     and the logits are left intact."""
-    z, y = _inputs(6, 13, torch.bfloat16, torch.float32)
+    z, y = oracle_inputs(6, 13, torch.bfloat16, torch.float32)
     zk = z.clone().requires_grad_()
     hooks, ptrs = _saved_pointers()
     with hooks:
@@ -231,7 +206,7 @@ def test_gradient_is_written_once_and_adopted_without_a_copy(reduction):
 def test_grad_output_is_applied_per_row_including_ones_and_nan():
     """reduction="none": rows whose upstream gradient is 1 keep the forward's values, the
     others are scaled, and a NaN upstream gradient reaches its row."""
-    z, y = _inputs(5, 9, torch.float32, torch.float32)
+    z, y = oracle_inputs(5, 9, torch.float32, torch.float32)
     go = torch.tensor([1.0, 2.0, 1.0, -0.5, float("nan")], device=DEVICE)
     ref = z.clone().requires_grad_()
     slam_loss_triton(ref, y, 0.7, 3, reduction="none", mixing=True, **KW).backward(
@@ -247,7 +222,7 @@ def test_grad_output_is_applied_per_row_including_ones_and_nan():
 def test_overwrite_logits_writes_the_gradient_into_their_storage(small):
     """Opt-in: the logits' storage holds dL/dz after the forward, equal to the default path's
     gradient; the default path leaves the logits untouched (tested above)."""
-    z, y = _inputs(4, 21, torch.bfloat16, torch.bfloat16)
+    z, y = oracle_inputs(4, 21, torch.bfloat16, torch.bfloat16)
     ctx = small_blocks() if small else contextlib.nullcontext()
     with ctx:
         ref = z.clone().requires_grad_()
@@ -262,7 +237,7 @@ def test_overwrite_logits_writes_the_gradient_into_their_storage(small):
 
 
 def test_second_backward_is_an_error_not_a_double_scaling():
-    z, y = _inputs(3, 7, torch.float32, torch.float32)
+    z, y = oracle_inputs(3, 7, torch.float32, torch.float32)
     zk = z.clone().requires_grad_()
     loss = slam_loss_triton(zk, y, 0.7, 2, reduction="mean", mixing=True, **KW) * 2.0
     loss.backward(retain_graph=True)
@@ -288,7 +263,7 @@ def test_block_config_rejects_bad_width():
 
 def test_custom_ops_pass_opcheck():
     """Schema, fake (meta) kernels and mutation declarations, as torch.compile relies on."""
-    z, y = _inputs(5, 9, torch.bfloat16, torch.float32)
+    z, y = oracle_inputs(5, 9, torch.bfloat16, torch.float32)
     n = z.shape[0]
     one = torch.ones(1, device=DEVICE).expand(n)
     alpha = torch.full((n,), 0.7, device=DEVICE)
@@ -307,7 +282,7 @@ def test_custom_ops_pass_opcheck():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 def test_cuda_graph_capture_and_replay():
     """No host sync in forward or backward: a captured training step replays correctly."""
-    z, y = _inputs(64, 5000, torch.bfloat16, torch.bfloat16)
+    z, y = oracle_inputs(64, 5000, torch.bfloat16, torch.bfloat16)
     alpha = torch.rand(64, device=DEVICE) * 0.5 + 0.5
     k = torch.randint(1, 10, (64,), device=DEVICE)
     zs = z.clone().requires_grad_()
