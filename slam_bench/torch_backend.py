@@ -7,8 +7,9 @@ only the gradient, with 1/T, the weight and the 1/N of "mean" already folded in.
 one multiply by grad_output, skipped on CPU when grad_output is exactly 1 (`loss.backward()`),
 in which case autograd adopts the saved buffer as `.grad` without a copy (it copies when the
 graph is retained). Peak extra memory: the gradient buffer (plus the product buffer when
-grad_output != 1) and the temporaries of the chunks in flight (one per worker thread, about
-2 MiB each).
+grad_output != 1), one scratch chunk, and the temporaries of the chunk in flight (chunks run
+one at a time, each op on torch's own threads: slam_bench.chunks says why; about 2 MiB per
+fp32 chunk buffer).
 
 Numerics (the Triton kernel does the same):
 - Entries outside the top-k mask, and every entry when alpha = 1, have q_j = alpha f_j, so
@@ -23,8 +24,11 @@ Numerics (the Triton kernel does the same):
 
 Speed (CPU, eager ops only). exp is the costliest op, so it runs once per element: the
 shifted logits are written into the gradient buffer, the loss's linear part sum_j y_j xs_j is
-taken from them as one row dot product, and exp then overwrites them in place; both the loss
-and f come from those exponentials and their row sums. The top-k mask touches k entries per row, so those entries are
+taken from them as one row dot product, and f comes from torch's softmax kernel (its
+vectorised exp is cheaper than torch.exp) into the scratch chunk; log sum exp is -log of the
+row's largest f (f = 1 / sum exp at the row maximum). With default arguments the public API's
+value checks read their numbers from each chunk here, while it is in cache (no separate pass).
+The top-k mask touches k entries per row, so those entries are
 gathered and the other C - k are handled by whole-row ops with no mask. Rows whose threshold
 value is tied with entries past position k (and is > 0: ties at 0 change nothing, y_j = 0
 terms vanish), and k = C, take the dense-mask fallback, which computes the same quantities
