@@ -38,7 +38,15 @@ def main(argv=None) -> int:
         return fail(PROG, e)
     try:
         # Every rank meets the same configuration error; rank 0 alone says it.
-        return cli_run.main(args, ctx=ctx, prog=PROG)
+        code = cli_run.main(args, ctx=ctx, prog=PROG)
+        # Every rank finishes its last collective before any rank tears its gloo/NCCL
+        # connections down: a rank that left early was seen to abort its peer at exit
+        # ("terminate called without an active exception") on a loaded machine. Only on the
+        # way out of a finished run: after an error or Ctrl-C the ranks may be in different
+        # places.
+        if code == 0:
+            ctx.barrier()
+        return code
     finally:
         ctx.cleanup()
 
