@@ -6,7 +6,7 @@ formula, so torch.compile traces a model that uses the loss as opaque nodes with
 breaks. The fused-linear chunk step (`topk_chunk_inplace`) is a plain launcher: it runs inside
 slam_bench's `fused_linear_slam` op, which is the opaque node there.
 
-Callers (slam_bench.topk) check the inputs and compute the per-row vectors: alpha, s and the
+Callers (slam_bench.vocab) check the inputs and compute the per-row vectors: alpha, s and the
 mask threshold (the k-th largest of the K probabilities), sync-free; weights and the reduction
 reach the backward kernel through the per-row upstream gradient, read on device.
 """

@@ -1,6 +1,6 @@
-"""Triton kernels of the sparse top-K SLaM loss (slam_bench.topk) and its fused-linear chunk step.
+"""Triton kernels of the sparse top-K SLaM loss (slam_bench.vocab) and its fused-linear chunk step.
 
-Math (spec/slam.md section 2 restricted to the teacher's K ids; slam_bench/topk_backend.py is
+Math (spec/slam.md section 2 restricted to the teacher's K ids; slam_bench/vocab/torch_backend.py is
 the same in torch): row i has logits z (V,), teacher ids and probabilities (K,), and
 per-row alpha, s and the mask threshold (the k-th largest of the K probabilities, computed by
 the caller). With f = softmax(z / T):

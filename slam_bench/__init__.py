@@ -2,7 +2,7 @@
 fused Triton kernels and benchmark suites."""
 from slam_bench.functional import distill_loss, slam_loss
 from slam_bench.modules import DistillLoss, FusedLinearSLaMLoss, SLaMLoss, SLaMTopKLoss
-from slam_bench.topk import fused_linear_slam_loss, slam_loss_topk
+from slam_bench.vocab import fused_linear_slam_loss, slam_loss_topk
 
 __all__ = ["slam_loss", "distill_loss", "SLaMLoss", "DistillLoss", "slam_loss_topk",
            "fused_linear_slam_loss", "SLaMTopKLoss", "FusedLinearSLaMLoss"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from slam_bench.functional import distill_loss, slam_loss
-from slam_bench.topk import fused_linear_slam_loss, slam_loss_topk
+from slam_bench.vocab import fused_linear_slam_loss, slam_loss_topk
 
 
 class SLaMLoss(nn.Module):

@@ -94,7 +94,7 @@ def _mask_plan(yv: Tensor, k, kmax: int):
 
 
 def gathered_terms(y_g, logf_g, a, b, valid):
-    """Mixing on gathered entries (the K ids of a sparse teacher in slam_bench.topk_backend):
+    """Mixing on gathered entries (the K ids of a sparse teacher in slam_bench.vocab.torch_backend):
     y_g (n, kk) their teacher values, logf_g (n, kk) their log f, a, b (n, 1) alpha and
     s (1 - alpha), valid (n, kk) bool or None: which are in the row's mask. Returns (sum of
     y_j log q_j over them (n,), f there (n, kk), r_j = f_j g_j there (n, kk), exactly -y_j

@@ -10,7 +10,7 @@ from torch.nn import functional as F
 
 from slam_bench import (FusedLinearSLaMLoss, SLaMTopKLoss, fused_linear_slam_loss, slam_loss,
                         slam_loss_topk)
-from slam_bench.reference_topk import densify
+from slam_bench.vocab.reference import densify
 
 N, V, K, H = 4, 10, 3, 5
 
@@ -133,16 +133,16 @@ def test_bad_logits_name_the_argument():
 def test_value_checks_have_no_n_by_v_temporaries():
     """The logits' finiteness check is a chunked min/max pass (slam_bench.checks.check_finite):
     well under one N x V byte of extra memory, and it still sees an inf in the last entry."""
-    from slam_bench import checks_topk
+    from slam_bench.vocab import checks as vocab_checks
     from slam_bench.profiling import timing
 
     n, v = 2048, 500
     z = torch.randn(n, v)
-    peak = timing.peak_extra_bytes_cpu(lambda: checks_topk.check_logits(z, True))
+    peak = timing.peak_extra_bytes_cpu(lambda: vocab_checks.check_logits(z, True))
     assert peak < n * v // 100, f"the value check allocated {peak} bytes"
     z[-1, -1] = float("inf")
     with pytest.raises(ValueError, match="student_logits must be finite"):
-        checks_topk.check_logits(z, True)
+        vocab_checks.check_logits(z, True)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs Triton")
@@ -294,7 +294,7 @@ def test_torch_backend_chunk_workers_match_the_oracle(monkeypatch):
     float64 oracle's loss and gradients, and the thread count is restored."""
     from slam_bench import chunks
     from slam_bench.profiling.topk_problems import random_topk_teacher
-    from slam_bench.reference_topk import fused_linear_slam_loss_reference, slam_loss_topk_reference
+    from slam_bench.vocab.reference import fused_linear_slam_loss_reference, slam_loss_topk_reference
 
     monkeypatch.setattr(chunks, "CHUNK_ELEMENTS", 64)  # 2 rows a chunk at V = 30
     gen = torch.Generator().manual_seed(3)

@@ -1,6 +1,6 @@
 """Hypothesis cases, the float64 oracle and the tolerance policy of the top-K loss tests.
 
-Oracle: slam_bench.reference_topk (the K probabilities scattered into a dense row, then the
+Oracle: slam_bench.vocab.reference (the K probabilities scattered into a dense row, then the
 plain formula of slam_bench.reference) in float64 on the exactly upcast inputs; alpha is drawn
 as float32 values, so the oracle sees the very alpha the backends use.
 
@@ -30,7 +30,7 @@ from torch.nn import functional as F
 
 from slam_bench import slam_loss_topk
 from slam_bench.profiling.topk_problems import TEACHER_KINDS, random_topk_teacher
-from slam_bench.reference_topk import slam_loss_topk_reference
+from slam_bench.vocab.reference import slam_loss_topk_reference
 
 ULP = {torch.float32: 0.0, torch.float64: 0.0, torch.float16: 2.0 ** -10,
        torch.bfloat16: 2.0 ** -7}

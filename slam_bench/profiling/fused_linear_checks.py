@@ -23,7 +23,7 @@ from slam_bench.profiling.accuracy import FP32_RTOL, judge, lowp_tol, rel_err
 from slam_bench.profiling.families import DTYPE_BYTES, parse_params
 from slam_bench.profiling.report import check_row, pick
 from slam_bench.profiling.topk_checks import time_ratios
-from slam_bench.reference_topk import slam_loss_topk_reference
+from slam_bench.vocab.reference import slam_loss_topk_reference
 
 FUSED_FP32_RTOL = 1e-4
 # fp16/bf16 get this factor on top of accuracy.LOWP_ERROR_MULTIPLE: d(lm_weight) accumulates in

@@ -28,7 +28,7 @@ import torch
 from torch.nn import functional as F
 
 from slam_bench import fused_linear_slam_loss, slam_loss, slam_loss_topk
-from slam_bench.fused_linear import default_chunk_size
+from slam_bench.vocab.fused_linear import default_chunk_size
 from slam_bench.checks import check_choice
 from slam_bench.profiling.accuracy import finite_or_raise
 from slam_bench.profiling.families import (DTYPE_BYTES, DTYPES, Config, Grid, KernelFamily,

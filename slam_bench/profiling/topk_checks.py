@@ -1,7 +1,7 @@
 """The "topk" family's correctness rows (for the GPU check) and its GPU goals.
 
 Correctness: `slam_loss_topk(..., backend="triton")` against the float64 dense oracle
-(slam_bench.reference_topk), loss and dL/dz, with the tolerances of profiling/accuracy.py
+(slam_bench.vocab.reference), loss and dL/dz, with the tolerances of profiling/accuracy.py
 (fp16/bf16: against PyTorch's own error when it evaluates the oracle's formula in that dtype).
 Goals are computed from the sweep's CSV rows only.
 """
@@ -15,7 +15,7 @@ import torch
 from slam_bench import slam_loss_topk
 from slam_bench.profiling.accuracy import FP32_RTOL, judge, lowp_tol, rel_err
 from slam_bench.profiling.report import check_row, pick
-from slam_bench.reference_topk import slam_loss_topk_reference
+from slam_bench.vocab.reference import slam_loss_topk_reference
 
 # (N, V, K): an LLM vocabulary, one past 2^17, and the largest supported, with K from 20 to 128.
 GPU_SIZES = ((256, 32000, 64), (64, 128256, 20), (16, 262144, 128))

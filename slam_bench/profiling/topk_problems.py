@@ -95,6 +95,6 @@ def add_dense_teacher(problem) -> None:
     """problem.data["y"]: the K teacher entries scattered into (N, V) rows (zeros elsewhere) in
     the problem's dtype, the input of the "dense" providers (built before timing)."""
     from slam_bench.profiling.families import DTYPES
-    from slam_bench.reference_topk import densify
+    from slam_bench.vocab.reference import densify
     d = problem.data
     d["y"] = densify(d["ids"], d["probs"], problem.c, dtype=DTYPES[problem.dtype])[0]

@@ -11,12 +11,12 @@ import torch
 
 from kernel_testlib import DEVICE, GPU_PROFILE, assert_loss_close
 from slam_bench import fused_linear_slam_loss, slam_loss_topk
-from slam_bench.fused_linear import fused_linear_slam_op, fused_linear_slam_rows_op
+from slam_bench.vocab.fused_linear import fused_linear_slam_op, fused_linear_slam_rows_op
 from slam_bench.kernels import ops_topk, topk_chunk_inplace, topk_triton
 from slam_bench.profiling.topk_problems import random_topk_teacher
-from slam_bench.reference_topk import (fused_linear_slam_loss_reference,
+from slam_bench.vocab.reference import (fused_linear_slam_loss_reference,
                                        slam_loss_topk_reference)
-from slam_bench.topk import kth_largest
+from slam_bench.vocab.functional import kth_largest
 
 
 def _teacher(n, v, k_ids, seed=0, n_ignored=1):

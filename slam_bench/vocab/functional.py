@@ -21,11 +21,11 @@ from typing import Optional, Tuple, Union
 import torch
 from torch import Tensor
 
-from slam_bench import checks_topk
+from slam_bench.vocab import checks
 from slam_bench.functional import _resolve_backend
-from slam_bench.fused_linear import (default_chunk_size, fused_linear_slam_op,
+from slam_bench.vocab.fused_linear import (default_chunk_size, fused_linear_slam_op,
                                      fused_linear_slam_rows_op)
-from slam_bench.topk_backend import slam_loss_topk_torch, work_dtype
+from slam_bench.vocab.torch_backend import slam_loss_topk_torch, work_dtype
 
 
 def kth_largest(p: Tensor, k: Union[int, Tensor]) -> Tensor:
@@ -102,11 +102,11 @@ def slam_loss_topk(student_logits: Tensor, teacher_ids: Tensor, teacher_probs: T
     Returns float32 (float64 for float64 logits on the torch backend); gradients flow to
     student_logits only.
     """
-    n, v = checks_topk.check_logits(student_logits, check_values)
+    n, v = checks.check_logits(student_logits, check_values)
     dev = student_logits.device
-    k_ids = checks_topk.check_teacher(teacher_ids, teacher_probs, n, v, ignore_index, dev,
+    k_ids = checks.check_teacher(teacher_ids, teacher_probs, n, v, ignore_index, dev,
                                       check_values)
-    checks_topk.check_common(alpha, k, normalize, temperature, weight, reduction, n, k_ids, dev,
+    checks.check_common(alpha, k, normalize, temperature, weight, reduction, n, k_ids, dev,
                              check_values)
     backend = _resolve_backend(backend, dev, student_logits.dtype)
     wd = torch.float32 if backend == "triton" else work_dtype(student_logits.dtype)
@@ -153,13 +153,13 @@ def fused_linear_slam_loss(hidden: Tensor, lm_weight: Tensor, teacher_ids: Tenso
     Returns float32 (float64 for float64 inputs on the torch backend); gradients flow to
     hidden, lm_weight and bias (see slam_bench/fused_linear.py for how and at what memory).
     """
-    n, _, v = checks_topk.check_linear(hidden, lm_weight, bias, check_values)
+    n, _, v = checks.check_linear(hidden, lm_weight, bias, check_values)
     dev = hidden.device
-    k_ids = checks_topk.check_teacher(teacher_ids, teacher_probs, n, v, ignore_index, dev,
+    k_ids = checks.check_teacher(teacher_ids, teacher_probs, n, v, ignore_index, dev,
                                       check_values)
-    checks_topk.check_common(alpha, k, normalize, temperature, weight, reduction, n, k_ids, dev,
+    checks.check_common(alpha, k, normalize, temperature, weight, reduction, n, k_ids, dev,
                              check_values)
-    checks_topk.check_chunk_size(chunk_size)
+    checks.check_chunk_size(chunk_size)
     backend = _resolve_backend(backend, dev, hidden.dtype)
     if backend == "triton":
         _kernel_dtype_check("hidden", hidden.dtype)

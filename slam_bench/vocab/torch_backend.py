@@ -17,7 +17,7 @@ size n x V): the chunk step the Triton kernel (kernels/topk_triton.py) performs,
 ops, over row chunks that stay in cache, which on CPU run on the worker threads of
 slam_bench.chunks (each op single-threaded: at small N x V, per-op thread barriers would cost
 far more than the ops). The mixing of the K gathered entries and the backward's grad_output
-are slam_bench.torch_backend's. Inputs are checked by slam_bench.topk.
+are slam_bench.torch_backend's. Inputs are checked by slam_bench.vocab.
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 For each chunk of rows: logits = hidden_chunk @ lm_weight.T (+ bias) into one reused
 (chunk, V) buffer; the chunk step (`topk_chunk_inplace`: the Triton kernel, or
-slam_bench.topk_backend's on the torch backend) turns the buffer into the row losses and, in
+slam_bench.vocab.torch_backend's on the torch backend) turns the buffer into the row losses and, in
 place, d(loss)/d(logits) scaled by each row's factor; then d(hidden) of the chunk = buffer @ lm_weight, and
 d(lm_weight) += buffer.T @ hidden_chunk, d(bias) += column sums. The N x V logits never
 exist; the gradients are computed in the forward (Liger-Kernel's fused linear cross-entropy
@@ -29,7 +29,7 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor
 
-from slam_bench import topk_backend
+from slam_bench.vocab import torch_backend
 
 # Default chunk: about this many logits in the buffer (64 MiB in fp32, 32 MiB in bf16), a
 # power-of-two number of rows, at least 1. Large enough for efficient matmuls at LLM
@@ -47,7 +47,7 @@ def _chunk_step(backend: str):
     if backend == "triton":
         from slam_bench.kernels import topk_chunk_inplace
         return topk_chunk_inplace, lambda dt: dt
-    return topk_backend.topk_chunk_inplace, topk_backend.work_dtype
+    return torch_backend.topk_chunk_inplace, torch_backend.work_dtype
 
 
 def run_chunks(hidden: Tensor, lm_weight: Tensor, bias: Optional[Tensor], ids: Tensor,
@@ -64,13 +64,13 @@ def run_chunks(hidden: Tensor, lm_weight: Tensor, bias: Optional[Tensor], ids: T
     dev = hidden.device
     w = lm_weight.to(md)  # a copy only when the torch backend upcasts fp16/bf16
     b = bias.to(md) if bias is not None else None
-    rows = torch.empty(n, dtype=topk_backend.work_dtype(hidden.dtype), device=dev)
+    rows = torch.empty(n, dtype=torch_backend.work_dtype(hidden.dtype), device=dev)
     grads = scale is not None
     need_h, need_w, need_b = (grads and needs[0], grads and needs[1],
                               grads and needs[2] and bias is not None)
     gh = torch.empty((n, hdim), dtype=md, device=dev) if need_h else None
     gw = torch.zeros((v, hdim), dtype=md, device=dev) if need_w else None
-    gb = torch.zeros(v, dtype=topk_backend.work_dtype(md), device=dev) if need_b else None
+    gb = torch.zeros(v, dtype=torch_backend.work_dtype(md), device=dev) if need_b else None
     buf = torch.empty((min(chunk_size, n), v), dtype=md, device=dev)
     for i in range(0, n, chunk_size):
         j = min(i + chunk_size, n)
@@ -94,7 +94,7 @@ def run_chunks(hidden: Tensor, lm_weight: Tensor, bias: Optional[Tensor], ids: T
 
 
 def _work_dtype(hidden: Tensor) -> torch.dtype:
-    return topk_backend.work_dtype(hidden.dtype)
+    return torch_backend.work_dtype(hidden.dtype)
 
 
 def _empty(t: Tensor) -> Tensor:
