@@ -93,20 +93,19 @@ def _mask_plan(yv: Tensor, k, kmax: int):
     return "dense", topk_mask(yv, k), None, None
 
 
-def gathered_terms(y_g, logf_g, a, b, valid):
-    """Mixing on gathered entries (the K ids of a sparse teacher in slam_bench.vocab.torch_backend):
-    y_g (n, kk) their teacher values, logf_g (n, kk) their log f, a, b (n, 1) alpha and
-    s (1 - alpha), valid (n, kk) bool or None: which are in the row's mask. Returns (sum of
-    y_j log q_j over them (n,), f there (n, kk), r_j = f_j g_j there (n, kk), exactly -y_j
-    outside the mask)."""
-    f_g = logf_g.exp()
-    mixed = b > 0  # (n, 1): alpha = 1 rows have q = alpha f everywhere
-    if valid is not None:
-        mixed = mixed & valid
-    q = (a - b) * f_g + b
-    logq = torch.where(mixed, torch.log(q), torch.log(a) + logf_g)
-    r = torch.where(mixed, -y_g * (a - b) * f_g / q, -y_g)
-    return (y_g * logq).sum(dim=1), f_g, r
+def mix_terms(y, logf, f, a, b, mixed, want_r: bool = True):
+    """The SLaM mix on a set of entries: y, logf, f (n, m) their teacher values, log f and f;
+    a, b (n, 1) alpha and s (1 - alpha); mixed (n, m) bool: the entries in the row's mask with
+    b > 0 (q = c f + b there, c = alpha - b; q = alpha f elsewhere). Returns (sum_j y_j log q_j
+    (n,), r (n, m) with r_j = f_j g_j = -y_j c f_j / q_j, exactly -y_j outside the mask; None
+    unless want_r). Used on a whole row through an (n, C) mask (`_dense_mask_chunk`) and on
+    the K ids of a sparse teacher (slam_bench.vocab.torch_backend)."""
+    # q > 0 wherever mixed (at least alpha where c < 0, else b); the where keeps log(0) and
+    # 0/0 of underflowed f out of the unmixed entries.
+    q = (a - b) * f + b
+    logq = torch.where(mixed, torch.log(q), torch.log(a) + logf)
+    r = torch.where(mixed, -y * (a - b) * f / q, -y) if want_r else None
+    return (y * logq).sum(dim=1), r
 
 
 class RowParams(NamedTuple):
@@ -123,8 +122,7 @@ class RowParams(NamedTuple):
 
 
 def row_params(alpha: Tensor, s: Tensor) -> RowParams:
-    """alpha, s (N,) in the work dtype. Only ops that stay on the calling thread (no log:
-    see slam_bench.chunks on OpenMP regions before the chunk loop)."""
+    """alpha, s (N,) in the work dtype."""
     a = alpha.unsqueeze(1)
     b = s.unsqueeze(1) * (1 - a)
     return RowParams(a, b, a - b, bool((b > 0).all()))
@@ -241,19 +239,12 @@ def _record_stats(stats, y, sy, zmin, zmax):
 def _dense_mask_chunk(yv, xs, lse, f, rp, mask, inv_t, grad_out_buf, scale):
     """Fallback of `_chunk` for chunks with ties past k or k = C: the same quantities through
     an (n, C) mask (slower, rare). f = softmax (n, C), a buffer of its own."""
-    a, b = rp.a, rp.b
-    mixed = mask & (b > 0)
-    logf = xs - lse[:, None]
-    # q > 0 wherever b > 0 (at least alpha where c < 0, else b); the where keeps log(0) and
-    # 0/0 of underflowed f out of the unmixed entries.
-    q = (a - b) * f + b
-    logq = torch.where(mixed, torch.log(q), torch.log(a) + logf)
-    rows = -(yv * logq).sum(dim=1)
-    if grad_out_buf is None:
-        return rows
-    r = torch.where(mixed, -yv * (a - b) * f / q, -yv)
-    grad_out_buf.copy_((r - f * r.sum(dim=1, keepdim=True)) * (scale * inv_t))
-    return rows
+    want_grad = grad_out_buf is not None
+    ylogq, r = mix_terms(yv, xs - lse[:, None], f, rp.a, rp.b, mask & (rp.b > 0),
+                         want_r=want_grad)
+    if want_grad:
+        grad_out_buf.copy_((r - f * r.sum(dim=1, keepdim=True)) * (scale * inv_t))
+    return -ylogq
 
 
 class _SLaMFunction(torch.autograd.Function):

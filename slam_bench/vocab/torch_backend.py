@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from slam_bench.chunks import for_each_chunk, row_step
-from slam_bench.torch_backend import apply_grad_output, gathered_terms, work_dtype
+from slam_bench.torch_backend import apply_grad_output, mix_terms, work_dtype
 
 
 def k_terms(logf: Tensor, p: Tensor, alpha: Tensor, s: Tensor, thresh: Tensor, mixing: bool):
@@ -36,7 +36,8 @@ def k_terms(logf: Tensor, p: Tensor, alpha: Tensor, s: Tensor, thresh: Tensor, m
     if not mixing:
         return -(p * logf).sum(dim=1), -p
     a = alpha[:, None]
-    ylogq, _, r = gathered_terms(p, logf, a, s[:, None] * (1 - a), p >= thresh[:, None])
+    b = s[:, None] * (1 - a)
+    ylogq, r = mix_terms(p, logf, logf.exp(), a, b, (b > 0) & (p >= thresh[:, None]))
     return -ylogq, r
 
 
