@@ -65,25 +65,33 @@ def raise_loss_value_errors(stats: List[float], probs_dtype: torch.dtype) -> Non
 
 def value_stats(probs: Tensor, logits: Optional[Tensor] = None) -> List[float]:
     """[min of probs, max over rows |row sum - 1|, min of logits, max of logits] (the last two
-    0.0 without logits), from one chunked pass. probs (n, C); logits None or (n, C). Sums
-    accumulate in float32 (float64 for float64 probs), with no upcast copy. NaN propagates
-    through every one of these reductions, and an inf makes its sum or extreme non-finite."""
+    0.0 without logits), from one chunked pass. probs (n, C); logits None or (n, C). NaN
+    propagates through every one of these reductions, and an inf makes its sum or extreme
+    non-finite."""
     n, c = probs.shape
-    acc = torch.float64 if probs.dtype == torch.float64 else torch.float32
     step = row_step(n, c, probs.device)
     starts = range(0, n, step)
     parts = torch.zeros((len(starts), 4), dtype=torch.float64, device=probs.device)
+    zero = torch.zeros((), dtype=torch.float64, device=probs.device)
 
     def run(i):
-        p = probs[i:i + step]
-        dev = (p.sum(dim=1, dtype=acc) - 1).abs().max()
-        row = [p.amin(), dev]
-        if logits is not None:
-            row += list(torch.aminmax(logits[i:i + step]))
-        parts[i // step, :len(row)] = torch.stack([v.to(torch.float64) for v in row])
+        lo, hi = torch.aminmax(logits[i:i + step]) if logits is not None else (zero, zero)
+        parts[i // step] = chunk_stats(probs[i:i + step], lo, hi)
 
     for_each_chunk(run, starts, probs.device)
     return combine_stats(parts)
+
+
+def chunk_stats(probs: Tensor, logits_min: Tensor, logits_max: Tensor,
+                row_sums: Optional[Tensor] = None) -> Tensor:
+    """One chunk's `value_stats` numbers, (4,) float64. probs (n, C); logits_min/max 0-dim.
+    Row sums accumulate in float32 (float64 for float64 probs), with no upcast copy;
+    `row_sums` (n,), when the caller has them in that dtype, are used instead of summing."""
+    acc = torch.float64 if probs.dtype == torch.float64 else torch.float32
+    if row_sums is None or row_sums.dtype != acc:
+        row_sums = probs.sum(dim=1, dtype=acc)
+    return torch.stack([probs.amin(), (row_sums - 1).abs().max(), logits_min,
+                        logits_max]).to(torch.float64)
 
 
 def combine_stats(parts: Tensor) -> List[float]:

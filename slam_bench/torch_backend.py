@@ -180,7 +180,7 @@ def _chunk(z, y, rp: RowParams, k, kmax, inv_t, mixing, grad_out_buf, scale, scr
         rows = _dense_mask_chunk(yv, xs, torch.log(se), e / se[:, None], rp, plan[1], inv_t,
                                  grad_out_buf, scale)
         if stats is not None:
-            _record_stats(stats, y, yv.sum(dim=1), zmin, zmax)
+            stats.copy_(checks.chunk_stats(y, zmin, zmax.max(), row_sums=yv.sum(dim=1)))
         return rows
     # Shifted logits xs = (z - m) / T (z - m is exact for nearby values: shift-invariant),
     # in the gradient buffer until the gradient overwrites them.
@@ -198,7 +198,7 @@ def _chunk(z, y, rp: RowParams, k, kmax, inv_t, mixing, grad_out_buf, scale, scr
     lse = f.amax(dim=1).log_().neg_()
     sy = yv.sum(dim=1)
     if stats is not None:
-        _record_stats(stats, y, sy, zmin, zmax)
+        stats.copy_(checks.chunk_stats(y, zmin, zmax.max(), row_sums=sy))
     rows = lse * sy - yxs  # -sum_j y_j log f_j
     if mixing:
         change, sbm, grad_at = _mixed_terms(y_g, xs_g.sub_(lse.unsqueeze(1)), rp, valid, sy)
@@ -225,15 +225,6 @@ def row_dot(a: Tensor, b: Tensor) -> Tensor:
     """sum_j a_ij b_ij (n,) of two (n, C) tensors. (linalg.vecdot multiplies into an (n, C)
     temporary and sums it; on CPU that is still 4-5x faster than a batched bmm.)"""
     return torch.linalg.vecdot(a, b)
-
-
-def _record_stats(stats, y, sy, zmin, zmax):
-    """checks.value_stats' four numbers for one chunk, into stats (4,) float64. The row sums
-    accumulate as value_stats does (float64 for a float64 teacher, else float32): sy when it
-    was computed in that dtype, else a sum of its own."""
-    acc = torch.float64 if y.dtype == torch.float64 else torch.float32
-    sums = sy if sy.dtype == acc else y.sum(dim=1, dtype=acc)
-    stats.copy_(torch.stack([y.amin(), (sums - 1).abs().max(), zmin, zmax.max()]))
 
 
 def _dense_mask_chunk(yv, xs, lse, f, rp, mask, inv_t, grad_out_buf, scale):
