@@ -1,4 +1,5 @@
-"""`slam-bench leaderboard`: rebuild leaderboards, plots and the README table from raw rows."""
+"""`slam-bench leaderboard`: rebuild leaderboards, paired and summary files, plots and the README
+table from raw rows."""
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,5 @@
-"""Everything derived from the raw result rows: leaderboards, plots and README's table.
+"""Everything derived from the raw result rows: leaderboards, paired comparisons,
+summaries, plots and README's table.
 
 Reads only the results store (`slam_bench.pipeline.results`) and the registries' names; never
 the trial loop. `regenerate.regenerate` rewrites all of it from the rows.

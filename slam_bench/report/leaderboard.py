@@ -1,11 +1,12 @@
-"""Leaderboards, generated from the raw rows only (spec/suites.md).
+"""Leaderboards, generated from the raw rows only (docs/statistics.md).
 
 Wide CSV `<out>/leaderboard/<suite>.csv`: one row per method (Teacher first, then registry
 order), one column per cell (`<dataset>_<labeled size>`, with `_hard` for the runs on the
-teacher's hard labels; slam_bench.report.cells), cells `mean +- std` of test accuracy in
+teacher's hard labels and `_crossfit` for cross-fitted estimators; slam_bench.report.cells), cells `mean +- std` of test accuracy in
 percent with the sample std (ddof=1); the last row, `trials`, gives the number of trials per
 column. The same raw rows always give the same bytes. README gets the same tables in Markdown,
-each followed by its paired table (slam_bench.report.paired), between
+each followed by a note on the labels each method used (rows' `labels_used`, when recorded)
+and its paired tables (slam_bench.report.paired), between
 `<!-- leaderboard:start -->` and `<!-- leaderboard:end -->`.
 
 The rows are read through the store's strict reader with the registry's method names, so a
@@ -25,30 +26,12 @@ import pandas as pd
 from slam_bench.fileio import atomic_write, locked
 from slam_bench.pipeline.methods import METHODS
 from slam_bench.pipeline.results import read_all_runs
-from slam_bench.report.cells import cell_order, method_order, with_cells
+from slam_bench.report.cells import cell_order, method_order
 from slam_bench.report.derived import write_per_suite
 from slam_bench.report.paired import paired_markdown
+from slam_bench.report.summary import summary, variant_of
 
 START, END = "<!-- leaderboard:start -->", "<!-- leaderboard:end -->"
-
-
-def _variant(df: pd.DataFrame) -> str:
-    """The one variant of a frame's rows (a frame without the column is a full run's)."""
-    found = set(df["variant"]) if "variant" in df.columns else {"full"}
-    if len(found) > 1:
-        raise ValueError(f"rows of the variants {sorted(found)} cannot share a table; select one "
-                         f"with results.select_variant")
-    return found.pop() if found else "full"
-
-
-def summary(df: pd.DataFrame) -> pd.DataFrame:
-    """Long summary: dataset, labeled_size, targets, cell, method, mean, std (ddof=1), n;
-    accuracies in %. `df` holds rows of one variant (typed as `results.read_rows` returns
-    them)."""
-    _variant(df)
-    g = with_cells(df).assign(acc=100.0 * df["test_acc"].astype(float)).groupby(
-        ["dataset", "labeled_size", "targets", "cell", "method"], sort=True)["acc"]
-    return g.agg(mean="mean", std=lambda s: s.std(ddof=1), n="count").reset_index()
 
 
 def _cell(mean: float, std: float) -> str:
@@ -104,10 +87,40 @@ def markdown_table(suite: str, df: pd.DataFrame) -> str:
     teacher = s[s["method"] == "teacher"]
     span = (f"teacher accuracy {teacher['mean'].min():.1f}-{teacher['mean'].max():.1f}%"
             if len(teacher) else "")
-    smoke = " (smoke variant: tiny sizes, a wiring check, not a result)" if _variant(df) == "smoke" else ""
+    smoke = " (smoke variant: tiny sizes, a wiring check, not a result)" if variant_of(df) == "smoke" else ""
     head = (f"**{suite}**{smoke} — student test accuracy (%), mean +- sample std (ddof=1) over the "
-            f"trials in the last row; last-epoch models; {span}; best student in bold.")
-    return head + "\n\n" + "\n".join(lines) + "\n"
+            f"trials in the last row; last-epoch models; {span}; highest student mean in bold (a "
+            f"ranking, not a test: the paired tables below say which differences are resolved).")
+    note = labels_note(df)
+    return head + "\n\n" + "\n".join(lines) + "\n" + (f"\n{note}\n" if note else "")
+
+
+def _extra_text(extra: List[int]) -> str:
+    """"|A|", "|A| + 500", "|A| or |A| + 500" (cross-fitted and V-fitted cells), or a range."""
+    values = sorted(set(extra))
+    text = [("|A|" if v == 0 else f"|A| + {v}") for v in values]
+    return " or ".join(text) if len(text) <= 3 else f"{text[0]} to {text[-1]}"
+
+
+def labels_note(df: pd.DataFrame) -> str:
+    """One sentence on the true labels each student method saw per trial (rows' `labels_used`),
+    written relative to |A| (the cell's labeled size) so that it fits every column; empty when
+    the rows do not record it. E.g. "Labels used per trial: `vanilla`: |A|; `slam`,
+    `vanilla_av`: |A| + 500." """
+    if "labels_used" not in df.columns:
+        return ""
+    used = pd.to_numeric(df["labels_used"], errors="coerce")
+    rows = df.assign(extra=used - df["labeled_size"].astype(float))
+    rows = rows[rows["extra"].notna() & (rows["method"] != "teacher")]
+    if rows.empty:
+        return ""
+    groups: dict = {}
+    for m in method_order(rows["method"].unique()):
+        text = _extra_text([int(x) for x in rows.loc[rows["method"] == m, "extra"]])
+        groups.setdefault(text, []).append(f"`{m}`")
+    return ("Labels used per trial (true labels a method saw: |A|, plus |V| where it fits on V's "
+            "labels or trains on them): "
+            + "; ".join(f"{', '.join(ms)}: {text}" for text, ms in groups.items()) + ".")
 
 
 def write_leaderboards(out: Path, suites: Optional[Iterable[str]] = None) -> List[Path]:

@@ -1,5 +1,5 @@
-"""Regenerate everything derived from the raw rows: leaderboards, paired leaderboards, plots,
-README table."""
+"""Regenerate everything derived from the raw rows: leaderboards, paired leaderboards,
+summaries, plots, README table."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,6 +8,7 @@ from typing import Iterable, List, Optional
 from slam_bench.report.leaderboard import update_readme, write_leaderboards
 from slam_bench.report.paired import write_paired
 from slam_bench.report.plots import write_plots
+from slam_bench.report.summary import write_summaries
 
 
 def default_readme(out: Path) -> Optional[Path]:
@@ -20,9 +21,10 @@ def default_readme(out: Path) -> Optional[Path]:
 
 def regenerate(out: Path, suites: Optional[Iterable[str]] = None,
                readme: Optional[Path] = None) -> List[Path]:
-    """Rewrite leaderboards, paired leaderboards and plots of `suites` (all with rows if None)
-    and, if given, the README table (all suites). Returns the paths written."""
-    paths = write_leaderboards(out, suites) + write_paired(out, suites) + write_plots(out, suites)
+    """Rewrite leaderboards, paired leaderboards, summaries and plots of `suites` (all with rows
+    if None) and, if given, the README table (all suites). Returns the paths written."""
+    paths = (write_leaderboards(out, suites) + write_paired(out, suites)
+             + write_summaries(out, suites) + write_plots(out, suites))
     if readme is not None and update_readme(readme, out):
         paths.append(Path(readme))
     return paths
