@@ -1,6 +1,6 @@
 """The report's files on hand-made rows: the tidy summary (columns, types, intervals only for
-n >= 3 with a spread, the same bytes from the same rows), every file written by regenerate, and
-the labels-used note."""
+n >= 3 with a spread, the same bytes from the same rows), every file written by regenerate, the
+plots' titles and bars, and the labels-used note."""
 from __future__ import annotations
 
 import io
@@ -12,6 +12,7 @@ from scipy import stats as sps
 
 from slam_bench.pipeline.results import record_row
 from slam_bench.report.leaderboard import labels_note, markdown_table
+from slam_bench.report.plots import suite_figure
 from slam_bench.report.regenerate import regenerate
 from slam_bench.report.summary import SUMMARY_COLUMNS, summary_csv, summary_table
 
@@ -74,6 +75,34 @@ def test_regenerate_writes_every_file_and_rewrites_the_same_bytes(tmp_path):
     first = {p: p.read_bytes() for p in paths}
     regenerate(out)
     assert {p: p.read_bytes() for p in paths} == first
+
+
+def _figure(df):
+    import matplotlib.pyplot as plt
+
+    fig = suite_figure("s", df)
+    try:
+        return [(ax.get_title(), ax.get_ylabel(), len(ax.containers)) for ax in fig.axes]
+    finally:
+        plt.close(fig)
+
+
+def test_smoke_plot_says_smoke_and_draws_no_interval_for_two_trials():
+    df = pd.DataFrame(_rows("vanilla", [0.5, 0.6], variant="smoke")
+                      + _rows("slam", [0.55, 0.62], variant="smoke"))
+    (top_title, top_y, top_bars), (_, bottom_y, bottom_bars) = _figure(df)
+    assert "smoke" in top_title
+    assert top_bars == bottom_bars == 0  # no error bars at all
+    assert "95%" not in top_y and "95%" not in bottom_y and "no interval" in top_y
+
+
+def test_full_plot_draws_intervals_where_n_is_three_and_puts_differences_first():
+    axes = _figure(_frame()[lambda d: (d.labeled_size == 50) & (d.targets == "soft")])
+    (top_title, top_y, top_bars), (_, bottom_y, bottom_bars) = axes
+    assert "smoke" not in top_title and "n = 3" in top_title
+    assert top_y.startswith("minus vanilla") and bottom_y.startswith("test accuracy")
+    assert top_bars == 1 and bottom_bars == 3  # slam - vanilla; teacher, vanilla, slam
+    assert "95% t-interval" in top_y
 
 
 def test_labels_note_relative_to_the_labeled_size():

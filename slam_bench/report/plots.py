@@ -1,7 +1,13 @@
-"""Plots drawn from the raw rows, one PNG per suite, one column of panels per (dataset,
-targets): on top, test accuracy against labeled-set size, one line per method, error bars the
-95% t-interval of the mean over trials; below, each student method's paired difference to
-`vanilla` (slam_bench.report.paired) with its 95% interval, and a line at 0."""
+"""Plots drawn from the raw rows, one PNG per suite, one column of panels per cell family
+(dataset, targets, estimator data; slam_bench.report.cells).
+
+The primary panel (top) is each student method's paired difference to `vanilla` in points
+against labeled-set size, with its 95% t-interval: methods within a point of each other on a
+0-100 scale are indistinguishable, their differences are not. The secondary panel (below) is the
+absolute test accuracy, teacher included. Intervals follow the report's rule (n >= 3, non-zero
+spread; slam_bench.report.stats): with fewer trials a point is drawn without a bar and the axis
+label says so. Smoke runs say "smoke" in every title. The same rows give the same bytes.
+"""
 from __future__ import annotations
 
 import io
@@ -12,59 +18,98 @@ from typing import Iterable, List, Optional
 import pandas as pd
 
 from slam_bench.pipeline.methods import METHODS
-from slam_bench.report.cells import method_order
+from slam_bench.report.cells import family_order, method_order
 from slam_bench.report.derived import write_per_suite
-from slam_bench.report.leaderboard import summary
-from slam_bench.report.paired import REFERENCE, paired_table, t_half_width
+from slam_bench.report.paired import REFERENCE, TEACHER, paired_table
+from slam_bench.report.stats import CONFIDENCE, MIN_TRIALS, t_half_width
+from slam_bench.report.summary import summary, variant_of
 
-
-def _half_width(s: pd.DataFrame) -> List[float]:
-    """Half-widths of the 95% t-intervals of the means in summary rows (0 where n < 2)."""
-    widths = (t_half_width(std, int(n)) for std, n in zip(s["std"], s["n"]))
-    return [0.0 if math.isnan(w) else w for w in widths]
+# Methods drawn side by side at one size are spread over this fraction of a decade of |A|, so
+# their bars do not hide each other.
+DODGE = 0.06
 
 
 def _style(method: str) -> dict:
     """One colour per method in every panel (registry order over the tab10 cycle)."""
-    if method == "teacher":
+    if method == TEACHER:
         return {"color": "black", "linestyle": "--"}
-    names = [m for m in METHODS if m != "teacher"]
+    names = [m for m in METHODS if m != TEACHER]
     color = f"C{names.index(method) % 10}" if method in names else "grey"
     return {"color": color, **({"linewidth": 2.2} if method.startswith("slam") else {})}
 
 
-def plot_suite(suite: str, df: pd.DataFrame) -> bytes:
-    """PNG bytes of the suite's accuracy and paired-difference panels."""
+def _draw(ax, x: List[float], mean: List[float], low: List[float], high: List[float],
+          method: str) -> bool:
+    """A line of means, and bars only where the interval exists; True if a bar was drawn."""
+    ax.plot(x, mean, marker="o", markersize=3, label=method, **_style(method))
+    bars = [i for i in range(len(x)) if not math.isnan(low[i])]
+    if bars:
+        ax.errorbar([x[i] for i in bars], [mean[i] for i in bars],
+                    yerr=[[mean[i] - low[i] for i in bars], [high[i] - mean[i] for i in bars]],
+                    fmt="none", capsize=3, color=_style(method)["color"])
+    return bool(bars)
+
+
+def _bar_note(any_bar: bool) -> str:
+    return (f"bars: {CONFIDENCE:.0%} t-interval (n >= {MIN_TRIALS})" if any_bar
+            else f"no interval (n < {MIN_TRIALS} or no spread)")
+
+
+def _title(suite: str, smoke: bool, family: pd.DataFrame) -> str:
+    r = family.iloc[0]
+    est = "" if r["estimator_data"] == "val" else f", estimators on {r['estimator_data']}"
+    n = sorted({int(v) for v in family["n"]})
+    trials = f"n = {n[0]}" if len(n) == 1 else f"n = {n[0]}-{n[-1]}"
+    if smoke:
+        return (f"{suite} (smoke): {r['dataset']} ({r['targets']} labels{est})\n"
+                f"smoke run, {trials}: a wiring check, not a result")
+    return f"{suite}: {r['dataset']} ({r['targets']} labels{est})\n{trials} trials"
+
+
+def suite_figure(suite: str, df: pd.DataFrame):
+    """The matplotlib Figure of the suite's paired-difference (top row) and accuracy (bottom row)
+    panels, one column per cell family; the caller closes it."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
     s = summary(df)
+    smoke = variant_of(df) == "smoke"
     paired = paired_table(suite, df)
-    panels = sorted({(str(d), str(t)) for d, t in zip(s["dataset"], s["targets"])},
-                    key=lambda p: (p[0], p[1] != "soft"))
-    fig, axes = plt.subplots(2, len(panels), figsize=(5.5 * len(panels), 7.5), squeeze=False)
-    for col, (d, targets) in enumerate(panels):
-        sd = s[(s["dataset"] == d) & (s["targets"] == targets)]
-        sizes = sorted(int(n) for n in sd["labeled_size"].unique())
+    paired = paired[(paired["reference"] == REFERENCE) & (paired["method"] != TEACHER)]
+    size_of = dict(zip(s["cell"], s["labeled_size"]))
+    families = family_order(s)
+    fig, axes = plt.subplots(2, len(families), figsize=(5.5 * len(families), 8), squeeze=False)
+    for col, fam in enumerate(families):
+        sf = s[s["family"] == fam]
+        sizes = sorted(int(n) for n in sf["labeled_size"].unique())
         top, bottom = axes[0][col], axes[1][col]
-        for m in method_order(sd["method"].unique()):
-            r = sd[sd["method"] == m].sort_values("labeled_size")
-            top.errorbar(r["labeled_size"], r["mean"], yerr=_half_width(r), marker="o",
-                         markersize=3, capsize=3, label=m, **_style(m))
-            p = paired[(paired["method"] == m) & paired["cell"].isin(r["cell"])]
-            if m in (REFERENCE, "teacher") or p.empty:
+        methods = method_order(sf["method"].unique())
+        students = [m for m in methods if m not in (TEACHER, REFERENCE)]
+        top_bar = bottom_bar = False
+        for i, m in enumerate(methods):
+            shift = 10 ** (DODGE * (i / max(1, len(methods) - 1) - 0.5))
+            r = sf[sf["method"] == m].sort_values("labeled_size")
+            half = [t_half_width(std, int(n)) for std, n in zip(r["std"], r["n"])]
+            mean = list(r["mean"])
+            bottom_bar |= _draw(bottom, [x * shift for x in r["labeled_size"]], mean,
+                                [a - h for a, h in zip(mean, half)],
+                                [a + h for a, h in zip(mean, half)], m)
+            if m not in students:
                 continue
-            n_of = dict(zip(r["cell"], r["labeled_size"]))
-            x = [n_of[c] for c in p["cell"]]
-            err = [(p["delta_mean"] - p["delta_ci_low"]).fillna(0).clip(lower=0),
-                   (p["delta_ci_high"] - p["delta_mean"]).fillna(0).clip(lower=0)]
-            bottom.errorbar(x, p["delta_mean"], yerr=err, marker="o", markersize=3, capsize=3,
-                            label=m, **_style(m))
-        bottom.axhline(0.0, color="grey", linewidth=1)
-        for ax, ylabel in ((top, "test accuracy (%), 95% CI"),
-                           (bottom, f"minus {REFERENCE} (points), paired 95% CI")):
+            p = paired[(paired["method"] == m) & paired["cell"].isin(r["cell"])]
+            p = p.assign(size=[size_of[c] for c in p["cell"]]).sort_values("size")
+            if p.empty:
+                continue
+            top_bar |= _draw(top, [x * shift for x in p["size"]], list(p["delta_mean"]),
+                             list(p["delta_ci_low"]), list(p["delta_ci_high"]), m)
+        top.axhline(0.0, color="grey", linewidth=1)
+        if paired[paired["cell"].isin(sf["cell"])].empty:
+            top.text(0.5, 0.5, f"no `{REFERENCE}` rows to pair with", ha="center",
+                     transform=top.transAxes)
+        for ax, ylabel in ((top, f"minus {REFERENCE} (points), paired mean\n{_bar_note(top_bar)}"),
+                           (bottom, f"test accuracy (%), mean\n{_bar_note(bottom_bar)}")):
             ax.set_xscale("log")
             ax.set_xticks(sizes, [str(n) for n in sizes])  # plain labels, not 2x10^1
             ax.minorticks_off()
@@ -72,8 +117,16 @@ def plot_suite(suite: str, df: pd.DataFrame) -> bytes:
             ax.set_ylabel(ylabel)
             ax.grid(True, alpha=0.3)
             ax.legend(fontsize=7)
-        top.set_title(f"{suite}: {d} ({targets} labels)")
+        top.set_title(_title(suite, smoke, sf))
     fig.tight_layout()
+    return fig
+
+
+def plot_suite(suite: str, df: pd.DataFrame) -> bytes:
+    """PNG bytes of `suite_figure(suite, df)`."""
+    import matplotlib.pyplot as plt
+
+    fig = suite_figure(suite, df)
     buf = io.BytesIO()
     # No timestamp/software metadata: the same rows give the same file.
     fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
