@@ -111,6 +111,9 @@ def suite_figure(suite: str, df: pd.DataFrame):
         for ax, ylabel in ((top, f"minus {REFERENCE} (points), paired mean\n{_bar_note(top_bar)}"),
                            (bottom, f"test accuracy (%), mean\n{_bar_note(bottom_bar)}")):
             ax.set_xscale("log")
+            # A margin of one dodge each side: with a single |A| autoscaling would stretch the
+            # dodge over the whole axis.
+            ax.set_xlim(sizes[0] / 10 ** DODGE, sizes[-1] * 10 ** DODGE)
             ax.set_xticks(sizes, [str(n) for n in sizes])  # plain labels, not 2x10^1
             ax.minorticks_off()
             ax.set_xlabel("labeled examples |A|")
