@@ -205,7 +205,8 @@ def test_paired_markdown_reading_names_resolved_differences_after_holm():
     assert t.loc[("slam", "forward")].p_adjusted < 0.05 and t.loc[("slam", "forward")].delta_mean < 0
     assert "| `slam` | **+3.69 [" in text  # bold: resolved after Holm
     assert "| `weighted` | +0.00 [" in text
-    assert "Against `vanilla`, resolved ahead: `forward` at `d_50` (+8.75, p_adj 6.2e-09); `slam` at `d_50` (+3.69" in text
+    assert ("Against `vanilla`, resolved ahead: `forward` at `d_50` (+8.75, p_adj 6.2e-09); "
+            "`slam` at `d_50` (+3.69") in text
     assert "`slam` resolved ahead of: `vanilla` at `d_50` (+3.69" in text
     assert "Resolved behind: `forward` at `d_50` (-5.06" in text
     assert "`d_50`: `forward` " in text and "`slam` -5.06 (behind, resolved)" in text

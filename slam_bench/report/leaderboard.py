@@ -2,12 +2,12 @@
 
 Wide CSV `<out>/leaderboard/<suite>.csv`: one row per method (Teacher first, then registry
 order), one column per cell (`<dataset>_<labeled size>`, with `_hard` for the runs on the
-teacher's hard labels and `_crossfit` for cross-fitted estimators; slam_bench.report.cells), cells `mean +- std` of test accuracy in
-percent with the sample std (ddof=1); the last row, `trials`, gives the number of trials per
-column. The same raw rows always give the same bytes. README gets the same tables in Markdown,
-each followed by a note on the labels each method used (rows' `labels_used`, when recorded)
-and its paired tables (slam_bench.report.paired), between
-`<!-- leaderboard:start -->` and `<!-- leaderboard:end -->`.
+teacher's hard labels and `_crossfit` for cross-fitted estimators; slam_bench.report.cells),
+cells `mean +- std` of test accuracy in percent with the sample std (ddof=1); the last row,
+`trials`, gives the number of trials per column. The same raw rows always give the same
+bytes. README gets the same tables in Markdown, each followed by a note on the labels each
+method used (rows' `labels_used`, when recorded) and its paired tables
+(slam_bench.report.paired), between `<!-- leaderboard:start -->` and `<!-- leaderboard:end -->`.
 
 The rows are read through the store's strict reader with the registry's method names, so a
 file with an accuracy outside [0, 1], an unknown method, a repeated row id or text in a
