@@ -311,3 +311,14 @@ def test_every_data_error_is_one_type_with_a_path(tmp_path):
     with pytest.raises(DataFileError) as e:
         load_imdb(tmp_path)
     assert e.value.path == tmp_path / "aclImdb"
+
+
+def test_a_memo_index_far_out_of_sequence_is_refused(tmp_path):
+    # PROTO 2, EMPTY_DICT, LONG_BINPUT 2**31 - 1, STOP: the C unpickler would size its memo
+    # table to 2**31 entries (16 GB) for these 8 bytes.
+    make_cifar10(tmp_path)
+    path = tmp_path / "cifar-10-batches-py" / "data_batch_4"
+    path.write_bytes(b"\x80\x02}r\xff\xff\xff\x7f.")
+    with pytest.raises(MalformedDataError, match="memo entry 2147483647 out of sequence") as e:
+        load_cifar10(tmp_path)
+    assert e.value.path == path

@@ -219,6 +219,10 @@ def scan(data: bytes, max_size: int, max_depth: int = MAX_DEPTH) -> None:
         elif name == "DUP":
             stack.append(top())
         elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+            # Picklers number memo entries 0, 1, 2...; a far larger index makes the C
+            # unpickler grow its memo table to it (an 8-byte file could ask for 16 GB).
+            if not isinstance(arg, int) or arg > len(memo):
+                raise UnsafePickle(f"stores memo entry {arg} out of sequence")
             memo[arg] = top()
         elif name == "MEMOIZE":
             memo[len(memo)] = top()
