@@ -139,6 +139,38 @@ def check_simplex_rows(name: str, probs: Tensor, tol: float, hint: str = "") -> 
         raise_simplex_errors(name, value_stats(probs), tol, hint)
 
 
+def flatten_rows(student_logits, teacher_probs, **per_row):
+    """(*, C) inputs as rows: returns (lead, logits (N, C), probs (N, C), per_row), where
+    lead = the leading shape * and N = its product. The class dimension is the last one
+    (as in Liger-Kernel and fused LM losses; F.cross_entropy puts it at dim 1). Each per-row
+    tensor (alpha, k, weight) of shape * is flattened to (N,) the same way; one already of
+    shape (N,) is kept; scalars and None pass through. Inputs that are not tensors pass
+    through unchanged (lead None) for the type checks to reject."""
+    if not (isinstance(student_logits, Tensor) and isinstance(teacher_probs, Tensor)):
+        return None, student_logits, teacher_probs, per_row
+    if student_logits.dim() < 2:
+        raise ValueError(f"student_logits must have shape (*, C) with at least one leading "
+                         f"dimension, e.g. (N, C) or (B, T, C), got {tuple(student_logits.shape)} "
+                         f"(one row: student_logits[None])")
+    if student_logits.shape != teacher_probs.shape:
+        raise ValueError(
+            f"teacher_probs must have the shape of student_logits {tuple(student_logits.shape)}, "
+            f"got {tuple(teacher_probs.shape)}")
+    lead = tuple(student_logits.shape[:-1])
+    if len(lead) == 1:
+        return lead, student_logits, teacher_probs, per_row
+    n, c = math.prod(lead), student_logits.shape[-1]
+    rows = {}
+    for name, t in per_row.items():
+        if isinstance(t, Tensor) and tuple(t.shape) == lead:
+            t = t.reshape(n)
+        elif isinstance(t, Tensor) and tuple(t.shape) != (n,):
+            raise ValueError(f"{name} must have the leading shape {lead} of student_logits, or "
+                             f"({n},) flattened, got {tuple(t.shape)}")
+        rows[name] = t
+    return lead, student_logits.reshape(n, c), teacher_probs.reshape(n, c), rows
+
+
 def check_loss_inputs(student_logits, teacher_probs, temperature, weight, reduction,
                       check_values: bool, defer_nc_values: bool = False) -> tuple:
     """The checks every (logits, teacher probs) loss shares. Returns (N, C).
@@ -195,7 +227,8 @@ def check_k(k, n: int, c: int, normalize: bool, device, check_values: bool) -> N
 
 
 def check_weight(weight, n: int, device, check_values: bool) -> None:
-    """weight: None or an (N,) float tensor of non-negative per-row factors."""
+    """weight: None or an (N,) float tensor of finite, non-negative per-row factors (an inf
+    weight would make the loss inf and the gradients NaN)."""
     if weight is None:
         return
     if not isinstance(weight, Tensor):
@@ -205,8 +238,9 @@ def check_weight(weight, n: int, device, check_values: bool) -> None:
     if weight.dim() != 1 or weight.shape[0] != n:
         raise ValueError(f"weight must have shape ({n},), got {tuple(weight.shape)}")
     check_same_device_named("weight", weight, device)
-    if check_values and n and not bool((weight >= 0).all()):
-        raise ValueError("weight must be non-negative and not NaN")
+    if check_values and n and not bool(((weight >= 0) & (weight < math.inf)).all()):
+        raise ValueError("weight must be finite and non-negative (found a negative entry, "
+                         "inf or NaN)")
 
 
 def check_temperature(temperature) -> None:

@@ -2,7 +2,12 @@
 
 Both return a float32 result (float64 when the logits are float64) and send gradients to
 `student_logits` only. With N = 0 rows, "mean" and "sum" return 0.0 (so adding an empty
-unlabeled batch to a labeled loss never yields NaN) and "none" returns an empty (0,) tensor.
+unlabeled batch to a labeled loss never yields NaN) and "none" returns an empty tensor.
+
+Shapes: inputs are (*, C), classes in the last dimension, as in Liger-Kernel and the fused
+LM losses (F.cross_entropy instead puts C at dim 1: (N, C, d1, ...)). The leading dimensions
+are flattened to N rows, so a (B, T, C) batch of a sequence model gives exactly what its
+(B*T, C) view gives; "mean" divides by B*T and reduction="none" returns shape (B, T).
 """
 from __future__ import annotations
 
@@ -79,15 +84,23 @@ def slam_loss(student_logits: Tensor, teacher_probs: Tensor, alpha: Union[float,
     """SLaM loss (spec/slam.md section 2): -sum_j y_j log q_j, q = mix(softmax(z / T)).
 
     Args:
-        student_logits: (N, C) float16/bfloat16/float32/float64 student logits z, C >= 2.
-        teacher_probs: (N, C) teacher soft labels y, rows on the simplex (any float dtype).
-        alpha: float or (N,) float tensor in (0, 1]: probability the teacher's top-1 is right.
-        k: int or (N,) integer tensor in [1, C] ([2, C] if normalize): the teacher top-k size;
-            the mask is y_j >= the k-th largest entry of the row (ties included).
+        student_logits: (*, C) float16/bfloat16/float32/float64 student logits z, C >= 2,
+            at least one leading dimension: (N, C), or (B, T, C) from a sequence model. The
+            classes are the last dimension (as in Liger-Kernel; F.cross_entropy takes them
+            at dim 1); the leading dimensions are flattened to N = prod(*) rows.
+        teacher_probs: (*, C), student_logits' shape: teacher soft labels y, rows on the
+            simplex (any float dtype).
+        alpha: float or float tensor of shape * (or (N,), flattened) in (0, 1]: the
+            probability that the teacher's top-1 is right.
+        k: int or integer tensor of shape * (or (N,)) in [1, C] ([2, C] if normalize): the
+            teacher top-k size; the mask is y_j >= the k-th largest entry of the row (ties
+            included).
         normalize: s = 1/(k - 1) (paper main text) instead of s = 1 (paper experiments).
         temperature: T > 0; the logits are divided by T, the loss is not rescaled.
-        weight: None or (N,) non-negative per-row factors.
-        reduction: "mean" (weighted row sum / N), "sum" or "none" (per-row (N,)).
+        weight: None or a float tensor of shape * (or (N,)): finite, non-negative per-row
+            factors.
+        reduction: "mean" (weighted row sum / N), "sum" or "none" (per-row losses of shape
+            *, like F.cross_entropy's reduction="none").
         backend: "auto" (Triton kernel for CUDA tensors, else torch), "torch" or "triton".
         check_values: read the tensors to validate alpha, k, weight and the teacher rows
             (synchronises a GPU); shapes, dtypes and devices are always checked.
@@ -97,15 +110,19 @@ def slam_loss(student_logits: Tensor, teacher_probs: Tensor, alpha: Union[float,
             logits nothing else reads, e.g. an output layer's result). The torch backend
             ignores it (it keeps the logits and its own buffer).
     """
+    lead, student_logits, teacher_probs, rows = checks.flatten_rows(
+        student_logits, teacher_probs, alpha=alpha, k=k, weight=weight)
+    alpha, k, weight = rows["alpha"], rows["k"], rows["weight"]
     n, c, backend, fused = _check_shared(student_logits, teacher_probs, temperature, weight,
                                          reduction, backend, check_values)
     if not isinstance(normalize, bool):
         raise TypeError(f"normalize must be a bool, got {type(normalize).__name__}")
     checks.check_alpha(alpha, n, student_logits.device, check_values)
     checks.check_k(k, n, c, normalize, student_logits.device, check_values)
-    return _run(student_logits, teacher_probs, alpha, k, normalize, temperature, weight,
-                reduction, backend, mixing=True, overwrite_logits=overwrite_logits,
-                fused_checks=fused)
+    out = _run(student_logits, teacher_probs, alpha, k, normalize, temperature, weight,
+               reduction, backend, mixing=True, overwrite_logits=overwrite_logits,
+               fused_checks=fused)
+    return out.reshape(lead) if reduction == "none" else out
 
 
 def distill_loss(student_logits: Tensor, teacher_probs: Tensor, *, temperature: float = 1.0,
@@ -113,9 +130,15 @@ def distill_loss(student_logits: Tensor, teacher_probs: Tensor, *, temperature: 
                  check_values: bool = True, overwrite_logits: bool = False) -> Tensor:
     """Vanilla distillation: soft-label cross-entropy -sum_j y_j log softmax(z / T)_j.
 
-    The alpha = 1 case of `slam_loss`; arguments as there.
+    The alpha = 1 case of `slam_loss`; arguments as there: student_logits and teacher_probs
+    (*, C) with the classes last, weight None or of shape * (or (N,)), reduction="none"
+    returns shape *.
     """
+    lead, student_logits, teacher_probs, rows = checks.flatten_rows(
+        student_logits, teacher_probs, weight=weight)
+    weight = rows["weight"]
     _, _, backend, fused = _check_shared(student_logits, teacher_probs, temperature, weight,
                                          reduction, backend, check_values)
-    return _run(student_logits, teacher_probs, 1.0, 1, False, temperature, weight, reduction,
-                backend, mixing=False, overwrite_logits=overwrite_logits, fused_checks=fused)
+    out = _run(student_logits, teacher_probs, 1.0, 1, False, temperature, weight, reduction,
+               backend, mixing=False, overwrite_logits=overwrite_logits, fused_checks=fused)
+    return out.reshape(lead) if reduction == "none" else out

@@ -18,6 +18,7 @@ which moves log q wherever f underflows: a real, input-level difference, not a c
 """
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 
@@ -328,3 +329,94 @@ def test_overwrite_logits_is_an_explicit_opt_in(backend):
     torch.testing.assert_close(w.grad, leaf.grad)
     with pytest.raises(TypeError, match="overwrite_logits"):
         slam_loss(z, y, 0.7, 3, backend=backend, overwrite_logits=1)
+
+
+def _backends():
+    out = ["torch"]
+    if importlib.util.find_spec("triton") and (torch.cuda.is_available()
+                                               or os.environ.get("TRITON_INTERPRET") == "1"):
+        out.append("triton")
+    return out
+
+
+@pytest.mark.parametrize("backend", _backends())
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("per_row", ["scalars", "leading shape", "flattened"])
+def test_a_sequence_batch_is_exactly_its_flattened_rows(backend, reduction, per_row):
+    """(B, T, C) logits, the shape a sequence model produces, give exactly what the
+    (B*T, C) view gives: loss (of shape (B, T) for "none"), and the gradient of the logits
+    in the (B, T, C) shape. Per-row alpha, k and weight may have the shape (B, T) or (B*T,)."""
+    gen = torch.Generator().manual_seed(11)
+    b, t, c = 2, 3, 7
+    z = torch.randn(b, t, c, generator=gen)
+    y = torch.softmax(torch.randn(b, t, c, generator=gen), dim=-1)
+    alpha, k, w = 0.7, 2, None
+    if per_row != "scalars":
+        alpha = 0.5 + 0.5 * torch.rand(b, t, generator=gen)
+        k = torch.randint(1, c + 1, (b, t), generator=gen)
+        w = torch.rand(b, t, generator=gen)
+        if per_row == "flattened":
+            alpha, k, w = alpha.reshape(-1), k.reshape(-1), w.reshape(-1)
+    flat = lambda v: v.reshape(-1) if isinstance(v, torch.Tensor) else v  # noqa: E731
+    kw = dict(weight=w, reduction=reduction, backend=backend)
+    flat_kw = dict(kw, weight=flat(w))
+    for fn, args, flat_args in ((slam_loss, (alpha, k), (flat(alpha), flat(k))),
+                                (distill_loss, (), ())):
+        z3 = z.clone().requires_grad_()
+        z2 = z.reshape(b * t, c).clone().requires_grad_()
+        out3 = fn(z3, y, *args, **kw)
+        out2 = fn(z2, y.reshape(b * t, c), *flat_args, **flat_kw)
+        assert out3.shape == ((b, t) if reduction == "none" else ())
+        torch.testing.assert_close(out3.reshape(-1) if reduction == "none" else out3, out2,
+                                   rtol=0, atol=0)
+        grad_out = torch.rand(out3.shape, generator=gen)
+        out3.backward(grad_out)
+        out2.backward(grad_out.reshape(out2.shape))
+        assert z3.grad.shape == (b, t, c)
+        torch.testing.assert_close(z3.grad.reshape(b * t, c), z2.grad, rtol=0, atol=0)
+
+
+def test_leading_dimensions_of_any_number_and_layout():
+    gen = torch.Generator().manual_seed(12)
+    z = torch.randn(2, 7, 3, 4, generator=gen).permute(0, 2, 3, 1)  # (2, 3, 4, 7), not contiguous
+    y = torch.softmax(torch.randn(2, 3, 4, 7, generator=gen), dim=-1)
+    assert not z.is_contiguous()
+    rows = slam_loss(z, y, 0.8, 3, reduction="none")
+    assert rows.shape == (2, 3, 4)
+    torch.testing.assert_close(rows.reshape(-1),
+                               slam_loss(z.reshape(-1, 7), y.reshape(-1, 7), 0.8, 3, reduction="none"))
+    torch.testing.assert_close(slam_loss(z, y, 0.8, 3), rows.mean())
+    # Empty leading dimensions: "none" keeps the shape, "mean" is 0.0 as for N = 0.
+    empty = torch.zeros(2, 0, 5)
+    assert slam_loss(empty, empty, 0.8, 2, reduction="none").shape == (2, 0)
+    assert slam_loss(empty, empty, 0.8, 2).item() == 0.0
+
+
+def test_modules_take_sequence_batches():
+    gen = torch.Generator().manual_seed(13)
+    z = torch.randn(3, 4, 6, generator=gen)
+    y = torch.softmax(torch.randn(3, 4, 6, generator=gen), dim=-1)
+    w = torch.rand(3, 4, generator=gen)
+    torch.testing.assert_close(SLaMLoss(reduction="none")(z, y, 0.9, 2, weight=w),
+                               slam_loss(z, y, 0.9, 2, weight=w, reduction="none"))
+    assert DistillLoss(reduction="none")(z, y).shape == (3, 4)
+
+
+@pytest.mark.parametrize("cls", ["SLaMLoss", "DistillLoss", "SLaMTopKLoss", "FusedLinearSLaMLoss"])
+def test_module_wrappers_list_and_document_their_arguments(cls):
+    """No **options: every option is a named keyword argument, stored, shown by repr and
+    described in the class docstring."""
+    import inspect
+
+    import slam_bench
+    module = getattr(slam_bench, cls)
+    params = inspect.signature(module.__init__).parameters
+    assert all(p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) for p in params.values())
+    options = [n for n in params if n != "self"]
+    assert options and all(params[n].kind == params[n].KEYWORD_ONLY for n in options)
+    instance = module()
+    for name in options:
+        assert getattr(instance, name) == params[name].default
+        assert f"{name}:" in module.__doc__, f"{cls}'s docstring does not describe {name}"
+    forward = inspect.signature(module.forward).parameters
+    assert all(p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) for p in forward.values())

@@ -41,9 +41,13 @@ def _set(t, idx, value):
 
 # (id, kwargs factory, error type, regex the message must match)
 CASES = [
-    ("logits_rank1", with_(student_logits=lambda: torch.randn(C)), ValueError, "student_logits.*shape"),
-    ("logits_rank3", with_(student_logits=lambda: torch.randn(N, C, 1)), ValueError, "student_logits.*shape"),
+    ("logits_rank1", with_(student_logits=lambda: torch.randn(C)), ValueError,
+     r"student_logits must have shape \(\*, C\) with at least one leading dimension"),
+    ("logits_rank3", with_(student_logits=lambda: torch.randn(N, C, 1)), ValueError,
+     r"teacher_probs must have the shape of student_logits \(4, 5, 1\)"),
     ("probs_rank1", with_(teacher_probs=lambda: torch.full((C,), 1 / C)), ValueError, "teacher_probs.*shape"),
+    ("probs_rank3", with_(teacher_probs=lambda: torch.full((N, 1, C), 1 / C)), ValueError,
+     "teacher_probs.*shape"),
     ("shape_mismatch", with_(teacher_probs=lambda: torch.full((N, C + 1), 1 / (C + 1))), ValueError,
      "teacher_probs.*shape"),
     ("rows_mismatch", with_(teacher_probs=lambda: torch.full((N + 1, C), 1 / C)), ValueError,
@@ -99,6 +103,10 @@ CASES = [
     ("weight_negative", with_(weight=lambda: torch.tensor([1.0, -0.1, 1.0, 1.0])), ValueError,
      "weight.*non-negative"),
     ("weight_nan", with_(weight=lambda: torch.tensor([1.0, math.nan, 1.0, 1.0])), ValueError, "weight"),
+    ("weight_inf", with_(weight=lambda: torch.tensor([1.0, math.inf, 1.0, 1.0])), ValueError,
+     "weight must be finite"),
+    ("weight_neg_inf", with_(weight=lambda: torch.tensor([1.0, -math.inf, 1.0, 1.0])), ValueError,
+     "weight must be finite"),
     ("weight_int", with_(weight=lambda: torch.ones(N, dtype=torch.int64)), TypeError, "weight.*float"),
     ("weight_list", with_(weight=[1.0] * N), TypeError, "weight"),
     ("temperature_zero", with_(temperature=0.0), ValueError, "temperature"),
@@ -148,7 +156,7 @@ def test_modules_reject_bad_input():
 # Value checks that check_values=False must skip: they read tensor contents.
 VALUE_IDS = ["logits_nan", "probs_negative", "probs_nan", "probs_not_simplex", "alpha_tensor_zero",
              "alpha_tensor_above", "alpha_tensor_nan", "k_tensor_zero", "k_tensor_normalize",
-             "weight_negative", "weight_nan"]
+             "weight_negative", "weight_nan", "weight_inf"]
 
 
 @pytest.mark.parametrize("cid", VALUE_IDS)
@@ -163,6 +171,42 @@ def test_check_values_false_skips_value_checks(cid):
         return  # an out-of-range k may index out of bounds; see the test just below
     out = slam_loss(**kw, check_values=False)
     assert out.shape == ()
+
+
+@pytest.mark.parametrize("name, bad", [("alpha", torch.full((2,), 0.9)),
+                                       ("alpha", torch.full((3, 2), 0.9)),
+                                       ("k", torch.full((6, 1), 2)),
+                                       ("weight", torch.ones(2, 3, 1))])
+def test_per_row_tensors_of_a_3d_call_have_its_leading_shape(name, bad):
+    kw = dict(student_logits=torch.randn(2, 3, C), teacher_probs=torch.full((2, 3, C), 1 / C),
+              alpha=0.8, k=2)
+    kw[name] = bad
+    with pytest.raises(ValueError, match=rf"{name} must have the leading shape \(2, 3\) of "
+                                         rf"student_logits, or \(6,\) flattened"):
+        slam_loss(**kw)
+    if name == "weight":
+        kw.pop("alpha"), kw.pop("k")
+        with pytest.raises(ValueError, match="weight must have the leading shape"):
+            distill_loss(**kw)
+
+
+def test_weight_inf_is_refused_rather_than_giving_an_inf_loss():
+    # The failure it prevents: weight = inf made the loss inf and the gradients NaN, silently.
+    kw = good()
+    z = kw["student_logits"].requires_grad_()
+    w = torch.tensor([1.0, math.inf, 1.0, 1.0])
+    with pytest.raises(ValueError, match="weight must be finite"):
+        slam_loss(**kw, weight=w)
+    with pytest.raises(ValueError, match="weight must be finite"):
+        DistillLoss()(z, kw["teacher_probs"], weight=w)
+    # The sparse top-K losses share the check.
+    from slam_bench import fused_linear_slam_loss, slam_loss_topk
+    ids = torch.tensor([[0, 1]] * N)
+    probs = torch.full((N, 2), 0.5)
+    with pytest.raises(ValueError, match="weight must be finite"):
+        slam_loss_topk(z, ids, probs, 0.8, 1, weight=w)
+    with pytest.raises(ValueError, match="weight must be finite"):
+        fused_linear_slam_loss(torch.randn(N, 3), torch.randn(C, 3), ids, probs, 0.8, 1, weight=w)
 
 
 def test_check_values_false_skips_k_value_check():

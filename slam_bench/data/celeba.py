@@ -9,6 +9,9 @@ Label 1 means the attribute is present (value 1), 0 absent (-1). Images (178 x 2
 decoded to `image_size` x `image_size` (default 64: shorter side resized, centre crop) and kept
 in memory as uint8: 202,599 faces at 64 px are 2.5 GB and fit on one GPU; at full resolution
 they would be 23.6 GB of pixels and decoding would dominate every run.
+
+The lists are untrusted: they must be UTF-8 (the published ones are ASCII), and every image
+name a bare file name inside img_align_celeba/ (no separator, no `..`, no absolute path).
 """
 from __future__ import annotations
 
@@ -19,7 +22,8 @@ import numpy as np
 import torch
 
 from slam_bench.data.base import Dataset
-from slam_bench.data.files import MalformedDataError, PathLike, data_root, require
+from slam_bench.data.files import (MalformedDataError, PathLike, data_root, entry_kind, read_text,
+                                   require)
 from slam_bench.data.images import (cached, check_image_size, check_resample, decode_images,
                                     files_digest)
 
@@ -39,11 +43,13 @@ def celeba_paths(root: Optional[PathLike] = None) -> list[Path]:
 
 def read_attributes(path: Path) -> tuple[list[str], list[str], np.ndarray]:
     """list_attr_celeba.txt -> (attribute names, file names, int8 (N, A) values in {-1, 1})."""
-    require(path, "CelebA's attribute list (count line, names line, '<file> <values>' lines)")
-    lines = path.read_text().splitlines()
-    if len(lines) < 2 or not lines[0].strip().isdigit():
+    lines = read_text(path, "CelebA's attribute list (count line, names line, "
+                            "'<file> <values>' lines)").splitlines()
+    if len(lines) < 2 or not _is_count(lines[0]):
         raise MalformedDataError(path, "line 1 must be the image count, line 2 the attribute names")
     count, names = int(lines[0]), lines[1].split()
+    if not names or len(set(names)) != len(names):
+        raise MalformedDataError(path, "line 2 must name the attributes, each once")
     rows = [ln.split() for ln in lines[2:] if ln.strip()]
     if len(rows) != count:
         raise MalformedDataError(path, f"line 1 says {count} images, found {len(rows)} rows")
@@ -52,10 +58,25 @@ def read_attributes(path: Path) -> tuple[list[str], list[str], np.ndarray]:
         if len(row) != len(names) + 1 or any(v not in ("1", "-1") for v in row[1:]):
             raise MalformedDataError(path, f"line {i + 3}: expected a file name and {len(names)} "
                                            f"values in {{-1, 1}}, got {' '.join(row)[:80]!r}")
-        files.append(row[0])
+        files.append(_image_name(path, i + 3, row[0]))
         values[i] = [int(v) for v in row[1:]]
     _no_duplicates(path, files)
     return names, files, values
+
+
+def _is_count(line: str) -> bool:
+    s = line.strip()
+    return s.isascii() and s.isdigit()
+
+
+def _image_name(path: Path, line: int, name: str) -> str:
+    """A bare file name inside the images folder: a separator, `..` or an absolute path in
+    the list would read a file from outside the data root."""
+    if "/" in name or "\\" in name or name in (".", "..") or ":" in name \
+            or "\0" in name:
+        raise MalformedDataError(path, f"line {line}: {name[:80]!r} is not a bare image file name; "
+                                       f"expected names such as 000001.jpg inside {IMAGES_DIR}/")
+    return name
 
 
 def _no_duplicates(path: Path, files: list) -> None:
@@ -68,9 +89,9 @@ def _no_duplicates(path: Path, files: list) -> None:
 
 def read_partition(path: Path) -> dict[str, int]:
     """list_eval_partition.txt -> {file name: 0 train | 1 val | 2 test}."""
-    require(path, "CelebA's partition list ('<file> <0|1|2>' lines)")
     out = {}
-    for i, line in enumerate(path.read_text().splitlines()):
+    text = read_text(path, "CelebA's partition list ('<file> <0|1|2>' lines)")
+    for i, line in enumerate(text.splitlines()):
         row = line.split()
         if not row:
             continue
@@ -122,8 +143,12 @@ def load_celeba(root: Optional[PathLike] = None, *, attribute: str = DEFAULT_ATT
                                      f"in {wanted}, so the {split} split would be empty")
     paths = {s: [img_dir / files[i] for i in idx] for s, idx in split_idx.items()}
     for p in (*paths["train"], *paths["test"]):
-        if not p.is_file():
+        kind = entry_kind(p)
+        if kind == "absent":
             raise MalformedDataError(base / ATTR_FILE, f"lists {p.name}, which is not in {img_dir}")
+        if kind != "file":
+            raise MalformedDataError(p, f"is a {kind}; expected the image file that "
+                                        f"{ATTR_FILE} lists")
     key = {"dataset": "celeba", "size": image_size, "resample": resample,
            "train": files_digest(paths["train"]), "test": files_digest(paths["test"])}
 

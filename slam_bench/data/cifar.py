@@ -7,30 +7,33 @@ Each batch is a pickled dict with b'data' (n, 3072) uint8 (1024 red, 1024 green,
 values, row-major 32x32) and b'labels' (CIFAR-10) or b'fine_labels' (CIFAR-100) lists.
 
 The train order is data_batch_1..5 concatenated, each in file order; cached teacher outputs
-and saved split indices refer to this order (spec/suites.md: loaders must agree on it).
+and saved split indices refer to this order (every loader of these files must agree on it).
 
-The files are pickles, and a pickle can run any code when loaded. They are read with a
-restricted unpickler that resolves only the few numpy and codec names a real CIFAR batch
-refers to (`_ALLOWED`); a file that names anything else is rejected, naming the file, before
-any of it runs.
+The files are pickles, and a pickle can run any code when loaded or describe gigabytes in a
+few hundred bytes. They are read with slam_bench.data.safe_pickle, which scans the opcodes
+before building anything: only the numpy and codec names a real batch refers to (under pickle
+protocols 2 to 5), with bounded size and nesting. A file that asks for more is rejected, naming
+the file, before any of it is built.
 """
 from __future__ import annotations
 
-import codecs
-import pickle
 from pathlib import Path
-from typing import Callable, Dict, Optional, Tuple
+from typing import Optional
 
 import numpy as np
 import torch
 
 from slam_bench.data.base import Dataset
+from slam_bench.data import safe_pickle
 from slam_bench.data.files import MalformedDataError, PathLike, data_root, require
 
 CIFAR10_DIR = "cifar-10-batches-py"
 CIFAR100_DIR = "cifar-100-python"
 CIFAR10_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 _PIXELS = 3 * 32 * 32
+# CIFAR-100's train file, the largest, is 155 MB; anything far above is not a CIFAR file and is
+# not read into memory.
+MAX_FILE_BYTES = 512 << 20
 _FORMAT = "a CIFAR python pickle (dict with b'data' (n, 3072) uint8 and b'{key}')"
 
 
@@ -46,45 +49,22 @@ def cifar100_paths(root: Optional[PathLike] = None) -> list[Path]:
     return [base / n for n in ("train", "test", "meta")]
 
 
-def _allowed() -> Dict[Tuple[str, str], Callable]:
-    """The globals a CIFAR pickle may name: numpy's array reconstruction (under its numpy 1 and
-    numpy 2 module names) and `_codecs.encode` (how protocol 2 stores bytes written by Python 3).
-    None of them runs code or touches files."""
-    try:
-        from numpy._core import multiarray
-    except ImportError:  # numpy 1
-        from numpy.core import multiarray
-    names = {"_reconstruct": multiarray._reconstruct, "scalar": multiarray.scalar}
-    allowed = {(mod, k): v for mod in ("numpy.core.multiarray", "numpy._core.multiarray")
-               for k, v in names.items()}
-    allowed.update({("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
-                    ("_codecs", "encode"): codecs.encode})
-    return allowed
-
-
-class _RefusedGlobal(pickle.UnpicklingError):
-    pass
-
-
-class _CifarUnpickler(pickle.Unpickler):
-    _ALLOWED = _allowed()
-
-    def find_class(self, module: str, name: str):
-        try:
-            return self._ALLOWED[(module, name)]
-        except KeyError:
-            raise _RefusedGlobal(f"{module}.{name}") from None
-
-
 def _unpickle(path: Path, expected: str) -> dict:
     require(path, expected)
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise MalformedDataError(path, f"is {size} bytes; a CIFAR file is at most about 160 MB "
+                                       f"(limit {MAX_FILE_BYTES}). Expected {expected}")
     try:
-        with open(path, "rb") as f:
-            # The official batches were pickled by Python 2: byte-string keys.
-            obj = _CifarUnpickler(f, encoding="bytes").load()
-    except _RefusedGlobal as e:
+        data = path.read_bytes()
+        # The official batches were pickled by Python 2: byte-string keys.
+        obj = safe_pickle.load(data, encoding="bytes")
+    except safe_pickle.RefusedGlobal as e:
         raise MalformedDataError(path, f"is a pickle that refers to {e}, which no CIFAR batch "
-                                       f"holds; refused (loading such a pickle can run any code). "
+                                       f"holds; refused (loading such a pickle can run any "
+                                       f"code). Expected {expected}") from None
+    except safe_pickle.UnsafePickle as e:
+        raise MalformedDataError(path, f"is a pickle that {e}; refused before building it. "
                                        f"Expected {expected}") from None
     except Exception as e:  # a truncated or foreign file can raise almost anything
         raise MalformedDataError(path, f"cannot unpickle ({type(e).__name__}: {e}); expected {expected}") from e
@@ -93,14 +73,32 @@ def _unpickle(path: Path, expected: str) -> dict:
     return obj
 
 
+def _int_labels(path: Path, key: bytes, labels) -> np.ndarray:
+    """A flat list (or 1-D integer array) of labels; checked before numpy converts it, so a
+    nested list is an error here rather than an array of its expanded size."""
+    if isinstance(labels, np.ndarray):
+        return labels
+    if not isinstance(labels, (list, tuple)) or not all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in labels):
+        raise MalformedDataError(path, f"{key!r} must be a list of integer labels, got "
+                                       f"{type(labels).__name__}")
+    try:
+        return np.asarray(labels, dtype=np.int64)
+    except OverflowError:
+        raise MalformedDataError(path, f"{key!r} has labels outside int64") from None
+
+
 def _read_batch(path: Path, label_key: bytes, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     expected = _FORMAT.format(key=label_key.decode())
     d = _unpickle(path, expected)
     for key in (b"data", label_key):
         if key not in d:
             raise MalformedDataError(path, f"has no key {key!r} (keys: {sorted(d)}); expected {expected}")
-    x = np.asarray(d[b"data"])
-    y = np.asarray(d[label_key])
+    x = d[b"data"]
+    if not isinstance(x, np.ndarray):
+        raise MalformedDataError(path, f"b'data' is a {type(x).__name__}, expected a uint8 "
+                                       f"numpy array (n, {_PIXELS})")
+    y = _int_labels(path, label_key, d[label_key])
     if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != _PIXELS:
         raise MalformedDataError(path, f"b'data' is {x.dtype} {x.shape}, expected uint8 (n, {_PIXELS})")
     if y.ndim != 1 or y.shape[0] != x.shape[0] or not np.issubdtype(y.dtype, np.integer):
@@ -116,7 +114,10 @@ def _label_names(path: Path, key: bytes, num_classes: int) -> list[str]:
     names = d.get(key)
     if not isinstance(names, list) or len(names) != num_classes:
         raise MalformedDataError(path, f"{key!r} must list {num_classes} class names")
-    return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+    try:
+        return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+    except UnicodeDecodeError as e:
+        raise MalformedDataError(path, f"{key!r} holds a class name that is not UTF-8 ({e})") from None
 
 
 def _to_dataset(name, train, test, num_classes, meta) -> Dataset:

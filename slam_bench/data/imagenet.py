@@ -8,8 +8,11 @@ standard `n01440764 ...` wnid folders give the usual 0..999 order. Images are de
 `image_size` x `image_size` (default 64) in memory: whole splits then fit on one GPU as uint8
 (15.7 GB for the train split at 64 px), which the suites need, since they keep data on device;
 full resolution would need ~550 GB. File order inside a class is sorted by name. Hidden
-entries (`.ipynb_checkpoints`, `._*`) are skipped; a class folder without images is an error
-(a label with no examples is a sign of a broken or partial copy).
+entries (`.ipynb_checkpoints`, `._*`) are skipped; every other entry must be what the layout
+says (class folders in a split, image files in a class), else it is an error naming it: a
+dangling symlink or a stray file dropped from the class list would shift every later label.
+A class folder without images is an error too (a label with no examples is a sign of a
+broken or partial copy). Images over images.MAX_IMAGE_PIXELS are refused before decoding.
 The official val images come flat with a label file; sort them into class folders first
 (the widely used `valprep.sh` does this).
 """
@@ -21,8 +24,8 @@ from typing import Optional
 import torch
 
 from slam_bench.data.base import Dataset
-from slam_bench.data.files import (MalformedDataError, PathLike, data_root, require,
-                                   visible_entries)
+from slam_bench.data.files import (MalformedDataError, PathLike, data_root, entry_kind,
+                                   require, visible_entries)
 from slam_bench.data.images import (IMAGE_EXTENSIONS, cached, check_image_size, check_resample,
                                     decode_images, files_digest)
 
@@ -35,35 +38,64 @@ def imagenet_paths(root: Optional[PathLike] = None) -> list[Path]:
     return [base / "train", base / "val"]
 
 
+def _class_folders(split_dir: Path) -> list[str]:
+    """The sorted class folder names of a split. Every visible entry must be a folder: a
+    dangling symlink, a file (e.g. a class's unextracted .tar) or anything else there is an
+    error naming it, since dropping it would shift the label of every class after it."""
+    require(split_dir, "a class-per-folder tree (<class>/<image files>)", is_dir=True)
+    names = []
+    for p in visible_entries(split_dir):
+        kind = entry_kind(p)
+        if kind != "folder":
+            raise MalformedDataError(p, f"is a {kind} among the class folders of {split_dir}; "
+                                        f"expected only <class>/ folders (remove it, or restore "
+                                        f"the class it stands for, so labels do not shift)")
+        names.append(p.name)
+    if not names:
+        raise MalformedDataError(split_dir, "has no class folders; expected <class>/<image files>")
+    return names
+
+
+def _class_images(folder: Path) -> list[Path]:
+    """The image files of one class folder, sorted by name. Anything else that is visible (a
+    file with another extension, a subfolder, a dangling symlink) is an error naming it."""
+    imgs = []
+    for p in visible_entries(folder):
+        kind = entry_kind(p)
+        if kind != "file":
+            raise MalformedDataError(p, f"is a {kind} in the class folder {folder}; expected "
+                                        f"only image files ({', '.join(IMAGE_EXTENSIONS)})")
+        if p.suffix.lower() not in IMAGE_EXTENSIONS:
+            raise MalformedDataError(p, f"has the extension {p.suffix!r}; expected only image "
+                                        f"files ({', '.join(IMAGE_EXTENSIONS)}, any case) in "
+                                        f"a class folder")
+        imgs.append(p)
+    if not imgs:
+        raise MalformedDataError(folder, f"is a class folder without image files "
+                                         f"({', '.join(IMAGE_EXTENSIONS)}); remove it or add "
+                                         f"its images")
+    return imgs
+
+
 def _list_split(split_dir: Path, classes: Optional[list[str]], max_per_class: Optional[int]):
     """(files, labels, class names) of one split, in sorted class then sorted file order."""
-    require(split_dir, "a class-per-folder tree (<class>/<image files>)", is_dir=True)
-    found = [p.name for p in visible_entries(split_dir) if p.is_dir()]
-    if not found:
-        raise MalformedDataError(split_dir, "has no class folders; expected <class>/<image files>")
+    found = _class_folders(split_dir)
     if classes is None:
         classes = found
     else:
         unknown = sorted(set(found) - set(classes))
         if unknown:
             raise MalformedDataError(split_dir, f"has class folders absent from train: {unknown[:5]}")
+    present = set(found)
     files, labels = [], []
     for label, name in enumerate(classes):
-        folder = split_dir / name
-        if not folder.is_dir():
+        if name not in present:
             continue  # a class without val images (e.g. a hand-made subset) is allowed
-        imgs = [p for p in visible_entries(folder)
-                if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()]
-        if not imgs:
-            raise MalformedDataError(folder, f"is a class folder without image files "
-                                             f"({', '.join(IMAGE_EXTENSIONS)}); remove it or add "
-                                             f"its images")
+        imgs = _class_images(split_dir / name)
         if max_per_class is not None:
             imgs = imgs[:max_per_class]
         files += imgs
         labels += [label] * len(imgs)
-    if not files:
-        raise MalformedDataError(split_dir, f"has no image files ({', '.join(IMAGE_EXTENSIONS)})")
     return files, labels, classes
 
 

@@ -3,7 +3,9 @@
 Layout under the data root (the official aclImdb_v1 archive):
     aclImdb/train/{pos,neg}/<id>_<rating>.txt, aclImdb/train/unsup/*.txt (optional, unlabeled)
     aclImdb/test/{pos,neg}/<id>_<rating>.txt
-Labels: neg = 0, pos = 1. Order: neg then pos, each by numeric review id.
+Labels: neg = 0, pos = 1. Order: neg then pos, each by numeric review id. Hidden entries
+(`.DS_Store`, `._*`) are skipped; anything else in a review folder that is not a `.txt` file
+(any case) is an error naming it, never a review dropped in silence.
 
 The tokenizer is a fixed regex (lower-case words, with apostrophes, and single punctuation
 marks; HTML line breaks removed) and the vocabulary is built from the training text only, so
@@ -21,14 +23,16 @@ from typing import Optional
 import torch
 
 from slam_bench.data.base import Dataset
-from slam_bench.data.files import (MalformedDataError, PathLike, data_root, require,
-                                   visible_entries)
+from slam_bench.data.files import (MalformedDataError, PathLike, data_root, entry_kind,
+                                   read_text, require, visible_entries)
 
 IMDB_DIR = "aclImdb"
 PAD, UNK = 0, 1
 _BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
 _TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[!?.,;:()\"-]")
-_NAME = re.compile(r"^(\d+)_(\d+)\.txt$")
+# The published names are <id>_<rating>.txt; a copy that went through a case-folding file
+# system or tool may say .TXT, which is read the same.
+_NAME = re.compile(r"^(\d+)_(\d+)\.txt$", re.IGNORECASE)
 
 
 def imdb_paths(root: Optional[PathLike] = None) -> list[Path]:
@@ -43,10 +47,16 @@ def tokenize(text: str) -> list[str]:
 
 def _read_folder(folder: Path, labeled: bool = True) -> list[str]:
     require(folder, "a folder of review text files (<id>_<rating>.txt)", is_dir=True)
-    files = [p for p in visible_entries(folder) if p.suffix == ".txt"]
+    files = visible_entries(folder)
     for p in files:
-        if not p.is_file():
-            raise MalformedDataError(p, "is not a file; expected a review text file")
+        kind = entry_kind(p)
+        if kind != "file":
+            raise MalformedDataError(p, f"is not a file (it is a {kind}); expected a review text file "
+                                        f"(<id>_<rating>.txt) in {folder}")
+        if p.suffix.lower() != ".txt":
+            # Skipping it could drop reviews silently (and change the class balance).
+            raise MalformedDataError(p, f"has the extension {p.suffix!r}; expected only review "
+                                        f"text files (.txt, any case) in {folder}")
     if not files:
         raise MalformedDataError(folder, "holds no review files (<id>_<rating>.txt); expected the "
                                          "reviews of the aclImdb archive")
@@ -57,13 +67,7 @@ def _read_folder(folder: Path, labeled: bool = True) -> list[str]:
         files.sort(key=lambda p: int(_NAME.match(p.name).group(1)))
     else:
         files.sort()
-    texts = []
-    for p in files:
-        try:
-            texts.append(p.read_text(encoding="utf-8"))
-        except UnicodeDecodeError as e:
-            raise MalformedDataError(p, f"is not UTF-8 text ({e})") from e
-    return texts
+    return [read_text(p, "a review text file (UTF-8)") for p in files]
 
 
 def build_vocab(token_lists, vocab_size: int, min_freq: int) -> dict[str, int]:
