@@ -7,6 +7,12 @@ skipped, so a killed run resumes where it stopped. A trial whose training loss t
 non-finite fails whole: its rows (all trained on the same teacher outputs) are removed, the
 run goes on with the next trial, and `TrialsFailed` lists the failures at the end.
 
+Within a trial the methods share the teacher outputs they read (`_Teachers`): the trial's
+teacher, built once; the A + V teacher of `vanilla_av`; and the estimator data, V or (with the
+suite's estimator_data "crossfit") out-of-fold predictions of K fold teachers on A. Every row
+logs the labels its method saw (`labels_used`) and where its estimators fit
+(`estimator_data`, `crossfit_folds`); docs/protocol.md describes the protocol.
+
 `shard=(i, n)` runs every n-th trial of the plan starting at the i-th (1-based): each trial
 has its own teacher, so each teacher is trained by exactly one shard, and n processes (one per
 GPU, or a Slurm job array) writing into one `out` produce the rows of a single run.

@@ -7,6 +7,10 @@ and a digest of its tensors (so a loader that orders examples differently gets o
 the split, the teacher's model and training numbers, the seed, the MC passes and the
 pipeline version.
 
+The same cache holds the teachers derived from a trial's (`derived_key`): the A + V teacher
+of the `vanilla_av` reference (`labeled_av_split`) and the K cross-fitting teachers, each
+trained on A minus one fold (`crossfit_probs`).
+
 The file also holds `checksum`, a SHA-256 of every tensor's bytes and every scalar, verified
 on load: a flipped byte anywhere in the data is a `CacheError` naming the file and how to
 rebuild it, never silently different teacher outputs. A cache from before checksums existed is
