@@ -6,9 +6,9 @@ splits, leaderboard and plot files are well-formed.
 `pytest suites/ --benchmark` (full): the same suites at full size, rewriting
 results/runs/<suite>.csv, results/leaderboard/<suite>.csv and <suite>.paired.csv,
 results/plots/<suite>.png and the leaderboard tables in README.md; the same integrity checks
-run on the written files, and the full run checks what the benchmark exists to show: every
-paired cell has n >= 5, and on `known_noise`, whose teacher follows SLaM's noise model, SLaM
-with estimated alpha beats vanilla with a 95% interval above zero in every cell.
+run on the written files, and the full run checks that every paired cell has n >= 10. The
+checks are the protocol's (label budgets, one schedule and one checkpoint rule for every
+method, paired trials), never which method wins.
 """
 from __future__ import annotations
 
@@ -34,8 +34,12 @@ ROOT = Path(__file__).resolve().parents[1]
 EMBEDDED = list(EMBEDDED_SUITES)
 REQUIRED = ["suite", "dataset", "labeled_size", "n_unlabeled", "n_val", "n_test", "split_seed",
             "train_seed", "teacher_arch", "student_arch", "teacher_test_acc", "method", "targets",
-            "config_hash", "epochs", "selection", "labeled_weighting", "test_acc", "wall_s",
-            "device", "git_sha"]
+            "config_hash", "epochs", "selection", "labeled_weighting", "lr_schedule",
+            "labels_used", "estimator_data", "test_acc", "wall_s", "device", "git_sha"]
+# The label budget, written out here rather than read from the registry's flags: the methods
+# whose fit reads the estimator data's labels, and the one that trains on A + V.
+FITS_ON_LABELS = {"weighted", "forward", "slam", "slam_normalized"}
+TRAINS_ON_AV = {"vanilla_av"}
 CELL = re.compile(r"^\d{1,3}\.\d\d \+- (\d+\.\d\d|n/a)$")
 
 
@@ -64,6 +68,22 @@ def check_outputs(out: Path, suite, smoke: bool) -> None:
     assert ((df.test_acc >= 0) & (df.test_acc <= 1)).all()
     assert ((df.teacher_test_acc >= 0) & (df.teacher_test_acc <= 1)).all()
     assert (df.selection == "last").all()
+    # One recipe: every student on the suite's decayed schedule, and the same steps in a trial
+    # for every method whose pool is A + U (vanilla_av's pool also holds V).
+    students_ = df[df.method != "teacher"]
+    assert (students_.lr_schedule == suite.sizes(smoke).student.lr_schedule).all()
+    on_a = students_[~students_.method.isin(TRAINS_ON_AV)]
+    assert (on_a.groupby(["labeled_size", "split_seed"]).steps.nunique() == 1).all()
+    # The label budget of every row.
+    assert (df.estimator_data == suite.estimator_data).all()
+    spends_v = df.method.isin(TRAINS_ON_AV) | (df.method.isin(FITS_ON_LABELS)
+                                               & (df.estimator_data == "val"))
+    assert (df.labels_used == df.labeled_size + spends_v * df.n_val).all()
+    fitted = df[df.method.isin(FITS_ON_LABELS)]
+    if suite.estimator_data == "crossfit":
+        folds = 0 if suite.sizes(smoke).teacher_accuracy is not None else suite.crossfit_folds
+        assert (fitted.crossfit_folds == folds).all()
+    assert fitted.estimator_acc.between(0, 1).all()
     # The regime: U is all that is left after A and V in full runs, and every student logs
     # how well it fits the teacher's labels on U.
     if not smoke and suite.full.max_unlabeled is None:
@@ -116,11 +136,7 @@ def check_outputs(out: Path, suite, smoke: bool) -> None:
         (cell_name(suite.dataset, n, t), m) for n in sizes for m, t in suite.runs() if m != "vanilla"}
     assert (paired.n == suite.sizes(smoke).trials).all() and paired.wins.between(0, paired.n).all()
     assert ((paired.delta_ci_low <= paired.delta_mean) & (paired.delta_mean <= paired.delta_ci_high)).all()
-    if not smoke:
-        assert (paired.n >= 5).all()
-        if suite.name == "known_noise":  # the known answer: SLaM must win in every cell
-            slam = paired[paired.method == "slam"]
-            assert len(slam) == len(cells) and (slam.delta_ci_low > 0).all(), slam.to_string()
+    assert (paired.n >= (3 if smoke else 10)).all()
     png = out / "plots" / f"{suite.name}.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     readme = ROOT / "README.md"

@@ -74,12 +74,13 @@ def test_rerun_resumes_force_recomputes_and_config_change_replaces(tmp_path, cou
     assert len(count_students) == n_students and csv.read_bytes() == before
     runner.run_suite(suite, tmp_path, smoke=True, force=True)
     assert len(count_students) == 2 * n_students
-    changed = dataclasses.replace(suite, method_options={"slam": {"alpha_lower_bound": 0.7}})
-    runner.run_suite(changed, tmp_path, smoke=True)  # only the changed method reruns
-    assert len(count_students) == 2 * n_students + 1
+    changed = dataclasses.replace(suite, student_options={"temperature": 2.0},
+                                  methods=("teacher", "vanilla", "slam"))
+    runner.run_suite(changed, tmp_path, smoke=True)  # only the changed methods rerun
+    assert len(count_students) == 2 * n_students + 2
     new = read_rows(csv)
     assert len(new) == len(suite.methods)
-    assert float(new.set_index("method").alpha_lower_bound["slam"]) == 0.7
+    assert float(new.set_index("method").temperature["slam"]) == 2.0
 
 
 def test_device_and_context_together_is_a_clear_error(tmp_path):
@@ -91,7 +92,9 @@ def test_device_and_context_together_is_a_clear_error(tmp_path):
 def test_corrupt_teacher_cache_is_a_clear_error(tmp_path, capsys):
     suite = tiny()
     csv = runner.run_suite(suite, tmp_path, smoke=True)
-    (cache,) = (tmp_path / "cache" / "teacher").glob("*.pt")
+    # The trial's teacher (vanilla_av's A + V teacher is cached beside it).
+    key = read_rows(csv).set_index("method").teacher_key["teacher"]
+    cache = tmp_path / "cache" / "teacher" / f"{key}.pt"
     cache.write_bytes(b"torn file")
     csv.unlink()
     with pytest.raises(CacheError, match=f"{cache}.*--force"):

@@ -72,10 +72,16 @@ def _flip_inside(path: Path, tensor: torch.Tensor) -> None:
     path.write_bytes(bytes(data))
 
 
+def _teacher_cache(out: Path, csv: Path) -> Path:
+    """The trial's teacher's cache file (vanilla_av's A + V teacher is cached beside it)."""
+    key = read_rows(csv).set_index("method").teacher_key["teacher"]
+    return out / "cache" / "teacher" / f"{key}.pt"
+
+
 def test_flipped_bytes_in_the_teacher_cache_are_detected(tmp_path, capsys):
     suite = tiny()
     csv = runner.run_suite(suite, tmp_path, smoke=True)
-    (cache,) = (tmp_path / "cache" / "teacher").glob("*.pt")
+    cache = _teacher_cache(tmp_path, csv)
     state = torch.load(cache, weights_only=True)
     _flip_inside(cache, state["probs_u"])
     csv.unlink()
@@ -91,8 +97,7 @@ def test_flipped_bytes_in_the_teacher_cache_are_detected(tmp_path, capsys):
 
 def test_unusable_teacher_outputs_are_refused_even_with_a_valid_checksum(tmp_path):
     suite = tiny()
-    runner.run_suite(suite, tmp_path, smoke=True)
-    (cache,) = (tmp_path / "cache" / "teacher").glob("*.pt")
+    cache = _teacher_cache(tmp_path, runner.run_suite(suite, tmp_path, smoke=True))
     out = TeacherOutputs.from_state(torch.load(cache, weights_only=True))
     out.probs_u[0, 0] = float("nan")
     torch.save(out.to_state(), cache)  # a consistent checksum over bad values
@@ -104,7 +109,7 @@ def test_unusable_teacher_outputs_are_refused_even_with_a_valid_checksum(tmp_pat
 def test_a_cache_from_before_checksums_is_recomputed(tmp_path):
     suite = tiny()
     csv = runner.run_suite(suite, tmp_path, smoke=True)
-    (cache,) = (tmp_path / "cache" / "teacher").glob("*.pt")
+    cache = _teacher_cache(tmp_path, csv)
     state = torch.load(cache, weights_only=True)
     del state["checksum"]
     torch.save(state, cache)

@@ -3,6 +3,7 @@ plot, print the absolute and paired tables."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Optional, Tuple
@@ -10,7 +11,7 @@ from typing import Optional, Tuple
 from slam_bench.cli.common import USER_ERRORS, check_data_root, fail
 from slam_bench.distributed import DistContext
 from slam_bench.fileio import ensure_writable_dir
-from slam_bench.pipeline.results import read_rows, runs_path, select_variant
+from slam_bench.pipeline.results import ESTIMATOR_DATA, read_rows, runs_path, select_variant
 from slam_bench.pipeline.runner import TrialsFailed, run_suite
 from slam_bench.pipeline.suites import SUITES, Suite, get_suite
 from slam_bench.report.leaderboard import markdown_table
@@ -45,6 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
     parser.add_argument("--force", action="store_true",
                         help="recompute rows and teachers even if already recorded or cached")
+    parser.add_argument("--estimator-data", choices=ESTIMATOR_DATA, default=None,
+                        help="where estimators fit: val (a labeled V, |V| labels spent) or "
+                             "crossfit (out-of-fold teachers on A, no label beyond A); default: "
+                             "the suite's")
     parser.add_argument("--shard", type=parse_shard, default=None, metavar="I/N",
                         help="run only part I of N of the suite's trials (I from 1 to N), e.g. "
                              "one per GPU or per Slurm array task, all with the same --out")
@@ -62,6 +67,8 @@ def build_suite(args: argparse.Namespace) -> Suite:
         if min(args.labeled) < 1:
             raise ValueError(f"--labeled sizes must be >= 1, got {args.labeled}")
         changes["labeled_sizes"] = tuple(args.labeled)
+    if args.estimator_data is not None:
+        suite = dataclasses.replace(suite, estimator_data=args.estimator_data)
     return suite.with_sizes(args.smoke, **changes) if changes else suite
 
 

@@ -1,8 +1,11 @@
 """The one method registry: every student method is a `Method` entry in METHODS.
 
 A method has named hyper-parameter defaults (logged in every row and in its config hash),
-a `fit(ctx)` that fits its estimators on V (labels used only here) and returns per-example
-tensors aligned with U plus the values to log, and a `loss(batch)` for a batch of U.
+a `fit(ctx)` that fits its estimators on the estimator data (a labeled V, or out-of-fold
+teacher predictions on A: `FitContext`) and returns per-example tensors aligned with U plus
+the values to log, and a `loss(batch)` for a batch of U. Two flags say which labels it spends
+(`labels_used`): `fits_on_labels` (its fit reads the estimator data's labels) and
+`labeled_set` ("A", or "A+V" for a reference that trains its teacher and student on V too).
 
 Adding a method = write its loss (e.g. in slam_bench.losses) and add one entry:
 
@@ -32,11 +35,21 @@ from slam_bench import distill_loss, slam_loss
 TARGETS = ("soft", "hard")
 
 
+# Which labeled set a method trains on (its teacher, where the suite trains one, and its
+# student's cross-entropy): A, or A and V together (the reference spending V's labels on
+# training instead of on estimators).
+LABELED_SETS = ("A", "A+V")
+
+
 @dataclass(frozen=True)
 class FitContext:
     """What a method may fit on. Teacher tensors are float32 on the training device.
 
-    probs_val (|V|, C), y_val (|V|,) int64: V, whose labels exist for fitting only.
+    probs_val (n, C), y_val (n,) int64: the estimator data, whose labels exist for fitting
+    only: with estimator_data "val" the teacher's probabilities on V and V's labels (n = |V|);
+    with "crossfit" out-of-fold teacher probabilities on A and A's labels (n = |A|, see
+    slam_bench.pipeline.teacher.crossfit_probs). Empty (0 rows) for a method whose
+    `fits_on_labels` is False: what a method does not declare it cannot read.
     probs_u (|U|, C): the teacher's soft labels on U; mc_std_u (|U|, C): std over MC-dropout
     passes; teacher_features_dim / student_features_dim: penultimate widths (for VID).
     """
@@ -83,6 +96,21 @@ class Method:
     fit: Optional[Callable[[FitContext], Fitted]] = None
     loss: Optional[Callable[[Batch], Tensor]] = None  # None: no student (the teacher row)
     description: str = ""
+    # True when `fit` reads the estimator data's labels (y_val): with estimator_data "val"
+    # the method then spends |V| labels beyond A.
+    fits_on_labels: bool = False
+    labeled_set: str = "A"  # LABELED_SETS
+
+    def __post_init__(self):
+        if self.labeled_set not in LABELED_SETS:
+            raise ValueError(f"method {self.name!r}: labeled_set must be one of "
+                             f"{', '.join(LABELED_SETS)}, got {self.labeled_set!r}")
+
+    def labels_used(self, n_labeled: int, n_val: int, estimator_data: str) -> int:
+        """True labels this method's row saw: |A|, plus |V| when it trains on A + V or when
+        its fit reads V's labels (estimator_data "val"; "crossfit" reads only A's)."""
+        spends_v = self.labeled_set == "A+V" or (self.fits_on_labels and estimator_data == "val")
+        return n_labeled + (n_val if spends_v else 0)
 
     @property
     def trains_student(self) -> bool:
@@ -288,6 +316,15 @@ _SLAM_DEFAULTS = {"alpha_lower_bound": 0.6, "alpha_auto_margin": 0.02, "k": "aut
 register_method(Method("teacher", description="the teacher's own test accuracy"))
 register_method(Method("vanilla", {"temperature": 1.0}, _fit_nothing, _vanilla_loss,
                        "soft cross-entropy on U"))
+# The label-budget reference: V's labels spent on training instead of on estimators. Where the
+# suite trains a teacher, a teacher trained on A + V labels U and the vanilla student trains
+# on A + V (cross-entropy) and U (its soft labels). Where the dataset defines the teacher (a
+# noise model whose accuracy the suite fixes per labeled size), no teacher trained on more
+# labels exists: the same teacher labels U and only the student adds V's true labels to its
+# labeled set. Its labels_used is |A| + |V| either way.
+register_method(Method("vanilla_av", {"temperature": 1.0}, _fit_nothing, _vanilla_loss,
+                       "vanilla distillation with V's labels spent on training (A + V)",
+                       labeled_set="A+V"))
 register_method(Method("taylor_ce", {"order": 2, "temperature": 1.0}, _fit_nothing,
                        _taylor_loss, "truncated Taylor series of -log p (Feng et al. 2020)"))
 register_method(Method("ups", {"tau_p": 0.7, "kappa_p": 0.05, "tau_n": 0.05,
@@ -297,11 +334,13 @@ register_method(Method("vid", {"vid_beta": 1.0, "vid_hidden": None, "temperature
                        _fit_vid, _vid_loss, "vanilla + variational information distillation"))
 register_method(Method("weighted", {"weight_lower_bound": 0.0, "temperature": 1.0},
                        _fit_weighted,
-                       _weighted_loss, "vanilla with per-example weights from V"))
+                       _weighted_loss, "vanilla with per-example weights from the estimator data",
+                       fits_on_labels=True))
 register_method(Method("forward", {"smoothing": 1.0, "temperature": 1.0}, _fit_forward,
-                       _forward_loss, "global transition-matrix forward correction"))
+                       _forward_loss, "global transition-matrix forward correction",
+                       fits_on_labels=True))
 register_method(Method("slam", dict(_SLAM_DEFAULTS), _slam_fitter(False),
-                       _slam_loss_fn(False), "student-label mixing, s = 1"))
+                       _slam_loss_fn(False), "student-label mixing, s = 1", fits_on_labels=True))
 register_method(Method("slam_normalized", {**_SLAM_DEFAULTS, "alpha_lower_bound": "auto"},
                        _slam_fitter(True), _slam_loss_fn(True),
-                       "student-label mixing, s = 1/(k-1)"))
+                       "student-label mixing, s = 1/(k-1)", fits_on_labels=True))

@@ -35,6 +35,7 @@ from slam_bench.fileio import atomic_write, locked
 
 VARIANTS = ("smoke", "full")
 TARGETS = ("soft", "hard")
+ESTIMATOR_DATA = ("val", "crossfit")  # where estimators fit: a labeled V, or A cross-fitted
 DEFAULT_TARGETS = "soft"  # rows written before hard labels existed
 LEGACY_VARIANT = "full"  # rows written before the variant was recorded (see module docstring)
 
@@ -60,14 +61,15 @@ CORE_COLUMNS = [
     "split_seed", "train_seed", "teacher_arch", "student_arch", "teacher_test_acc",
     "teacher_val_acc", "method", "targets", "config_hash", "teacher_key", "teacher_train",
     "teacher_steps", "epochs", "steps", "batch_size", "lr", "optimizer", "weight_decay",
-    "labeled_weighting", "labeled_weight", "selection", "test_acc", "student_fit_u", "wall_s",
+    "labeled_weighting", "labeled_weight", "lr_schedule", "selection", "labels_used",
+    "estimator_data", "crossfit_folds", "test_acc", "student_fit_u", "wall_s",
     "device", "git_sha",
 ]
 _INT = {"labeled_size", "split_seed", "train_seed", "n_unlabeled", "n_val", "n_test",
-        "teacher_steps", "epochs", "steps", "batch_size"}
+        "teacher_steps", "epochs", "steps", "batch_size", "labels_used", "crossfit_folds"}
 _ACCURACY = {"test_acc", "teacher_test_acc", "teacher_val_acc"}  # fractions in [0, 1]
 _FLOAT = {"lr", "weight_decay", "labeled_weight", "wall_s", "student_fit_u"}
-_ENUM = {"variant": VARIANTS, "targets": TARGETS}
+_ENUM = {"variant": VARIANTS, "targets": TARGETS, "estimator_data": ESTIMATOR_DATA}
 # Every row has these (a legacy file may lack the targets/variant columns: defaults above).
 REQUIRED = ("suite", "dataset", "labeled_size", "method", "split_seed", "train_seed",
             "config_hash", "test_acc")

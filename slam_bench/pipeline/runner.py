@@ -7,6 +7,12 @@ skipped, so a killed run resumes where it stopped. A trial whose training loss t
 non-finite fails whole: its rows (all trained on the same teacher outputs) are removed, the
 run goes on with the next trial, and `TrialsFailed` lists the failures at the end.
 
+Within a trial the methods share the teacher outputs they read (`_Teachers`): the trial's
+teacher, built once; the A + V teacher of `vanilla_av`; and the estimator data, V or (with the
+suite's estimator_data "crossfit") out-of-fold predictions of K fold teachers on A. Every row
+logs the labels its method saw (`labels_used`) and where its estimators fit
+(`estimator_data`, `crossfit_folds`); docs/protocol.md describes the protocol.
+
 `shard=(i, n)` runs every n-th trial of the plan starting at the i-th (1-based): each trial
 has its own teacher, so each teacher is trained by exactly one shard, and n processes (one per
 GPU, or a Slurm job array) writing into one `out` produce the rows of a single run.
@@ -38,9 +44,11 @@ from slam_bench.pipeline import methods as M
 from slam_bench.pipeline.hashing import PIPELINE_VERSION, stable_hash, tensor_digest
 from slam_bench.pipeline.results import (RowId, delete_rows, done_keys, prune_rows, read_rows,
                                          record_row, row_id, runs_path)
-from slam_bench.pipeline.splits import make_split, save_split
+from slam_bench.pipeline.splits import Split, make_split, save_split
 from slam_bench.pipeline.suites import Suite
-from slam_bench.pipeline.teacher import synthetic_teacher_outputs, teacher_key, teacher_outputs
+from slam_bench.pipeline.teacher import (TeacherOutputs, crossfit_probs, derived_key,
+                                         labeled_av_split, synthetic_teacher_outputs,
+                                         teacher_key, teacher_outputs)
 from slam_bench.pipeline.train import (NonFiniteLoss, StudentStep, accuracy, sharded_predict,
                                        train_student)
 
@@ -179,12 +187,11 @@ def _run_suite(ctx: DistContext, suite, out, smoke, data_root, force, prune, pro
     # A run is (method, targets): every method on soft labels, suite.hard_methods on hard ones.
     runs = suite.runs()
     methods = {name: M.get_method(name) for name, _ in runs}
-    hps = {(name, t): methods[name].hparams({**suite.method_options.get(name, {}),
-                                              **({"targets": t} if methods[name].trains_student
-                                                 else {})})
+    # Every student method gets the suite's student_options (the same for all of them,
+    # checked at registration) and its targets; everything else is its registry default.
+    hps = {(name, t): methods[name].hparams({**suite.student_options, "targets": t}
+                                            if methods[name].trains_student else {})
            for name, t in runs}
-    for name in suite.method_options:
-        M.get_method(name)  # an override for an unknown method is a config error
     # The rows first: an invalid results file stops the run before the data is loaded.
     out = Path(out)
     csv_path = runs_path(out, suite.name)
@@ -208,7 +215,11 @@ def _run_suite(ctx: DistContext, suite, out, smoke, data_root, force, prune, pro
                   "teacher_model": suite.teacher_model, "teacher_train": sizes.teacher,
                   "mc_passes": sizes.mc_passes, "student_model": suite.student_model,
                   "student_train": sizes.student, "labeled_weight": suite.labeled_weight,
-                  "labeled_weighting": suite.labeled_weighting, "version": PIPELINE_VERSION}
+                  "labeled_weighting": suite.labeled_weighting, "version": PIPELINE_VERSION,
+                  "estimator_data": suite.estimator_data,
+                  # K only matters (and only changes the rows' hash) when cross-fitting.
+                  **({"crossfit_folds": suite.crossfit_folds}
+                     if suite.estimator_data == "crossfit" else {})}
     # Noise-model suites: the dataset's own teacher, of this accuracy per labeled size.
     teacher_acc = dict(zip(sizes.labeled_sizes, sizes.teacher_accuracy or ()))
     cfg_hash = {(n, r): stable_hash({**common_cfg, "labeled_size": n, "method": r[0],
@@ -257,6 +268,9 @@ def _run_suite(ctx: DistContext, suite, out, smoke, data_root, force, prune, pro
                                               tkey, suite.teacher_model, sizes.teacher,
                                               train_seed, sizes.mc_passes, out / "cache",
                                               force=force)
+                teachers = _Teachers(ctx, ds, x_train, y_train, x_test, y_test, split, tkey,
+                                     teacher, suite, sizes, teacher_acc.get(labeled), train_seed,
+                                     out / "cache", force)
                 base = {
                     "suite": suite.name, "variant": variant, "dataset": ds.name,
                     "dataset_meta": meta_json, "labeled_size": labeled,
@@ -274,24 +288,30 @@ def _run_suite(ctx: DistContext, suite, out, smoke, data_root, force, prune, pro
                     "weight_decay": sizes.student.weight_decay,
                     "selection": "last", "device": device_label, "git_sha": git_sha(),
                     "mc_passes": sizes.mc_passes, **teacher.params,
+                    "estimator_data": suite.estimator_data,
                 }
                 for r in pending:
                     m, t0 = methods[r[0]], time.perf_counter()
                     row = {**base, **id_row(labeled, split_seed, train_seed, r),
-                           "config_hash": cfg_hash[(labeled, r)]}
+                           "config_hash": cfg_hash[(labeled, r)],
+                           "labels_used": m.labels_used(len(split.a), len(split.v),
+                                                        suite.estimator_data)}
                     if m.trains_student:
-                        acc, steps, params = _run_student(ctx, m, hps[r], ds, split, teacher,
+                        row.update(teachers.describe(m))
+                        acc, steps, params = _run_student(ctx, m, hps[r], ds, split, teachers,
                                                           x_train, y_train, x_test, y_test,
                                                           input_shape, suite, sizes, train_seed)
                         row.update(params)
                         row.update(epochs=sizes.student.epochs, steps=steps,
                                    batch_size=sizes.student.batch_size, lr=sizes.student.lr,
-                                   optimizer=sizes.student.optimizer, test_acc=round(acc, 6),
+                                   optimizer=sizes.student.optimizer,
+                                   lr_schedule=sizes.student.lr_schedule, test_acc=round(acc, 6),
                                    wall_s=round(time.perf_counter() - t0, 3))
                     else:  # the teacher row reports the teacher itself
                         row.update(epochs=sizes.teacher.epochs, steps=teacher.steps,
                                    batch_size=sizes.teacher.batch_size, lr=sizes.teacher.lr,
                                    optimizer=sizes.teacher.optimizer,
+                                   lr_schedule=sizes.teacher.lr_schedule,
                                    test_acc=round(teacher.test_acc, 6), wall_s=teacher.wall_s)
                     if ctx.is_main:
                         record_row(csv_path, row)
@@ -316,9 +336,85 @@ def _run_suite(ctx: DistContext, suite, out, smoke, data_root, force, prune, pro
     return csv_path
 
 
-def _run_student(ctx: DistContext, method: M.Method, hp: dict, ds, split, teacher, x_train,
-                 y_train, x_test, y_test, input_shape, suite: Suite, sizes, train_seed: int):
-    """Fit the method on V, train its student on A and U; returns (test acc, steps, params).
+class _Teachers:
+    """The teacher outputs a trial's methods read, each built on first use and then shared:
+
+    - `for_method(m)`: the teacher that labels U for m: the trial's teacher (trained on A, or
+      the dataset's own noise model), or for an "A+V" method a teacher trained on A + V
+      (cached like the trial's); a dataset-defined teacher learns from no labels, so there the
+      A + V method gets the same teacher and only its student adds V's labels.
+    - `labeled(m)`: the indices of m's labeled set ((|A|,) or (|A| + |V|,) int64, CPU).
+    - `estimator_data()`: what fitted methods read, (probs (n, C) float32 CPU, labels (n,)
+      int64 on the device, fold teachers trained or None): V under "val"; out-of-fold
+      predictions on A under "crossfit" (K fold teachers; 0 for a dataset-defined teacher,
+      which never saw A, so its predictions on A are out of sample already).
+    """
+
+    def __init__(self, ctx, ds, x_train, y_train, x_test, y_test, split, key, teacher,
+                 suite: Suite, sizes, accuracy: Optional[float], seed: int, cache: Path,
+                 force: bool):
+        self.ctx, self.ds, self.split, self.key, self.teacher = ctx, ds, split, key, teacher
+        self.data = (x_train, y_train, x_test, y_test)
+        self.suite, self.sizes, self.accuracy, self.seed = suite, sizes, accuracy, seed
+        self.cache, self.force = cache, force
+        self._av, self._est = None, None
+
+    def labeled(self, m: M.Method):
+        return labeled_av_split(self.split).a if m.labeled_set == "A+V" else self.split.a
+
+    def for_method(self, m: M.Method) -> TeacherOutputs:
+        if m.labeled_set == "A" or self.accuracy is not None:
+            return self.teacher
+        if self._av is None:
+            self._av = self._trained(labeled_av_split(self.split),
+                                     derived_key(self.key, labeled_set="A+V"))
+        return self._av
+
+    def _trained(self, split, key) -> TeacherOutputs:
+        return teacher_outputs(self.ctx, self.ds, *self.data, split, key, self.suite.teacher_model,
+                               self.sizes.teacher, self.seed, self.sizes.mc_passes, self.cache,
+                               force=self.force)
+
+    def estimator_data(self):
+        y_train, split = self.data[1], self.split
+        if self.suite.estimator_data == "val":
+            return self.teacher.probs_val, y_train[split.v.to(y_train.device)], None
+        if self._est is None:
+            if self.accuracy is not None:  # the same draw of the dataset's teacher, read on A
+                on_a = Split(split.a, split.a, split.u, split.split_seed)
+                self._est = (synthetic_teacher_outputs(self.ds, on_a, self.accuracy, self.seed,
+                                                       self.key).probs_val, 0)
+            else:
+                self._est = (crossfit_probs(self.ctx, self.ds, *self.data, split, self.key,
+                                            self.suite.teacher_model, self.sizes.teacher,
+                                            self.seed, self.sizes.mc_passes, self.cache,
+                                            self.suite.crossfit_folds, force=self.force),
+                             self.suite.crossfit_folds)
+        return self._est[0], y_train[split.a.to(y_train.device)], self._est[1]
+
+    def describe(self, m: M.Method) -> dict:
+        """Row values that depend on m's teacher and estimator data: an A + V teacher's own
+        numbers in the teacher_* columns; for a method that fits on labels, the teacher's
+        accuracy on the estimator data (`estimator_acc`) and, cross-fitting, the number of
+        fold teachers (`crossfit_folds`)."""
+        out = {}
+        if m.labeled_set == "A+V" and self.accuracy is None:
+            t = self.for_method(m)
+            out.update(teacher_test_acc=round(t.test_acc, 6), teacher_val_acc=round(t.val_acc, 6),
+                       teacher_key=t.key, teacher_steps=t.steps)
+        if m.fits_on_labels:
+            probs, labels, folds = self.estimator_data()
+            out["estimator_acc"] = round(accuracy(probs, labels.cpu()), 6)
+            if folds is not None:
+                out["crossfit_folds"] = folds
+        return out
+
+
+def _run_student(ctx: DistContext, method: M.Method, hp: dict, ds, split, teachers: _Teachers,
+                 x_train, y_train, x_test, y_test, input_shape, suite: Suite, sizes,
+                 train_seed: int):
+    """Fit the method on its estimator data, train its student on its labeled set (A, or
+    A + V) and U; returns (test acc, steps, params).
 
     The estimators fit on the teacher's soft probabilities; the loss sees the targets hp
     asks for (`M.loss_targets`: soft, or their one-hot argmax). params adds to the method's
@@ -328,14 +424,19 @@ def _run_student(ctx: DistContext, method: M.Method, hp: dict, ds, split, teache
     student's disagreement with that model's test predictions).
     """
     dev = ctx.device
+    teacher = teachers.for_method(method)
     probs_u = teacher.probs_u.to(dev)
     targets_u = M.loss_targets(probs_u, hp)
     feats_u = teacher.features_u.to(dev)
     torch.manual_seed(train_seed)
     student = build_model(suite.student_model.name, input_shape, ds.num_classes,
                           **suite.student_model.options).to(dev)
-    fctx = M.FitContext(probs_val=teacher.probs_val.to(dev), y_val=y_train[split.v.to(dev)],
-                        probs_u=probs_u, mc_std_u=teacher.mc_std_u.to(dev),
+    # Only a method that reads labels gets them: the others fit on no labeled data at all.
+    if method.fits_on_labels:
+        probs_est, y_est, _ = teachers.estimator_data()
+    else:
+        probs_est, y_est = teacher.probs_val[:0], y_train[:0]
+    fctx = M.FitContext(probs_val=probs_est.to(dev), y_val=y_est, probs_u=probs_u, mc_std_u=teacher.mc_std_u.to(dev),
                         num_classes=ds.num_classes, teacher_feature_dim=feats_u.shape[1],
                         student_feature_dim=student.feature_dim, hp=hp)
     fitted = method.fit(fctx)
@@ -349,7 +450,7 @@ def _run_student(ctx: DistContext, method: M.Method, hp: dict, ds, split, teache
                         extra={k: v[idx] for k, v in per_example.items()}, fitted=fitted, hp=hp)
         return method.loss(batch)
 
-    a, u = split.a.to(dev), split.u.to(dev)
+    a, u = teachers.labeled(method).to(dev), split.u.to(dev)
     step = StudentStep(student, fitted.module, unlabeled_loss, suite.labeled_weight,
                        suite.labeled_weighting)
     steps = train_student(ctx, step, x_train[a], y_train[a], x_train[u], sizes.student, train_seed)

@@ -45,6 +45,23 @@ def make_split(n_train: int, labeled_size: int, n_val: int, split_seed: int,
     return Split(a.sort().values, v.sort().values, u.sort().values, int(split_seed))
 
 
+def crossfit_folds(a: Tensor, k: int, seed: int) -> list:
+    """K disjoint folds covering the labeled indices `a` ((|A|,) int64): a seeded permutation of
+    A cut into K near-equal parts, each returned sorted ((~|A|/K,) int64). Fold j is what the
+    j-th cross-fitting teacher (trained on A minus fold j) predicts out of sample.
+
+    The folds depend only on (A, k, seed), like the split itself; every fold must hold at least
+    one example, so k may not exceed |A|.
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 2:
+        raise ValueError(f"k (crossfit_folds) must be an int >= 2, got {k!r}")
+    if k > len(a):
+        raise ValueError(f"k (crossfit_folds) = {k} exceeds |A| = {len(a)}: a fold would be empty")
+    g = torch.Generator().manual_seed(int(seed))
+    perm = a[torch.randperm(len(a), generator=g)]
+    return [fold.sort().values for fold in torch.tensor_split(perm, k)]
+
+
 def save_split(split: Split, path: Path) -> None:
     """Write the indices as an .npz (arrays a, v, u, split_seed), atomically."""
     buf = io.BytesIO()

@@ -13,9 +13,18 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Dict, Mapping, Optional, Tuple
 
+from slam_bench.pipeline.results import ESTIMATOR_DATA
+
 
 # How a student step combines A's cross-entropy and U's loss (slam_bench.pipeline.train).
 LABELED_WEIGHTINGS = ("pooled", "per_batch")
+# How the learning rate moves over a run's steps (slam_bench.pipeline.train.lr_factor): decayed
+# to zero at the last step ("cosine", "linear"), or held ("constant", kept as a logged option).
+LR_SCHEDULES = ("cosine", "linear", "constant")
+# Where the methods that fit estimators on labels (SLaM's alpha and k, forward's transition,
+# weighted's weights) read them (results.ESTIMATOR_DATA): "val", a labeled V (the paper's
+# protocol, |V| more labels spent), or "crossfit", out-of-fold teacher predictions on A (no
+# label beyond A).
 
 
 @dataclass(frozen=True)
@@ -49,6 +58,14 @@ class TrainSpec:
     weight_decay: float = 0.0
     optimizer: str = "adam"  # "adam" | "sgd" (momentum 0.9)
     min_steps: int = 0
+    # One schedule for every method's student (and the teacher): a rate decayed to zero, so the
+    # last iterate is not wherever one loss's optimizer noise left it. [ours, logged]
+    lr_schedule: str = "cosine"
+
+    def __post_init__(self):
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, "
+                             f"got {self.lr_schedule!r}")
 
     def steps(self, n: int) -> int:
         return max(self.epochs * -(-n // self.batch_size), self.min_steps)
@@ -85,11 +102,17 @@ class Suite:
     full: Sizes
     smoke: Sizes
     dataset_options: Mapping = field(default_factory=dict)
-    methods: Tuple[str, ...] = ("teacher", "vanilla", "taylor_ce", "ups", "vid", "weighted",
-                                "forward", "slam", "slam_normalized")
-    # Per-method hyper-parameter overrides, e.g. {"slam": {"k": 2}}; the rest are the
-    # registry's defaults (slam_bench.pipeline.methods).
-    method_options: Mapping = field(default_factory=dict)
+    methods: Tuple[str, ...] = ("teacher", "vanilla", "vanilla_av", "taylor_ce", "ups", "vid",
+                                "weighted", "forward", "slam", "slam_normalized")
+    # Hyper-parameters set for every student method of the suite at once, e.g. {"targets":
+    # "hard"}; each name must be a hyper-parameter of every one of them (`register_suite`
+    # refuses the rest): a suite never tunes one method, whose options are its registry
+    # defaults or the output of its own fit (slam_bench.pipeline.methods).
+    student_options: Mapping = field(default_factory=dict)
+    # Where the estimators fit (ESTIMATOR_DATA) and, for "crossfit", the number K of folds of A
+    # (K teachers, each trained on A minus one fold, predict that fold). [ours, logged]
+    estimator_data: str = "val"
+    crossfit_folds: int = 5
     # Methods that also run on hard labels (the teacher's one-hot argmax); () for none.
     hard_methods: Tuple[str, ...] = ()
     # How A's cross-entropy and U's loss share a step (slam_bench.pipeline.train): "pooled"
@@ -108,6 +131,12 @@ class Suite:
         if self.labeled_weighting not in LABELED_WEIGHTINGS:
             raise ValueError(f"suite {self.name!r}: labeled_weighting must be one of "
                              f"{', '.join(LABELED_WEIGHTINGS)}, got {self.labeled_weighting!r}")
+        if self.estimator_data not in ESTIMATOR_DATA:
+            raise ValueError(f"suite {self.name!r}: estimator_data must be one of "
+                             f"{', '.join(ESTIMATOR_DATA)}, got {self.estimator_data!r}")
+        k = self.crossfit_folds
+        if isinstance(k, bool) or not isinstance(k, int) or k < 2:
+            raise ValueError(f"suite {self.name!r}: crossfit_folds must be an int >= 2, got {k!r}")
 
     def runs(self) -> Tuple[Tuple[str, str], ...]:
         """(method, targets) for every student (and teacher) row of a trial: every method on
@@ -136,9 +165,25 @@ class Suite:
 SUITES: Dict[str, Suite] = {}
 
 
+def check_student_options(suite: Suite) -> None:
+    """Refuse a suite whose `student_options` would set a hyper-parameter for only some of its
+    student methods (an unknown method name is refused too): one procedure for every method."""
+    from slam_bench.pipeline.methods import get_method
+
+    methods = [get_method(m) for m in suite.methods]
+    students = [m for m in methods if m.trains_student]
+    for name in suite.student_options:
+        lacking = [m.name for m in students if name not in m.hparams()]
+        if lacking:
+            raise ValueError(f"suite {suite.name!r}: student_options sets {name!r}, which is not a "
+                             f"hyper-parameter of {', '.join(lacking)}; a suite may set only what "
+                             f"every one of its student methods has (no suite tunes one method)")
+
+
 def register_suite(suite: Suite) -> None:
     if suite.name in SUITES:
         raise ValueError(f"suite {suite.name!r} is already registered")
+    check_student_options(suite)
     SUITES[suite.name] = suite
 
 
@@ -149,19 +194,24 @@ def get_suite(name: str) -> Suite:
 
 
 # ---------------------------------------------------------------------------------------------
-# The embedded suites, in the paper's regime (spec/slam.md section 1): U is all of the training
-# split left after A and V (no cap in the full variants), A and U are pooled per example, and
-# students train for 30 epochs or more with enough capacity to fit U (every row logs
-# `student_fit_u`). Labeled sizes are chosen so the teacher's test accuracy spans roughly 50% to
-# 90% (the paper's low-label regime). Full runs have 5 trials per cell or more (the paired
-# intervals narrow with n; the cheap suites take more); the generated suites also run the
-# main methods on the teacher's hard labels.
+# The embedded suites, in the paper's regime (its section on distillation with unlabeled
+# examples): U is all of the training split left after A and V (no cap in the full variants),
+# A and U are pooled per example, and students train for 30 epochs or more with enough
+# capacity to fit U (every row logs `student_fit_u`), on a learning rate decayed to zero.
+# Labeled sizes are chosen so the teacher's test accuracy spans roughly 50% to 90% (the
+# paper's low-label regime). Every cell of a full variant has 10 paired trials (FULL_TRIALS),
+# every cell of a smoke variant 3 (the fewest for which a paired interval can be drawn); the
+# generated suites also run the main methods on the teacher's hard labels. Every suite runs
+# `vanilla_av`, the reference that spends V's labels on training (labels_used |A| + |V|).
+FULL_TRIALS = 10
+SMOKE_TRIALS = 3
 
 _TINY_STUDENT = TrainSpec(epochs=2, batch_size=256, lr=3e-3)
 _TINY_TEACHER = TrainSpec(epochs=10, batch_size=64, lr=3e-3, min_steps=30)
-# The methods that also run on hard labels: vanilla (the paired reference), its noise-aware
-# relatives, and the teacher row (so each hard-label cell is complete on its own).
-_HARD = ("teacher", "vanilla", "forward", "slam", "slam_normalized")
+# The methods that also run on hard labels: vanilla (the paired reference) and its A + V
+# counterpart, the noise-aware relatives, and the teacher row (so each hard-label cell is
+# complete on its own).
+_HARD = ("teacher", "vanilla", "vanilla_av", "forward", "slam", "slam_normalized")
 # The generated suites' size: about 20,000 unlabeled examples, as the paper's U is most of
 # the training split.
 _GENERATED = {"n_train": 25000, "n_test": 5000}
@@ -170,12 +220,14 @@ _NO_TEACHER_TRAINING = TrainSpec(epochs=0, batch_size=1, lr=0.0)
 # Their methods: UPS and VID read a network's MC-dropout uncertainty and features, which a
 # noise model does not have. Forward correction is the control: the same V, a global
 # transition matrix.
-_NOISE_MODEL_METHODS = ("teacher", "vanilla", "taylor_ce", "weighted", "forward", "slam",
-                        "slam_normalized")
+# vanilla_av there adds V's true labels to the student's labeled set only: a teacher trained
+# on more labels does not exist for a noise model whose accuracy the suite fixes.
+_NOISE_MODEL_METHODS = ("teacher", "vanilla", "vanilla_av", "taylor_ce", "weighted", "forward",
+                        "slam", "slam_normalized")
 
 
 def _smoke(labeled: int, **changes) -> Sizes:
-    return Sizes(**{"labeled_sizes": (labeled,), "trials": 2, "n_val": 100,
+    return Sizes(**{"labeled_sizes": (labeled,), "trials": SMOKE_TRIALS, "n_val": 100,
                     "teacher": _TINY_TEACHER, "student": _TINY_STUDENT, "max_unlabeled": 300,
                     "mc_passes": 4, **changes})
 
@@ -184,7 +236,7 @@ register_suite(Suite(
     name="digits", dataset="digits",
     teacher_model=ModelSpec("mlp", {"hidden": (128,), "dropout": 0.2}),
     student_model=ModelSpec("mlp", {"hidden": (128,), "dropout": 0.0}),
-    full=Sizes(labeled_sizes=(15, 25, 40, 80), trials=10, n_val=200,
+    full=Sizes(labeled_sizes=(15, 25, 40, 80), trials=FULL_TRIALS, n_val=200,
                teacher=TrainSpec(epochs=100, batch_size=64, lr=3e-3, min_steps=300),
                student=TrainSpec(epochs=50, batch_size=128, lr=3e-3)),
     smoke=_smoke(30),
@@ -194,7 +246,7 @@ register_suite(Suite(
     name="mnist", dataset="mnist", dataset_options={"pool": 2},
     teacher_model=ModelSpec("cnn", {"channels": (16, 32, 64), "dropout": 0.2}),
     student_model=ModelSpec("cnn", {"channels": (16, 32, 32), "dropout": 0.0, "head": "flatten"}),
-    full=Sizes(labeled_sizes=(30, 80, 300), trials=8, n_val=300,
+    full=Sizes(labeled_sizes=(30, 80, 300), trials=FULL_TRIALS, n_val=300,
                teacher=TrainSpec(epochs=40, batch_size=64, lr=3e-3, min_steps=300),
                student=TrainSpec(epochs=30, batch_size=128, lr=3e-3)),
     smoke=_smoke(50, teacher=TrainSpec(epochs=5, batch_size=64, lr=3e-3, min_steps=20)),
@@ -207,7 +259,7 @@ register_suite(Suite(
     # that), and at these sizes the pooled student stayed near 42% whatever its teacher.
     student_model=ModelSpec("cnn1d", {"channels": (16, 32, 32), "dropout": 0.0,
                                       "head": "flatten"}),
-    full=Sizes(labeled_sizes=(250, 600, 1000, 1500), trials=5, n_val=500,
+    full=Sizes(labeled_sizes=(250, 600, 1000, 1500), trials=FULL_TRIALS, n_val=500,
                teacher=TrainSpec(epochs=40, batch_size=64, lr=3e-3, min_steps=300),
                student=TrainSpec(epochs=30, batch_size=256, lr=1e-2)),
     smoke=_smoke(100, teacher=TrainSpec(epochs=5, batch_size=64, lr=3e-3, min_steps=20)),
@@ -215,11 +267,24 @@ register_suite(Suite(
     description="MNIST-1D, 25,000 sequences from the mnist1d generator; 1-D CNN teacher and "
                 "student"))
 
+# The same cells without V's labels: the methods that fit estimators on labels fit them on
+# out-of-fold predictions of 5 teachers, each trained on A minus one fold. Same dataset, sizes,
+# split and train seeds as mnist1d, so the splits, the trial's teacher (shared through the
+# cache) and vanilla are the same, and each row pairs with mnist1d's on (split, train seed).
+# The methods that read no labels beyond A (taylor_ce, ups, vid) would repeat mnist1d's rows
+# exactly and are not rerun; vanilla is, as every cell's paired reference.
+register_suite(dataclasses.replace(
+    SUITES["mnist1d"], name="mnist1d_crossfit", estimator_data="crossfit", crossfit_folds=5,
+    methods=("teacher", "vanilla", "weighted", "forward", "slam", "slam_normalized"),
+    hard_methods=(),
+    description="mnist1d with estimators cross-fitted on A (no labeled V): every row spends "
+                "|A| labels"))
+
 register_suite(Suite(
     name="noisy_teacher", dataset="noisy_teacher", dataset_options=_GENERATED,
     teacher_model=ModelSpec("mlp", {"hidden": (64,), "dropout": 0.2}),
     student_model=ModelSpec("mlp", {"hidden": (128, 128), "dropout": 0.0}),
-    full=Sizes(labeled_sizes=(20, 40, 100), trials=8, n_val=500,
+    full=Sizes(labeled_sizes=(20, 40, 100), trials=FULL_TRIALS, n_val=500,
                teacher=TrainSpec(epochs=100, batch_size=64, lr=3e-3, min_steps=300),
                student=TrainSpec(epochs=30, batch_size=256, lr=3e-3)),
     smoke=_smoke(40),
@@ -234,16 +299,26 @@ register_suite(Suite(
     # The teacher is random classification noise on the true halfspace; the sweep of its
     # noise rate eta = 1 - accuracy runs along the labeled sizes (0.4 at 10 labels to 0.1 at
     # 300). A linear student; its error against the best halfspace is logged.
-    full=Sizes(labeled_sizes=(10, 30, 100, 300), trials=10, n_val=500,
+    full=Sizes(labeled_sizes=(10, 30, 100, 300), trials=FULL_TRIALS, n_val=500,
                teacher=_NO_TEACHER_TRAINING,
                student=TrainSpec(epochs=30, batch_size=256, lr=1e-2),
                teacher_accuracy=(0.6, 0.7, 0.8, 0.9)),
     smoke=_smoke(30, teacher=_NO_TEACHER_TRAINING, teacher_accuracy=(0.7,)),
     methods=_NOISE_MODEL_METHODS,
     hard_methods=_HARD,
-    method_options={"slam": {"k": 2}, "slam_normalized": {"k": 2}},
+    # No k for SLaM here: its rule gives k = C = 2 on a binary task by itself.
     description="the paper's theory setting: halfspace with margin, teacher = RCN with known "
                 "eta, linear student"))
+
+# The theory's other axis: the same halfspace, eta grid and methods with fewer unlabeled
+# examples, so every row's `student_err_vs_best` (error against the best halfspace) can be read
+# as |U| grows (these two, then halfspace_rcn with all ~24,000). Linear students: cheap.
+for _n_u in (1000, 5000):
+    register_suite(dataclasses.replace(
+        SUITES["halfspace_rcn"], name=f"halfspace_rcn_u{_n_u}", hard_methods=(),
+        full=dataclasses.replace(SUITES["halfspace_rcn"].full, max_unlabeled=_n_u),
+        description=f"halfspace_rcn with |U| capped at {_n_u}: error against the best "
+                    f"halfspace as |U| grows"))
 
 register_suite(Suite(
     name="known_noise", dataset="known_noise", dataset_options=_GENERATED,
@@ -251,17 +326,13 @@ register_suite(Suite(
     student_model=ModelSpec("mlp", {"hidden": (256, 256), "dropout": 0.0}),
     # The teacher follows SLaM's noise model exactly (slam_bench.data.known_noise), with mean
     # accuracy 0.55, 0.70 and 0.85 at the three labeled sizes.
-    full=Sizes(labeled_sizes=(100, 300, 1000), trials=5, n_val=500,
+    full=Sizes(labeled_sizes=(100, 300, 1000), trials=FULL_TRIALS, n_val=500,
                teacher=_NO_TEACHER_TRAINING,
                student=TrainSpec(epochs=30, batch_size=256, lr=1e-3),
                teacher_accuracy=(0.55, 0.7, 0.85)),
     smoke=_smoke(100, teacher=_NO_TEACHER_TRAINING, teacher_accuracy=(0.7,)),
     methods=_NOISE_MODEL_METHODS,
     hard_methods=_HARD,
-    # The candidate sets have 3 classes and hold the label always (top-3 accuracy 1); with the
-    # default target 0.9 the estimate stops at k = 2 once the teacher is right 80% of the time
-    # and drops the third candidate, where the label sits in half of the teacher's mistakes.
-    method_options={"slam": {"k_target": 0.99}, "slam_normalized": {"k_target": 0.99}},
     description="known answer: a teacher that follows SLaM's noise model (true alpha known); "
                 "MLP student"))
 

@@ -7,6 +7,10 @@ and a digest of its tensors (so a loader that orders examples differently gets o
 the split, the teacher's model and training numbers, the seed, the MC passes and the
 pipeline version.
 
+The same cache holds the teachers derived from a trial's (`derived_key`): the A + V teacher
+of the `vanilla_av` reference (`labeled_av_split`) and the K cross-fitting teachers, each
+trained on A minus one fold (`crossfit_probs`).
+
 The file also holds `checksum`, a SHA-256 of every tensor's bytes and every scalar, verified
 on load: a flipped byte anywhere in the data is a `CacheError` naming the file and how to
 rebuild it, never silently different teacher outputs. A cache from before checksums existed is
@@ -28,7 +32,7 @@ from slam_bench.distributed import DistContext
 from slam_bench.models import build_model
 from slam_bench.fileio import atomic_write
 from slam_bench.pipeline.hashing import PIPELINE_VERSION, stable_hash, tensor_digest
-from slam_bench.pipeline.splits import Split
+from slam_bench.pipeline.splits import Split, crossfit_folds
 from slam_bench.pipeline.suites import ModelSpec, TrainSpec
 from slam_bench.losses import mc_dropout_probs
 from slam_bench.pipeline.train import (EVAL_BATCH, NonFiniteLoss, accuracy, sharded_predict,
@@ -100,6 +104,19 @@ def teacher_key(dataset_id: Mapping, split: Split, labeled_size: int, n_val: int
                         "max_unlabeled": max_unlabeled, "split_seed": split.split_seed,
                         "model": model, "train": train, "seed": seed, "mc_passes": mc_passes,
                         "version": PIPELINE_VERSION})
+
+
+def labeled_av_split(split: Split) -> Split:
+    """The split of the A + V reference (`vanilla_av`): V's labels spent on training, so the
+    labeled set is A and V together (sorted, (|A| + |V|,) int64); V and U stay as they are
+    (V is then inside the training set, so the teacher's V accuracy is not held out)."""
+    return Split(torch.cat([split.a, split.v]).sort().values, split.v, split.u, split.split_seed)
+
+
+def derived_key(key: str, **what) -> str:
+    """The cache key of a teacher derived from the trial's teacher of key `key` (the A + V
+    teacher, a cross-fitting fold's teacher): the trial's key plus what differs."""
+    return stable_hash({"trained_key": key, **what})
 
 
 _REBUILD = ("delete that file to have this teacher retrained on the next run, or rerun with "
@@ -215,3 +232,30 @@ def synthetic_teacher_outputs(ds: Dataset, split: Split, mean_accuracy: float, s
                           wall_s=round(time.perf_counter() - t0, 3),
                           alpha_true_u=teacher.alpha_train[split.u],
                           params={"teacher_accuracy_target": mean_accuracy, **teacher.params})
+
+
+def crossfit_probs(ctx: DistContext, ds: Dataset, x_train: Tensor, y_train: Tensor,
+                   x_test: Tensor, y_test: Tensor, split: Split, key: str, model: ModelSpec,
+                   train: TrainSpec, seed: int, mc_passes: int, cache_dir: Optional[Path],
+                   k: int, force: bool = False) -> Tensor:
+    """Out-of-fold teacher probabilities on A, (|A|, C) float32 CPU, row i for split.a[i].
+
+    A is cut into k folds (`splits.crossfit_folds`, seeded by the split seed); the j-th teacher
+    (same model, training numbers and seed as the trial's teacher) trains on A minus fold j
+    and predicts fold j, so every row comes from a teacher that never saw that example. Each
+    fold's teacher is trained and cached like the trial's own (`teacher_outputs`, key derived
+    from `key`, fold j's V and U both being the fold). The estimators fitted on these rows and
+    A's labels spend no label beyond A; they describe teachers trained on (k-1)/k of A, a
+    little weaker than the one that labels U.
+    """
+    probs = None
+    for j, fold in enumerate(crossfit_folds(split.a, k, split.split_seed)):
+        rest = split.a[~torch.isin(split.a, fold)]
+        out = teacher_outputs(ctx, ds, x_train, y_train, x_test, y_test,
+                              Split(rest, fold, fold, split.split_seed),
+                              derived_key(key, crossfit_folds=k, fold=j), model, train, seed,
+                              mc_passes, cache_dir, force=force)
+        if probs is None:
+            probs = torch.empty(len(split.a), out.probs_val.shape[1])
+        probs[torch.searchsorted(split.a, fold)] = out.probs_val
+    return probs

@@ -3,12 +3,13 @@
 All data tensors live on the training device; index permutations come from a CPU generator
 seeded by the trial's train seed, so the same seeds give the same models on the same device.
 The model of the last step is the one evaluated ("last" selection: nothing is chosen on V or
-on the test set). The student loop and evaluation take a `DistContext`: with one process
+on the test set), and every loop follows its TrainSpec's learning-rate schedule (`lr_factor`). The student loop and evaluation take a `DistContext`: with one process
 (`DistContext.single`) its collectives are identities; across DDP ranks they split each global
 batch and the evaluated rows between ranks.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, Iterable, Optional
 
 import torch
@@ -16,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from slam_bench.distributed import DistContext
-from slam_bench.pipeline.suites import LABELED_WEIGHTINGS, TrainSpec
+from slam_bench.pipeline.suites import LABELED_WEIGHTINGS, LR_SCHEDULES, TrainSpec
 
 EVAL_BATCH = 1024  # rows per forward pass when evaluating (memory only; results unaffected)
 # Steps between host-side checks that the loss is finite on CUDA (each check syncs; NaN stays
@@ -64,6 +65,31 @@ def make_optimizer(params: Iterable[nn.Parameter], spec: TrainSpec) -> torch.opt
     raise ValueError(f"optimizer must be 'adam' or 'sgd', got {spec.optimizer!r}")
 
 
+def lr_factor(schedule: str, step: int, total: int) -> float:
+    """The learning rate of 0-based `step` of `total`, as a fraction of the base rate.
+
+    Progress t = step / (total - 1) runs from 0 at the first step to 1 at the last: "cosine"
+    gives (1 + cos(pi t)) / 2 and "linear" 1 - t, both 1 at the first step and exactly 0 at the
+    last, so the model read at the end is where the decay settled it, whatever the loss;
+    "constant" gives 1. A run of one step takes the full rate (there is nothing to decay).
+    """
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {schedule!r}")
+    if not 0 <= step < total:
+        raise ValueError(f"step must be in [0, total = {total}), got {step}")
+    if schedule == "constant" or total == 1:
+        return 1.0
+    t = step / (total - 1)
+    return 0.5 * (1.0 + math.cos(math.pi * t)) if schedule == "cosine" else 1.0 - t
+
+
+def set_lr(opt: torch.optim.Optimizer, spec: TrainSpec, step: int, total: int) -> None:
+    """Put the scheduled rate of `step` in every parameter group (before `opt.step()`)."""
+    lr = spec.lr * lr_factor(spec.lr_schedule, step, total)
+    for group in opt.param_groups:
+        group["lr"] = lr
+
+
 class _Batches:
     """Endless shuffled mini-batches of range(n): a fresh permutation per epoch."""
 
@@ -94,6 +120,7 @@ def train_supervised(model: nn.Module, x: Tensor, y: Tensor, spec: TrainSpec, se
         guard.step(i, loss)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        set_lr(opt, spec, i, steps)
         opt.step()
     return steps
 
@@ -197,6 +224,7 @@ def train_student(ctx: DistContext, step: StudentStep, x_a: Tensor, y_a: Tensor,
         guard.step(i, loss)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        set_lr(opt, spec, i, steps)
         opt.step()
     return steps
 
