@@ -20,10 +20,10 @@ import pandas as pd
 import pytest
 
 from slam_bench.data import dataset_status
-from slam_bench.report.cells import cell_name
+from slam_bench.report.cells import cell_name, method_order
 from slam_bench.report.leaderboard import END, START, leaderboard_csv
 from slam_bench.pipeline.methods import METHODS
-from slam_bench.report.paired import PAIRED_COLUMNS, paired_csv
+from slam_bench.report.paired import PAIRED_COLUMNS, comparisons, paired_csv
 from slam_bench.report.regenerate import regenerate
 from slam_bench.pipeline.results import read_rows
 from slam_bench.pipeline.runner import plan, run_suite, split_path
@@ -114,8 +114,8 @@ def check_outputs(out: Path, suite, smoke: bool) -> None:
     lb = pd.read_csv(lb_path, dtype=str, keep_default_na=False)
     assert list(lb.method) == [m for m in METHODS if m in suite.methods] + ["trials"]
     sizes = sorted({n for n, _, _ in plan(suite, smoke)})
-    cells = [cell_name(suite.dataset, n, t) for t in sorted({t for _, t in suite.runs()},
-                                                            key=["soft", "hard"].index)
+    cells = [cell_name(suite.dataset, n, t, suite.estimator_data)
+             for t in sorted({t for _, t in suite.runs()}, key=["soft", "hard"].index)
              for n in sizes]
     assert list(lb.columns) == ["method"] + cells
     for col in lb.columns[1:]:
@@ -127,16 +127,25 @@ def check_outputs(out: Path, suite, smoke: bool) -> None:
         means = [float(c.split()[0]) for c in lb[col][:-1] if c]
         assert all(0 <= m <= 100 and not math.isnan(m) for m in means)
     assert lb_path.read_bytes() == leaderboard_csv(df)
-    # Paired leaderboard: every method but vanilla in each cell it ran in, paired on all trials.
+    # Paired leaderboard: every comparison the report defines in each cell (every method against
+    # vanilla, each SLaM variant against every other student), paired on all trials; an
+    # interval only where n >= 3 and the differences spread.
     paired_path = out / "leaderboard" / f"{suite.name}.paired.csv"
     paired = pd.read_csv(paired_path)
     assert list(paired.columns) == PAIRED_COLUMNS
     assert paired_path.read_bytes() == paired_csv(suite.name, df)
-    assert set(zip(paired.cell, paired.method)) == {
-        (cell_name(suite.dataset, n, t), m) for n in sizes for m, t in suite.runs() if m != "vanilla"}
+    expected = set()
+    for t in sorted({t for _, t in suite.runs()}):
+        ran = [m for m, tt in suite.runs() if tt == t]
+        expected |= {(cell_name(suite.dataset, n, t, suite.estimator_data), m, r)
+                     for n in sizes for m, r in comparisons(method_order(ran))}
+    assert set(zip(paired.cell, paired.method, paired.reference)) == expected
     assert (paired.n == suite.sizes(smoke).trials).all() and paired.wins.between(0, paired.n).all()
-    assert ((paired.delta_ci_low <= paired.delta_mean) & (paired.delta_mean <= paired.delta_ci_high)).all()
+    ci = paired.dropna(subset=["delta_ci_low"])
+    assert ((ci.delta_ci_low <= ci.delta_mean) & (ci.delta_mean <= ci.delta_ci_high)).all()
     assert (paired.n >= (3 if smoke else 10)).all()
+    assert paired.p_adjusted.dropna().between(0, 1).all()
+    assert (paired.p_adjusted.dropna() >= paired.p_value.dropna()).all()
     png = out / "plots" / f"{suite.name}.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     readme = ROOT / "README.md"
