@@ -258,10 +258,6 @@ register_suite(Suite(
     smoke=_smoke(100, teacher=_NO_TEACHER_TRAINING, teacher_accuracy=(0.7,)),
     methods=_NOISE_MODEL_METHODS,
     hard_methods=_HARD,
-    # The candidate sets have 3 classes and hold the label always (top-3 accuracy 1); with the
-    # default target 0.9 the estimate stops at k = 2 once the teacher is right 80% of the time
-    # and drops the third candidate, where the label sits in half of the teacher's mistakes.
-    method_options={"slam": {"k_target": 0.99}, "slam_normalized": {"k_target": 0.99}},
     description="known answer: a teacher that follows SLaM's noise model (true alpha known); "
                 "MLP student"))
 
