@@ -1,4 +1,4 @@
-"""Noise estimators fitted on the validation set V (spec/slam.md sections 3 and 4).
+"""Noise estimators fitted on the validation set V (docs/estimators.md).
 
 Inputs are the teacher's probabilities on V (n, C), V's true labels (n,), and for prediction
 the teacher's probabilities elsewhere (U). numpy arrays or torch tensors are accepted; results
@@ -188,7 +188,7 @@ def fit_alpha(val_probs, val_labels, *, lower_bound: float = 0.6) -> AlphaEstima
         val_probs: (n, C) teacher probabilities on V (numpy or tensor), n >= 1.
         val_labels: (n,) integer true labels of V.
         lower_bound: in (0, 1]; predictions are clipped to [lower_bound, 1]. With the default
-            s = 1 SLaM form it must exceed 1/2 (spec/slam.md section 2) for the loss to reward
+            s = 1 SLaM form it must exceed 1/2 for the loss to reward
             the teacher's label; with normalize=True, 1/k.
     """
     lower_bound = _unit_interval("lower_bound", lower_bound, low_open=True)
@@ -208,7 +208,7 @@ class KChoice:
 
 def topk_accuracy(probs, labels) -> Tensor:
     """(C,) float64: entry k-1 is the fraction of rows whose label is in the teacher's top-k,
-    with ties at the threshold included (the SLaM mask's rule, spec/slam.md section 2)."""
+    with ties at the threshold included (the SLaM mask's rule)."""
     p, lab = _val_set(probs, labels)
     rank = _label_rank(p, lab)
     counts = torch.bincount(rank.cpu(), minlength=p.shape[1]).double()
@@ -373,7 +373,7 @@ def fit_weights(val_probs, val_labels, unlabeled_probs, *, lower_bound: float = 
                 return_params: bool = False):
     """Weighted-distillation weights on U: the isotonic teacher-accuracy estimate at each
     unlabeled example (as in `fit_alpha`), clipped to [lower_bound, 1], divided by its mean
-    over U so the weights have mean 1 (spec/slam.md section 4, "Weighted").
+    over U so the weights have mean 1 (docs/estimators.md, "Weighted").
 
     Args:
         val_probs, val_labels: V as in `fit_alpha`.

@@ -6,9 +6,9 @@ splits, leaderboard and plot files are well-formed.
 `pytest suites/ --benchmark` (full): the same suites at full size, rewriting
 results/runs/<suite>.csv, results/leaderboard/<suite>.csv and <suite>.paired.csv,
 results/plots/<suite>.png and the leaderboard tables in README.md; the same integrity checks
-run on the written files, and the full run checks what the benchmark exists to show: every
-paired cell has n >= 5, and on `known_noise`, whose teacher follows SLaM's noise model, SLaM
-with estimated alpha beats vanilla with a 95% interval above zero in every cell.
+run on the written files, and the full run checks that every paired cell has n >= 5. On
+`known_noise` the estimators are checked against the known answer (k, alpha); no test asserts
+which method wins.
 """
 from __future__ import annotations
 
@@ -51,6 +51,16 @@ def test_embedded_suite(name, full_run, tmp_path):
     check_outputs(out, suite, smoke=not full_run)
 
 
+def check_known_noise_estimates(slam: pd.DataFrame, smoke: bool) -> None:
+    """Where SLaM's model holds, V's likelihood recovers the candidate sets' size (3) and (with
+    the full |V| = 500) the isotonic alpha its truth; every row logs its scenario and k rule."""
+    assert slam.teacher_scenario.notna().all() and (slam.k_rule == "likelihood").all()
+    model = slam[slam.teacher_scenario == "model"]
+    assert len(model) and (model.k == 3).mean() >= 0.9, model.k.tolist()
+    if not smoke:
+        assert (model.alpha_true_mae_raw < 0.1).all(), model.alpha_true_mae_raw.tolist()
+
+
 def check_outputs(out: Path, suite, smoke: bool) -> None:
     df = read_rows(out / "runs" / f"{suite.name}.csv")
     # Every (trial, method, targets) has exactly one row.
@@ -81,6 +91,8 @@ def check_outputs(out: Path, suite, smoke: bool) -> None:
     assert slam.k.between(1, 1000).all() and (slam.alpha_lower_bound > 0.5).all()
     if suite.dataset in ("noisy_teacher", "halfspace_rcn", "known_noise"):  # alpha vs the truth
         assert slam.alpha_true_mae.between(0, 1).all() and slam.alpha_true_mae_raw.between(0, 1).all()
+    if suite.name == "known_noise":  # the estimators on the known answer (not who wins)
+        check_known_noise_estimates(slam, smoke)
     # The saved splits are disjoint and match the rows' sizes.
     for r in teacher[teacher.targets == "soft"].itertuples():
         sp = load_split(split_path(out, suite.name, r.dataset, r.labeled_size, r.split_seed,
@@ -118,9 +130,6 @@ def check_outputs(out: Path, suite, smoke: bool) -> None:
     assert ((paired.delta_ci_low <= paired.delta_mean) & (paired.delta_mean <= paired.delta_ci_high)).all()
     if not smoke:
         assert (paired.n >= 5).all()
-        if suite.name == "known_noise":  # the known answer: SLaM must win in every cell
-            slam = paired[paired.method == "slam"]
-            assert len(slam) == len(cells) and (slam.delta_ci_low > 0).all(), slam.to_string()
     png = out / "plots" / f"{suite.name}.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     readme = ROOT / "README.md"

@@ -15,7 +15,7 @@ The suites, the CLI and the leaderboard pick it up from here (list it in a suite
 Every student method also has the hyper-parameter `targets` ("soft": the teacher's probability
 vectors, the default; "hard": its one-hot argmax), logged and hashed like the others. It only
 changes what the loss sees (`Batch.teacher_probs`): `fit` always sees the teacher's soft
-probabilities, since the estimators need its confidence (spec/slam.md section 3).
+probabilities, since the estimators need its confidence (docs/estimators.md).
 """
 from __future__ import annotations
 
@@ -129,7 +129,7 @@ def loss_targets(probs_u: Tensor, hp: Mapping) -> Tensor:
 
 # --------------------------------------------------------------------------- shared estimators
 
-# alpha's lower bound, and why it is required (spec/slam.md section 2). Inside the top-k the
+# alpha's lower bound, and why it is required. Inside the top-k the
 # mixed prediction is q_j = (alpha - s (1 - alpha)) f_j + s (1 - alpha): it rewards the
 # student for agreeing with the teacher only while alpha - s (1 - alpha) > 0, i.e. alpha > 1/2
 # for s = 1 (`slam`) and alpha > 1/k for s = 1/(k-1) (`slam_normalized`). At or below that

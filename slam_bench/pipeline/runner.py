@@ -211,10 +211,13 @@ def _run_suite(ctx: DistContext, suite, out, smoke, data_root, force, prune, pro
                   "labeled_weighting": suite.labeled_weighting, "version": PIPELINE_VERSION}
     # Noise-model suites: the dataset's own teacher, of this accuracy per labeled size.
     teacher_acc = dict(zip(sizes.labeled_sizes, sizes.teacher_accuracy or ()))
+    # ... and of this named scenario (hashed only where a suite names one).
+    scenario = dict(zip(sizes.labeled_sizes, sizes.teacher_scenario or ()))
     cfg_hash = {(n, r): stable_hash({**common_cfg, "labeled_size": n, "method": r[0],
                                      "hp": hps[r],
                                      **({"teacher_accuracy": teacher_acc[n]}
-                                        if teacher_acc else {})})
+                                        if teacher_acc else {}),
+                                     **({"teacher_scenario": scenario[n]} if scenario else {})})
                 for n in sizes.labeled_sizes for r in runs}
 
     def id_row(labeled: int, split_seed: int, train_seed: int, r: Tuple[str, str]) -> dict:
@@ -249,9 +252,10 @@ def _run_suite(ctx: DistContext, suite, out, smoke, data_root, force, prune, pro
                 tkey = teacher_key(dataset_id, split, labeled, sizes.n_val, sizes.max_unlabeled,
                                    suite.teacher_model, sizes.teacher, train_seed, sizes.mc_passes)
                 if teacher_acc:  # the dataset's own teacher, a noise model of this accuracy
-                    tkey = stable_hash({"trained_key": tkey, "accuracy": teacher_acc[labeled]})
+                    tkey = stable_hash({"trained_key": tkey, "accuracy": teacher_acc[labeled],
+                                        **({"scenario": scenario[labeled]} if scenario else {})})
                     teacher = synthetic_teacher_outputs(ds, split, teacher_acc[labeled],
-                                                        train_seed, tkey)
+                                                        train_seed, tkey, scenario.get(labeled))
                 else:
                     teacher = teacher_outputs(ctx, ds, x_train, y_train, x_test, y_test, split,
                                               tkey, suite.teacher_model, sizes.teacher,
