@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 import torch
 
@@ -142,14 +142,16 @@ def run_suite(suite: Suite, out: Path, *, smoke: bool = False, device: str = "au
               data_root: Optional[Path] = None, force: bool = False, prune: bool = False,
               progress: bool = False, log: Callable[[str], None] = lambda s: None,
               cpu_threads: Optional[int] = 1, ctx: Optional[DistContext] = None,
-              shard: Optional[Tuple[int, int]] = None) -> Path:
+              shard: Optional[Tuple[int, int]] = None,
+              hp_overrides: Optional[Mapping[str, Mapping]] = None) -> Path:
     """Run `suite` (its smoke or full sizes), recording rows in <out>/runs/<suite>.csv.
 
     force: recompute rows and teachers even if recorded/cached. prune: afterwards drop rows of
     this suite and variant that the current configuration did not produce (all shards' rows
     count as produced). log: receives one line per finished trial (and one at the start);
     progress: also show a progress bar when stdout is a terminal (the lines then go above it).
-    shard: (i, n) runs only shard i of n of the plan (`shard_of`).
+    shard: (i, n) runs only shard i of n of the plan (`shard_of`). hp_overrides: {method:
+    {name: value}} applied over the registry's defaults (a sweep's grid point, never a suite's).
     cpu_threads: torch intra-op threads while the suite runs on CPU (restored afterwards);
     these models are so small that extra threads only add synchronisation, which is ruinous
     on a shared machine (measured 20x slower per step with 2 threads than with 1 under load).
@@ -167,19 +169,21 @@ def run_suite(suite: Suite, out: Path, *, smoke: bool = False, device: str = "au
     if cpu_threads is not None:
         torch.set_num_threads(cpu_threads)
     try:
-        return _run_suite(ctx, suite, out, smoke, data_root, force, prune, progress, log, shard)
+        return _run_suite(ctx, suite, out, smoke, data_root, force, prune, progress, log, shard,
+                          hp_overrides or {})
     finally:
         torch.set_num_threads(previous)
 
 
 def _run_suite(ctx: DistContext, suite, out, smoke, data_root, force, prune, progress, log,
-               shard) -> Path:
+               shard, hp_overrides) -> Path:
     sizes = suite.sizes(smoke)
     dev = ctx.device
     # A run is (method, targets): every method on soft labels, suite.hard_methods on hard ones.
     runs = suite.runs()
     methods = {name: M.get_method(name) for name, _ in runs}
     hps = {(name, t): methods[name].hparams({**suite.method_options.get(name, {}),
+                                              **hp_overrides.get(name, {}),
                                               **({"targets": t} if methods[name].trains_student
                                                  else {})})
            for name, t in runs}
