@@ -156,6 +156,19 @@ def test_slam_fit_logs_k_and_alpha_and_respects_bounds():
     assert fixed.params["k"] == 3
 
 
+def test_slam_rule_gives_k_2_on_a_binary_task_and_forward_logs_its_diagonal():
+    for name in ("slam", "slam_normalized"):
+        m = M.get_method(name)
+        fitted = m.fit(_ctx(m.hparams(), c=2))  # no suite option: the rule itself gives 2
+        assert fitted.params["k"] == 2 and fitted.params["k_rule"] == "likelihood"
+    fwd = M.get_method("forward")
+    ctx = _ctx(fwd.hparams())
+    params = fwd.fit(ctx).params
+    acc = float((ctx.probs_val.argmax(1) == ctx.y_val).float().mean())
+    assert params["transition_val_accuracy"] == pytest.approx(acc)
+    assert params["transition_smoothing"] == 1.0 and 0 < params["transition_diag_mean"] <= 1
+
+
 def test_method_hparam_overrides_are_checked():
     with pytest.raises(ValueError, match="no hyper-parameter 'alpha'"):
         M.get_method("slam").hparams({"alpha": 0.3})

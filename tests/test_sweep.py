@@ -46,12 +46,24 @@ def test_smoke_sweep_writes_summary_and_plot(tmp_path, capsys):
     (["--method", "forward", "--param", "smoothing", "--values", "1,,2"], "no empty entry"),
     (["--method", "forward", "--param", "smoothing", "--values", "1,1"], "repeated"),
     (["--method", "forward", "--param", "smoothing", "--values", "a/b"], "letters, digits"),
+    (["--method", "forward", "--param", "n_val", "--values", "50,0.5"], "must be ints >= 1"),
 ])
 def test_bad_sweep_arguments_are_one_line_exit_2(tmp_path, capsys, argv, pattern):
     assert main(["sweep", "known_noise", "--smoke", "--out", str(tmp_path)] + argv) == 2
     err = capsys.readouterr().err
     assert pattern in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "sweeps").exists()
+
+
+def test_sweep_over_the_size_of_v(tmp_path):
+    """--param n_val varies |V| (a suite size, not a hyper-parameter): rows spend it."""
+    assert main(["sweep", "known_noise", "--smoke", "--trials", "1", "--method", "slam",
+                 "--param", "n_val", "--values", "40,120", "--out", str(tmp_path),
+                 "--device", "cpu"]) == 0
+    table = pd.read_csv(tmp_path / "sweeps" / "known_noise.slam.n_val.csv")
+    assert table["value"].tolist() == [40, 120] and table["val_size"].tolist() == [40, 120]
+    assert table["std"].isna().all()  # n = 1: no spread to report
+    assert table["k"].between(2, 10).all()
 
 
 def test_value_parsing():

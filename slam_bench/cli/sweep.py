@@ -2,7 +2,8 @@
 suite at each value of one of its hyper-parameters, on the suite's cells, and summarise.
 
 Each value is a hyper-parameter override for that method only, passed to the same trial loop
-as `slam-bench run` (`run_suite(..., hp_overrides=...)`); no suite is changed. The raw rows of
+as `slam-bench run` (`run_suite(..., hp_overrides=...)`); no suite is changed. P may also be
+`n_val`, the size of the estimator set V (an int >= 1), which the method's row then spends. The raw rows of
 value v go to `<out>/sweeps/runs/<suite>.<M>.<P>=<v>.csv` (their column P holds v; a rerun
 resumes, like `run`), teachers are cached in `<out>/sweeps/cache`, and the summary is written
 to `<out>/sweeps/<suite>.<M>.<P>.csv`: one line per (value, cell) with n, mean and sample std
@@ -38,6 +39,9 @@ SUMMARY_COLUMNS = ["suite", "method", "param", "value", "cell", "n", "mean", "st
 _NOT_FITTED = set(CORE_COLUMNS) | set(ID_COLUMNS) | {DIGEST, "mc_passes"}
 _VALUE_TEXT = re.compile(r"^[A-Za-z0-9._+-]+$")  # a value is part of a file name
 MIN_N_FOR_BARS = 3  # an error bar from fewer trials says nothing
+# Suite sizes a sweep may vary besides the method's hyper-parameters: |V|, which every method
+# fitting on V depends on.
+SIZE_PARAMS = ("n_val",)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -77,12 +81,14 @@ def sweep_name(suite: str, method: str, param: str) -> str:
     return f"{suite}.{method}.{param}"
 
 
-def summarise(rows: pd.DataFrame, value: str, suite: str, method: str, param: str,
-              hp_names) -> pd.DataFrame:
+def summarise(rows: pd.DataFrame, value: str, suite: str, method: str,
+              param: str) -> pd.DataFrame:
     """One line per cell of one value's rows (test_acc in [0, 1]): n, mean and std (ddof = 1,
-    NaN for n = 1) in percent, then the mean of each numeric fitted value the rows log."""
+    NaN for n = 1) in percent, then the mean of each numeric value the rows log beyond the
+    trial's description: the method's fitted values and its numeric hyper-parameters (a fitted
+    value may carry a hyper-parameter's name, e.g. SLaM's k, "auto" until fitted)."""
     fitted = [c for c in rows.columns
-              if c not in _NOT_FITTED and c not in hp_names and not c.startswith("teacher_")
+              if c not in _NOT_FITTED and not c.startswith("teacher_")
               and pd.api.types.is_numeric_dtype(rows[c]) and rows[c].notna().any()]
     out = []
     for (dataset, labeled, targets), g in rows.groupby(["dataset", "labeled_size", "targets"]):
@@ -121,6 +127,16 @@ def plot(summary: pd.DataFrame, title: str) -> bytes:
     return buf.getvalue()
 
 
+def _point_changes(method, param: str, value):
+    """(hyper-parameter overrides, Sizes changes) for one grid point; checks the value."""
+    if param in SIZE_PARAMS:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"--values for {param} must be ints >= 1, got {value!r}")
+        return {}, {param: value}
+    method.hparams({param: value})  # an unknown name is an error naming the method's own
+    return {param: value}, {}
+
+
 def main(args: argparse.Namespace, prog: str = "slam-bench sweep") -> int:
     try:
         suite = run_cli.build_suite(args)
@@ -132,28 +148,30 @@ def main(args: argparse.Namespace, prog: str = "slam-bench sweep") -> int:
                              f"methods ({', '.join(suite.methods)})")
         texts = parse_values(args.values)
         for text in texts:  # an unknown --param or a bad value fails before anything runs
-            method.hparams({args.param: parse_value(text)})
+            _point_changes(method, args.param, parse_value(text))
         check_data_root(args.data_root)
         ensure_writable_dir(args.out)
         folder = Path(args.out) / "sweeps"
         name = sweep_name(suite.name, args.method, args.param)
         variant = "smoke" if args.smoke else "full"
-        hp_names = set(method.hparams())
         parts, failed = [], []
         for text in texts:
+            hp, sizes = _point_changes(method, args.param, parse_value(text))
             point = dataclasses.replace(suite, name=f"{name}={text}", methods=(args.method,),
                                         hard_methods=())
+            if sizes:
+                point = point.with_sizes(args.smoke, **sizes)
             print(f"{name} = {text}", flush=True)
             try:
                 run_suite(point, folder, smoke=args.smoke, device=args.device,
                           data_root=args.data_root, force=args.force, progress=True,
                           log=lambda s: print(s, flush=True), shard=args.shard,
-                          hp_overrides={args.method: {args.param: parse_value(text)}})
+                          hp_overrides={args.method: hp})
             except TrialsFailed as e:
                 failed.append(str(e))
             rows = select_variant(read_rows(runs_path(folder, point.name)), variant)
             if len(rows):
-                parts.append(summarise(rows, text, suite.name, args.method, args.param, hp_names))
+                parts.append(summarise(rows, text, suite.name, args.method, args.param))
         if not parts:
             raise ValueError("the sweep recorded no rows")
         table = pd.concat(parts, ignore_index=True)
