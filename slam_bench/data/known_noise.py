@@ -24,9 +24,9 @@ The teacher (`teacher_fn(accuracy, seed, scenario="model")`):
 - its soft output puts its shown confidence on its label and splits the rest over `shown` - 1
   of the other candidates (drawn at random) in a random order with slightly unequal shares
   (`tie_break`; ties would hide the set's size from the k estimate); every other class gets
-  about 1e-4 (jittered by `tie_break`, so no two tie). The shown confidence is alpha(x)
-  ("monotone": the margin is an increasing function of alpha, so the isotonic estimate on V
-  can recover alpha up to V's size) or, with margin "folded", alpha at the mirror image
+  about 1e-4 (jittered by `tie_break`, so no two tie). The shown confidence, capped at
+  1 - CANDIDATE_FLOOR = 0.99, is alpha(x) ("monotone": the margin is a non-decreasing function
+  of alpha, so the isotonic estimate on V can recover alpha up to V's size and the cap) or, with margin "folded", alpha at the mirror image
   max(r, 1 - r) of the confidence coordinate: where the teacher is least reliable it looks as
   sure as where it is most reliable, so the margin is not monotone in alpha.
 
