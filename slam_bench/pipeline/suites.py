@@ -260,8 +260,9 @@ register_suite(Suite(
 # A cell is named by its labeled size, so each scenario sits at its own size (|A| differs by at
 # most 3 examples): 300 "model", 301 "wide" (candidate sets larger than the k V supports),
 # 302 "uneven" (wrong labels mostly on the nearest candidate), 303 "folded" (margin not
-# monotone in alpha). 10 trials per cell; one trial (10 students) took 70 s on one core
-# uncontended, so the full run is about 47 CPU-minutes (23 min as two shards on 2 cores).
+# monotone in alpha). 10 trials per cell. A trial (10 students on |U| ~ 24,000) took 70 s on
+# one uncontended core in the previous known_noise rows (146 CPU-s measured under a load of
+# 15 on 2 cores), so the full run is about 47 CPU-minutes: 23 min as two shards on 2 cores.
 _KNOWN_NOISE_CELLS = ((300, 0.7, "model"), (301, 0.7, "wide"), (302, 0.7, "uneven"),
                       (303, 0.7, "folded"))
 
