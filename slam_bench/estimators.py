@@ -1,4 +1,4 @@
-"""Noise estimators fitted on the validation set V (spec/slam.md sections 3 and 4).
+"""Noise estimators fitted on the validation set V (docs/estimators.md).
 
 Inputs are the teacher's probabilities on V (n, C), V's true labels (n,), and for prediction
 the teacher's probabilities elsewhere (U). numpy arrays or torch tensors are accepted; results
@@ -7,9 +7,11 @@ Every fitted object has `params()`: plain floats/ints for a result row.
 
 - alpha(x): isotonic (non-decreasing) regression of 1[teacher argmax == label] on the
   teacher's margin p_(1) - p_(2), clipped to [lower_bound, 1] (`fit_alpha`).
-- k: the smallest k whose top-k accuracy on V reaches a target (`choose_k`); with C = 2 the
-  search is skipped and k = 2 (the paper's binary setting, where SLaM is forward correction).
-- transition matrix for forward correction (`fit_transition`).
+- k: SLaM's rule is the likelihood of V's labels under its noise model
+  (`choose_k_likelihood`; k = 2 on binary tasks by itself). `choose_k` (the smallest k whose
+  top-k accuracy on V reaches a target) is the simpler rule of the paper's description.
+- transition matrix for forward correction (`fit_transition`), smoothed toward the symmetric
+  noise of the teacher's accuracy on V.
 - weights for weighted distillation: the same isotonic accuracy estimate, normalized to mean 1
   over U (`fit_weights`).
 """
@@ -186,7 +188,7 @@ def fit_alpha(val_probs, val_labels, *, lower_bound: float = 0.6) -> AlphaEstima
         val_probs: (n, C) teacher probabilities on V (numpy or tensor), n >= 1.
         val_labels: (n,) integer true labels of V.
         lower_bound: in (0, 1]; predictions are clipped to [lower_bound, 1]. With the default
-            s = 1 SLaM form it must exceed 1/2 (spec/slam.md section 2) for the loss to reward
+            s = 1 SLaM form it must exceed 1/2 for the loss to reward
             the teacher's label; with normalize=True, 1/k.
     """
     lower_bound = _unit_interval("lower_bound", lower_bound, low_open=True)
@@ -206,10 +208,9 @@ class KChoice:
 
 def topk_accuracy(probs, labels) -> Tensor:
     """(C,) float64: entry k-1 is the fraction of rows whose label is in the teacher's top-k,
-    with ties at the threshold included (the SLaM mask's rule, spec/slam.md section 2)."""
+    with ties at the threshold included (the SLaM mask's rule)."""
     p, lab = _val_set(probs, labels)
-    p_label = p.gather(1, lab[:, None])
-    rank = (p > p_label).sum(dim=1)  # classes strictly above the label: in top-k iff rank < k
+    rank = _label_rank(p, lab)
     counts = torch.bincount(rank.cpu(), minlength=p.shape[1]).double()
     return counts.cumsum(0) / p.shape[0]
 
@@ -238,12 +239,112 @@ def choose_k(val_probs, val_labels, *, target: float = 0.9, num_classes=None) ->
     return KChoice(k, target, float(acc[k - 1]))
 
 
-def fit_transition(val_probs, val_labels, *, smoothing: float = 1.0) -> Tensor:
+# Ties between k's likelihood scores (k = 1 and k = C score the same, see `choose_k_likelihood`)
+# are decided toward the larger k; scores within this relative tolerance count as tied.
+K_SCORE_TIE_RTOL = 1e-9
+# Prior on the share of the teacher's mistakes whose true label lies outside its top-k
+# (`choose_k_likelihood`): Beta(1/2, 1/2), the Jeffreys prior of a proportion.
+K_LEAK_PRIOR = 0.5
+
+
+@dataclass
+class KLikelihood:
+    """The k chosen by the likelihood of V's labels under SLaM's noise model
+    (`choose_k_likelihood`); scores[k - 1] is k's log evidence per example of V (nats)."""
+    k: int
+    scores: tuple
+    topk_acc: float
+    errors: int
+
+    def params(self) -> dict:
+        """k, the rule's name, its score at k and the gap to the best other k >= 2 (nats per
+        example of V; 0 on a tie or with C = 2), every k's score (';'-joined, k = 1 first), the teacher's
+        top-k accuracy at k and the number of V's examples the teacher gets wrong."""
+        best = self.scores[self.k - 1]
+        # k = 1 is never chosen (it ties with k = C): the gap is to the best other k >= 2.
+        others = [s for i, s in enumerate(self.scores) if i not in (0, self.k - 1)]
+        return {"k": self.k, "k_rule": "likelihood", "k_score": best,
+                "k_score_gap": best - max(others) if others else 0.0,
+                "k_scores": ";".join(f"{s:.5f}" for s in self.scores),
+                "k_topk_acc": self.topk_acc, "k_val_errors": self.errors}
+
+
+def _label_rank(p: Tensor, labels: Tensor) -> Tensor:
+    """(n,) int64: classes with a strictly larger probability than the label's. The label is in
+    the top-k (SLaM's mask, ties at the threshold included) iff its rank < k."""
+    return (p > p.gather(1, labels[:, None])).sum(dim=1)
+
+
+def choose_k_likelihood(val_probs, val_labels) -> KLikelihood:
+    """SLaM's k, the one rule of every suite: the k under which SLaM's noise model gives V's
+    true labels the highest likelihood (Bayesian evidence), ties going to the larger k.
+
+    The model behind the mix (the teacher's label is right with probability alpha(x), else
+    the true label is one of the other k - 1 classes of the teacher's top-k, uniformly) gives
+    the true label of x probability alpha(x) at the teacher's argmax and
+    (1 - alpha(x)) / (k - 1) at each other top-k class. The alpha part does not depend on k,
+    so k is scored on the examples the teacher gets wrong. Labels outside the top-k have
+    probability 0 under the model; so that one such label does not rule a k out, they get a
+    share `leak` of the mistakes, spread uniformly over the C - k classes outside, with `leak`
+    integrated out under a Beta(1/2, 1/2) prior (`K_LEAK_PRIOR`; the evidence then pays for
+    fitting it). With n_in mistakes inside the top-k and n_out outside:
+
+        score(k) = log B(n_out + 1/2, n_in + 1/2) - log B(1/2, 1/2)
+                   - n_in log(k - 1) - n_out log(C - k)          for 1 < k < C,
+        score(1) = score(C) = -(n_in + n_out) log(C - 1)         (no leak to fit),
+
+    divided by |V|. k = 1 (a binary right-or-wrong mix) and k = C both say a mistake's true
+    label is uniform over the other classes, so the likelihood cannot tell them apart; the tie
+    goes to k = C, and the rule never returns 1. On a binary task every k scores 0, so k = 2.
+
+    Args:
+        val_probs: (n, C) float teacher probabilities on V (numpy or tensor), n >= 1.
+        val_labels: (n,) integer true labels of V.
+    Returns:
+        KLikelihood with k in [2, C].
+    """
+    p, labels = _val_set(val_probs, val_labels)
+    c = p.shape[1]
+    rank = _label_rank(p, labels)
+    hist = torch.bincount(rank.cpu(), minlength=c).double()  # hist[r]: labels at rank r
+    errors = float(hist[1:].sum())
+    half = K_LEAK_PRIOR
+    log_beta = lambda a, b: math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)  # noqa: E731
+    scores = []
+    for k in range(1, c + 1):
+        if k in (1, c):
+            score = -errors * math.log(c - 1)
+        else:
+            n_in, n_out = float(hist[1:k].sum()), float(hist[k:].sum())
+            score = (log_beta(n_out + half, n_in + half) - log_beta(half, half)
+                     - n_in * math.log(k - 1) - n_out * math.log(c - k))
+        scores.append(score / p.shape[0] + 0.0)  # + 0.0: no -0.0 in the log
+    top = max(scores)
+    tol = K_SCORE_TIE_RTOL * max(1.0, abs(top))
+    k = max(i + 1 for i, s in enumerate(scores) if s >= top - tol)
+    acc = float((rank < k).double().mean())
+    return KLikelihood(k, tuple(scores), acc, int(errors))
+
+
+# Forward correction's smoothing: pseudo-examples added to each row of the confusion counts,
+# spread like the symmetric-noise matrix of the teacher's own accuracy on V (diagonal acc_V,
+# (1 - acc_V) / (C - 1) elsewhere). Shrinking toward that matrix, not toward the uniform, keeps
+# the diagonal at the teacher's accuracy for any amount of smoothing (a +1 in every cell of a
+# 10-class matrix with 20 examples per row pulls a 0.87 diagonal down to 0.61); one
+# pseudo-example per row is light next to |V| / C >= 20 real ones and fills a class V lacks.
+TRANSITION_SMOOTHING = 1.0
+TRANSITION_PRIOR = "symmetric_val_accuracy"
+
+
+def fit_transition(val_probs, val_labels, *, smoothing: float = TRANSITION_SMOOTHING) -> Tensor:
     """(C, C) float32 row-stochastic T, T[i, j] = P(teacher argmax = j | true class i).
 
-    The confusion counts on V plus `smoothing` (additive, Laplace) in every cell, each row
-    divided by its sum. smoothing >= 0; with 0, every class must occur in val_labels.
-    Its logged parameter is `transition_params(smoothing)`.
+    Row i is (confusion counts of class i on V + smoothing * prior row i) / (n_i + smoothing),
+    where the prior is the symmetric-noise matrix of the teacher's accuracy a on V (a on the
+    diagonal, (1 - a) / (C - 1) elsewhere; `TRANSITION_PRIOR`). So with equally many examples
+    per class the mean diagonal equals a exactly, whatever the smoothing, and a class absent
+    from V gets the prior row. smoothing >= 0 (pseudo-examples per row); with 0, every class
+    must occur in val_labels. Its logged parameters are `transition_params(smoothing)`.
     """
     if isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)) \
             or not math.isfinite(smoothing) or smoothing < 0:
@@ -252,7 +353,10 @@ def fit_transition(val_probs, val_labels, *, smoothing: float = 1.0) -> Tensor:
     c = p.shape[1]
     pred = p.argmax(dim=1)
     counts = torch.bincount(labels * c + pred, minlength=c * c).double().view(c, c).cpu()
-    counts += float(smoothing)
+    acc = float(counts.diagonal().sum() / counts.sum())
+    prior = torch.full((c, c), (1.0 - acc) / (c - 1), dtype=torch.float64)
+    prior.fill_diagonal_(acc)
+    counts += float(smoothing) * prior
     totals = counts.sum(dim=1, keepdim=True)
     if bool((totals == 0).any()):
         missing = torch.nonzero(totals.squeeze(1) == 0).squeeze(1).tolist()
@@ -261,15 +365,15 @@ def fit_transition(val_probs, val_labels, *, smoothing: float = 1.0) -> Tensor:
     return (counts / totals).float().to(p.device)
 
 
-def transition_params(smoothing: float = 1.0) -> dict:
-    return {"transition_smoothing": float(smoothing)}
+def transition_params(smoothing: float = TRANSITION_SMOOTHING) -> dict:
+    return {"transition_smoothing": float(smoothing), "transition_prior": TRANSITION_PRIOR}
 
 
 def fit_weights(val_probs, val_labels, unlabeled_probs, *, lower_bound: float = 0.0,
                 return_params: bool = False):
     """Weighted-distillation weights on U: the isotonic teacher-accuracy estimate at each
     unlabeled example (as in `fit_alpha`), clipped to [lower_bound, 1], divided by its mean
-    over U so the weights have mean 1 (spec/slam.md section 4, "Weighted").
+    over U so the weights have mean 1 (docs/estimators.md, "Weighted").
 
     Args:
         val_probs, val_labels: V as in `fit_alpha`.

@@ -8,7 +8,8 @@ results/runs/<suite>.csv, results/leaderboard/<suite>.csv and <suite>.paired.csv
 results/plots/<suite>.png and the leaderboard tables in README.md; the same integrity checks
 run on the written files, and the full run checks that every paired cell has n >= 10. The
 checks are the protocol's (label budgets, one schedule and one checkpoint rule for every
-method, paired trials), never which method wins.
+method, paired trials) and, on `known_noise`, the estimators against the known answer
+(k, alpha); no test asserts which method wins.
 """
 from __future__ import annotations
 
@@ -53,6 +54,16 @@ def test_embedded_suite(name, full_run, tmp_path):
     run_suite(suite, out, smoke=not full_run, prune=full_run)
     regenerate(out, [name], readme=ROOT / "README.md" if full_run else None)
     check_outputs(out, suite, smoke=not full_run)
+
+
+def check_known_noise_estimates(slam: pd.DataFrame, smoke: bool) -> None:
+    """Where SLaM's model holds, V's likelihood recovers the candidate sets' size (3) and (with
+    the full |V| = 500) the isotonic alpha its truth; every row logs its scenario and k rule."""
+    assert slam.teacher_scenario.notna().all() and (slam.k_rule == "likelihood").all()
+    model = slam[slam.teacher_scenario == "model"]
+    assert len(model) and (model.k == 3).mean() >= 0.9, model.k.tolist()
+    if not smoke:
+        assert (model.alpha_true_mae_raw < 0.1).all(), model.alpha_true_mae_raw.tolist()
 
 
 def check_outputs(out: Path, suite, smoke: bool) -> None:
@@ -101,6 +112,8 @@ def check_outputs(out: Path, suite, smoke: bool) -> None:
     assert slam.k.between(1, 1000).all() and (slam.alpha_lower_bound > 0.5).all()
     if suite.dataset in ("noisy_teacher", "halfspace_rcn", "known_noise"):  # alpha vs the truth
         assert slam.alpha_true_mae.between(0, 1).all() and slam.alpha_true_mae_raw.between(0, 1).all()
+    if suite.name == "known_noise":  # the estimators on the known answer (not who wins)
+        check_known_noise_estimates(slam, smoke)
     # The saved splits are disjoint and match the rows' sizes.
     for r in teacher[teacher.targets == "soft"].itertuples():
         sp = load_split(split_path(out, suite.name, r.dataset, r.labeled_size, r.split_seed,
@@ -114,7 +127,9 @@ def check_outputs(out: Path, suite, smoke: bool) -> None:
     lb = pd.read_csv(lb_path, dtype=str, keep_default_na=False)
     assert list(lb.method) == [m for m in METHODS if m in suite.methods] + ["trials"]
     sizes = sorted({n for n, _, _ in plan(suite, smoke)})
-    cells = [cell_name(suite.dataset, n, t, suite.estimator_data)
+    scenario = dict(zip(suite.sizes(smoke).labeled_sizes,
+                        suite.sizes(smoke).teacher_scenario or ()))
+    cells = [cell_name(suite.dataset, n, t, suite.estimator_data, scenario.get(n, ""))
              for t in sorted({t for _, t in suite.runs()}, key=["soft", "hard"].index)
              for n in sizes]
     assert list(lb.columns) == ["method"] + cells
@@ -137,7 +152,8 @@ def check_outputs(out: Path, suite, smoke: bool) -> None:
     expected = set()
     for t in sorted({t for _, t in suite.runs()}):
         ran = [m for m, tt in suite.runs() if tt == t]
-        expected |= {(cell_name(suite.dataset, n, t, suite.estimator_data), m, r)
+        expected |= {(cell_name(suite.dataset, n, t, suite.estimator_data, scenario.get(n, "")),
+                      m, r)
                      for n in sizes for m, r in comparisons(method_order(ran))}
     assert set(zip(paired.cell, paired.method, paired.reference)) == expected
     assert (paired.n == suite.sizes(smoke).trials).all() and paired.wins.between(0, paired.n).all()

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from slam_bench import distill_loss
-from slam_bench.estimators import (AlphaEstimator, choose_k, fit_alpha, fit_transition,
-                                   fit_weights, teacher_margin, topk_accuracy, transition_params)
+from slam_bench.estimators import (AlphaEstimator, choose_k, choose_k_likelihood, fit_alpha,
+                                   fit_transition, fit_weights, teacher_margin, topk_accuracy,
+                                   transition_params)
 
 
 def synthetic_teacher(n, c, accuracy_of_margin, seed):
@@ -133,20 +134,89 @@ def test_fit_transition_recovers_known_matrix():
     assert t.shape == (c, c) and t.dtype == torch.float32
     torch.testing.assert_close(t.sum(dim=1), torch.ones(c))
     assert float((t.double() - torch.from_numpy(t_true)).abs().max()) < 0.02
-    assert transition_params(1.0) == {"transition_smoothing": 1.0}
+    assert transition_params(1.0) == {"transition_smoothing": 1.0,
+                                      "transition_prior": "symmetric_val_accuracy"}
 
 
 def test_fit_transition_hand_counts():
     p = torch.tensor([[0.9, 0.1], [0.3, 0.7], [0.2, 0.8]])
     y = torch.tensor([0, 0, 1])
+    # Teacher accuracy on V is 2/3: the prior row puts 2/3 on the diagonal, 1/3 off it.
     torch.testing.assert_close(fit_transition(p, y, smoothing=1.0),
-                               torch.tensor([[0.5, 0.5], [1 / 3, 2 / 3]]))
+                               torch.tensor([[(1 + 2 / 3) / 3, (1 + 1 / 3) / 3],
+                                             [(0 + 1 / 3) / 2, (1 + 2 / 3) / 2]]))
     torch.testing.assert_close(fit_transition(p, y, smoothing=0.0),
                                torch.tensor([[0.5, 0.5], [0.0, 1.0]]))
+    # A class V lacks gets the prior row (here: accuracy 1, so the identity's row).
+    t = fit_transition(torch.tensor([[0.9, 0.05, 0.05]]), torch.tensor([0]), smoothing=0.5)
+    torch.testing.assert_close(t[1:], torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]))
     with pytest.raises(ValueError, match="no example of classes"):
         fit_transition(torch.tensor([[0.9, 0.1, 0.0]]), torch.tensor([0]), smoothing=0.0)
     with pytest.raises(ValueError, match="smoothing"):
         fit_transition(p, y, smoothing=-1.0)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 1.0, 5.0, 50.0])
+def test_fit_transition_diagonal_tracks_teacher_accuracy(smoothing):
+    """A hand-made V: 10 classes x 20 examples, the teacher right on 17 of each class's 20 (its
+    accuracy 0.85); its mistakes go to the next class. A +1 in every cell would give a
+    diagonal of 18/30 = 0.6; the smoothing toward the teacher's own accuracy keeps 0.85."""
+    c, per = 10, 20
+    labels = torch.arange(c).repeat_interleave(per)
+    pred = labels.clone()
+    wrong = torch.cat([torch.arange(i * per, i * per + 3) for i in range(c)])
+    pred[wrong] = (labels[wrong] + 1) % c
+    probs = torch.full((c * per, c), 0.02).scatter_(1, pred[:, None], 0.82)
+    t = fit_transition(probs, labels, smoothing=smoothing)
+    accuracy = float((pred == labels).float().mean())
+    assert accuracy == pytest.approx(0.85)
+    assert float(t.diagonal().mean()) == pytest.approx(accuracy, abs=1e-6)
+    # Each row: (17 + s * 0.85) / (20 + s); the mistakes' cell keeps its share.
+    expected = (17 + smoothing * 0.85) / (20 + smoothing)
+    torch.testing.assert_close(t.diagonal(), torch.full((c,), expected), rtol=0, atol=1e-6)
+    assert float(t[0, 1]) > float(t[0, 5])
+
+
+def _ranked_labels(n, c, rank_probs, seed):
+    """Teacher rows (n, C) Dirichlet-random; the true label is the teacher's r-th ranked class
+    with r drawn from rank_probs (r = 0: the teacher is right)."""
+    rng = np.random.default_rng(seed)
+    probs = rng.dirichlet(np.full(c, 0.5), n)
+    r = rng.choice(len(rank_probs), size=n, p=np.asarray(rank_probs) / np.sum(rank_probs))
+    labels = np.argsort(-probs, axis=1)[np.arange(n), r]
+    return probs, labels
+
+
+@pytest.mark.parametrize("k_true,accuracy", [(2, 0.7), (3, 0.6), (5, 0.8), (10, 0.5)])
+def test_choose_k_likelihood_recovers_the_candidate_set_size(k_true, accuracy):
+    """V of 500 whose mistakes are uniform over the other k_true - 1 classes of the teacher's
+    top-k_true (SLaM's model with a known k): the rule finds k_true."""
+    ranks = [accuracy] + [(1 - accuracy) / (k_true - 1)] * (k_true - 1)
+    probs, labels = _ranked_labels(500, 10, ranks, seed=k_true)
+    choice = choose_k_likelihood(probs, labels)
+    assert choice.k == k_true
+    params = choice.params()
+    assert params["k"] == k_true and params["k_rule"] == "likelihood"
+    assert params["k_topk_acc"] == 1.0 and params["k_score_gap"] > 0
+    scores = [float(v) for v in params["k_scores"].split(";")]
+    assert len(scores) == 10 and max(scores) == pytest.approx(params["k_score"], abs=1e-5)
+    assert scores[0] == scores[-1]  # k = 1 and k = C: the same noise model of the true label
+
+
+def test_choose_k_likelihood_binary_and_edges():
+    rng = np.random.default_rng(3)
+    p = rng.dirichlet([1, 1], 300)
+    y = rng.integers(0, 2, 300)
+    choice = choose_k_likelihood(p, y)
+    assert choice.k == 2 and choice.scores == (0.0, 0.0)  # binary: k = 2 by itself
+    # A teacher that is never wrong: every k scores 0, the tie goes to k = C.
+    p3 = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1]])
+    assert choose_k_likelihood(p3, torch.tensor([0, 1])).k == 3
+    # Mistakes only at rank 1 of 10 classes: k = 2 beats the uniform k = 1 / k = C.
+    probs, labels = _ranked_labels(400, 10, [0.5, 0.5], seed=4)
+    assert choose_k_likelihood(probs, labels).k == 2
+    with pytest.raises(ValueError, match="val_labels must lie"):
+        choose_k_likelihood(p3, torch.tensor([0, 3]))
 
 
 def test_fit_weights_mean_one_and_monotone():

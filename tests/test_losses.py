@@ -157,6 +157,7 @@ def test_ups_select_thresholds():
     assert stats["ups_pos_fraction"] == 0.5
     assert stats["ups_neg_per_row"] == 5 / 4
     assert stats["ups_ignored_fraction"] == 0.25
+    assert stats["ups_labeled_fraction"] == 0.75
     assert stats["ups_tau_p"] == 0.75 and stats["ups_kappa_n"] == 0.03125
     # A minibatch of the selection: rows 3 and 0, in that order.
     sub = sel.subset(torch.tensor([3, 0]))
@@ -177,15 +178,29 @@ def test_ups_loss_matches_formula():
     for i in range(8):
         if pos_mask[i]:
             expected[i] -= math.log(f[i, pos_label[i]])
-        for j in range(5):
-            if neg_mask[i, j]:
-                expected[i] -= math.log(1 - f[i, j])
+        negs = [j for j in range(5) if neg_mask[i, j]]
+        for j in negs:  # the negative term is averaged over the row's negatives
+            expected[i] -= math.log(1 - f[i, j]) / len(negs)
     torch.testing.assert_close(ups_loss(z, sel, reduction="none"), expected, rtol=1e-12, atol=1e-14)
     assert float(ups_loss(z, sel, reduction="none")[1]) == 0.0
     torch.testing.assert_close(ups_loss(z, sel), expected.sum() / 8, rtol=1e-12, atol=1e-14)
     w = torch.rand(8, generator=gen, dtype=torch.float64)
     torch.testing.assert_close(ups_loss(z, sel, weight=w, reduction="sum"), (expected * w).sum(),
                                rtol=1e-12, atol=1e-14)
+
+
+def test_ups_negative_term_is_normalised_by_the_number_of_negatives():
+    """Rizve et al.: -(1/|neg|) sum_neg log(1 - f_j). Hand-made: uniform logits over 4 classes
+    (f_j = 1/4), so every negative costs log(4/3) and a row's term is log(4/3) whether it has
+    one negative or three; a positive adds log 4."""
+    z = torch.zeros(3, 4, dtype=torch.float64)
+    neg = torch.tensor([[False, True, False, False], [False, True, True, True],
+                        [False, False, True, True]])
+    sel = UPSSelection(torch.tensor([False, False, True]), torch.tensor([0, 0, 0]), neg,
+                       0.7, 0.05, 0.05, 0.005)
+    expected = torch.tensor([math.log(4 / 3), math.log(4 / 3), math.log(4) + math.log(4 / 3)],
+                            dtype=torch.float64)
+    torch.testing.assert_close(ups_loss(z, sel, reduction="none"), expected, rtol=1e-12, atol=0)
 
 
 def test_ups_negative_on_a_confident_class_is_stable():

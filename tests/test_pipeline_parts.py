@@ -145,11 +145,28 @@ def test_every_method_fits_and_gives_a_finite_differentiable_loss(name):
 
 def test_slam_fit_logs_k_and_alpha_and_respects_bounds():
     m = M.get_method("slam_normalized")
-    fitted = m.fit(_ctx(m.hparams({"k_target": 0.01})))  # target reached at k = 1 ...
+    fitted = m.fit(_ctx(m.hparams({"k": 1})))  # a k of 1 given ...
     assert fitted.params["k_chosen"] == 1 and fitted.params["k"] == 2  # ... raised to 2
+    assert fitted.params["k_rule"] == "fixed"
+    auto = m.fit(_ctx(m.hparams()))  # the default: the likelihood rule, logged with its scores
+    assert auto.params["k_rule"] == "likelihood" and 2 <= auto.params["k"] <= 4
+    assert len(auto.params["k_scores"].split(";")) == 4
     assert fitted.per_example["alpha"].min() >= 0.6
     fixed = M.get_method("slam").fit(_ctx(M.get_method("slam").hparams({"k": 3})))
     assert fixed.params["k"] == 3
+
+
+def test_slam_rule_gives_k_2_on_a_binary_task_and_forward_logs_its_diagonal():
+    for name in ("slam", "slam_normalized"):
+        m = M.get_method(name)
+        fitted = m.fit(_ctx(m.hparams(), c=2))  # no suite option: the rule itself gives 2
+        assert fitted.params["k"] == 2 and fitted.params["k_rule"] == "likelihood"
+    fwd = M.get_method("forward")
+    ctx = _ctx(fwd.hparams())
+    params = fwd.fit(ctx).params
+    acc = float((ctx.probs_val.argmax(1) == ctx.y_val).float().mean())
+    assert params["transition_val_accuracy"] == pytest.approx(acc)
+    assert params["transition_smoothing"] == 1.0 and 0 < params["transition_diag_mean"] <= 1
 
 
 def test_method_hparam_overrides_are_checked():

@@ -206,10 +206,25 @@ def test_full_embedded_suites_are_in_the_paper_regime(name):
             assert len(variant.teacher_accuracy) == len(variant.labeled_sizes)
 
 
-def test_choosing_labeled_sizes_keeps_their_teacher_accuracies():
+def test_choosing_labeled_sizes_keeps_their_teacher_accuracies_and_scenarios():
     suite = get_suite("known_noise")
     table = dict(zip(suite.full.labeled_sizes, suite.full.teacher_accuracy))
-    picked = suite.with_sizes(False, labeled_sizes=(1000, 100)).full
-    assert picked.teacher_accuracy == (table[1000], table[100])
+    scenario = dict(zip(suite.full.labeled_sizes, suite.full.teacher_scenario))
+    last, first = suite.full.labeled_sizes[-1], suite.full.labeled_sizes[0]
+    picked = suite.with_sizes(False, labeled_sizes=(last, first)).full
+    assert picked.teacher_accuracy == (table[last], table[first])
+    assert picked.teacher_scenario == (scenario[last], scenario[first])
     with pytest.raises(ValueError, match="no teacher accuracy"):
         suite.with_sizes(False, labeled_sizes=(7,))
+
+
+def test_known_noise_grid_has_the_model_cell_and_each_stress_scenario():
+    from slam_bench.data.known_noise import SCENARIOS
+
+    full = get_suite("known_noise").full
+    assert sorted(full.teacher_scenario) == sorted(SCENARIOS) and full.trials >= 10
+    assert len(set(full.labeled_sizes)) == len(full.labeled_sizes)  # one cell each
+    with pytest.raises(ValueError, match="teacher_scenario must give one entry"):
+        dataclasses.replace(full, teacher_scenario=("model",))
+    with pytest.raises(ValueError, match="teacher_scenario needs teacher_accuracy"):
+        dataclasses.replace(full, teacher_accuracy=None)

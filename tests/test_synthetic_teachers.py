@@ -54,6 +54,70 @@ def test_known_noise_teacher_has_the_claimed_accuracy_and_alpha(known_noise, acc
     assert float(t.alpha_train.min()) >= 0.4 - 1e-6 and float(t.alpha_train.max()) <= 1.0
 
 
+@pytest.fixture(scope="module")
+def scenario_data():
+    return load_dataset("known_noise", n_train=N, n_test=2000)
+
+
+def _rule_on_v(t, y, seed=0, n_val=500):
+    """SLaM's k rule and the isotonic alpha on a random V of n_val; (k, alpha MAE over all)."""
+    from slam_bench.estimators import choose_k_likelihood
+
+    v = torch.randperm(N, generator=torch.Generator().manual_seed(seed))[:n_val]
+    k = choose_k_likelihood(t.probs_train[v], y[v]).k
+    est = fit_alpha(t.probs_train[v], y[v], lower_bound=0.01)
+    return k, float((est.predict(t.probs_train) - t.alpha_train).abs().mean())
+
+
+@pytest.mark.parametrize("scenario", ["model", "wide", "uneven", "folded"])
+def test_known_noise_scenarios_break_the_model_as_named(scenario_data, scenario):
+    """Each scenario keeps the claimed accuracy and a valid soft output, and breaks SLaM's
+    model only in the way it names: the k rule on V of 500 and the alpha error show it."""
+    ds = scenario_data
+    t = ds.teacher_fn(0.7, 11, scenario)
+    y = ds.y_train
+    label = t.probs_train.argmax(1)
+    assert abs(float((label == y).float().mean()) - 0.7) < 0.01
+    assert torch.allclose(t.probs_train.sum(1), torch.ones(N), atol=1e-5)
+    assert t.params["teacher_scenario"] == scenario
+    # Classes do not tie (ties would blur the top-k sets): the jittered small masses may
+    # collide in float32 in a handful of rows, nowhere near the shown classes.
+    top = t.probs_train.sort(dim=1, descending=True).values
+    ties = top[:, :-1] <= top[:, 1:]
+    assert float(ties.any(1).float().mean()) < 1e-3 and not bool(ties[:, :2].any())
+    wrong = label != y
+    cand = t.params["teacher_candidates"]
+    # The clean label's rank in the teacher's output among its mistakes.
+    rank = (t.probs_train > t.probs_train.gather(1, y[:, None])).sum(1)[wrong]
+    k, mae = _rule_on_v(t, y)
+    if scenario in ("model", "folded"):
+        assert cand == 3 and int(rank.max()) <= 2 and k == 3
+    if scenario == "wide":  # 6 candidates, 3 shown: the label is outside the top-3 often
+        assert cand == 6 and float((rank >= 3).float().mean()) > 0.5 and k < cand
+    if scenario == "uneven":  # 4 candidates, the nearest one picked 72% of the time
+        assert cand == 4 and k == 4
+        # Which candidate the wrong label is, by distance to the class means (estimated from
+        # 2,000 examples each): 1, 0.3, 0.09 normalised, i.e. 72% / 22% / 6%.
+        means = torch.stack([ds.x_train[y == c].double().mean(0) for c in range(ds.num_classes)])
+        by_distance = torch.cdist(ds.x_train[wrong].double(), means).argsort(dim=1)
+        pos = (by_distance == label[wrong][:, None]).float().argmax(dim=1)
+        share = torch.bincount(pos, minlength=4)[1:4].double() / len(pos)
+        assert torch.allclose(share, torch.tensor([0.7194, 0.2158, 0.0647], dtype=torch.float64),
+                              atol=0.02), share
+    if scenario == "folded":  # the margin no longer orders alpha: the isotonic fit misses
+        assert mae > 0.1
+    else:
+        assert mae < 0.08
+
+
+def test_known_noise_scenario_errors():
+    ds = load_dataset("known_noise", n_train=200, n_test=10)
+    with pytest.raises(ValueError, match="scenario must be one of"):
+        ds.teacher_fn(0.7, 0, "nope")
+    with pytest.raises(ValueError, match="candidates"):
+        load_dataset("known_noise", n_train=200, n_test=10, num_classes=5).teacher_fn(0.7, 0, "wide")
+
+
 def test_known_noise_errors_are_spatially_coherent_only_when_asked():
     """With coherent errors, an example's nearest training neighbours share its mistake more
     often than the error rate alone makes them; with independent errors they do not."""

@@ -16,6 +16,7 @@ COMMANDS = {
                                   "rows, leaderboard and plot"),
     "leaderboard": ("slam_bench.cli.leaderboard", "regenerate leaderboards, plots and the README "
                                                   "table from the recorded rows"),
+    "sweep": ("slam_bench.cli.sweep", "train one method of a suite over a grid of one hyper-parameter"),
     "list": ("slam_bench.cli.list", "list suites, methods and whether each suite's data is present"),
     "profile": ("slam_bench.cli.profile", "measure the loss's throughput on CPU or GPU"),
 }

@@ -1,4 +1,4 @@
-"""Baseline distillation losses (spec/slam.md section 4), one file each.
+"""Baseline distillation losses, one file each.
 
 Vanilla and weighted distillation are `slam_bench.distill_loss` (weighted: `weight=` from
 `slam_bench.estimators.fit_weights`); SLaM is `slam_bench.slam_loss`.

@@ -5,7 +5,9 @@ The teacher's soft labels are turned into hard, selected ones:
 - a positive label (the teacher's argmax) where the teacher's max probability >= tau_p and the
   uncertainty of that class <= kappa_p; trained with cross-entropy;
 - negative labels for every class with probability <= tau_n and uncertainty <= kappa_n
-  ("this example is not of class j"); trained with -log(1 - f_j);
+  ("this example is not of class j"); trained with the negative cross-entropy averaged over
+  the row's selected negatives, -(1/|neg|) sum_{j in neg} log(1 - f_j), as in the paper's
+  negative-learning loss (so a row weighs the same whether it has 1 negative or C - 1);
 - rows with no selected label contribute 0.
 The uncertainty is the standard deviation over K stochastic teacher passes (MC dropout, K = 10
 in the paper; `mc_dropout_probs` computes it). One labelling round: the selection is made once
@@ -53,13 +55,15 @@ class UPSSelection:
 
     def stats(self) -> dict:
         """Plain numbers for a result row: the thresholds, the fraction of rows with a positive
-        label, the mean number of negative labels per row and the fraction of rows ignored."""
+        label, the fraction with any label (positive or negative), the mean number of negative
+        labels per row and the fraction of rows ignored (1 - the labeled fraction)."""
         n = self.pos_mask.shape[0]
         any_sel = self.pos_mask | self.neg_mask.any(dim=1)
         return {
             "ups_tau_p": self.tau_p, "ups_kappa_p": self.kappa_p,
             "ups_tau_n": self.tau_n, "ups_kappa_n": self.kappa_n,
             "ups_pos_fraction": float(self.pos_mask.float().mean()) if n else 0.0,
+            "ups_labeled_fraction": float(any_sel.float().mean()) if n else 0.0,
             "ups_neg_per_row": float(self.neg_mask.sum(dim=1).float().mean()) if n else 0.0,
             "ups_ignored_fraction": float((~any_sel).float().mean()) if n else 0.0,
         }
@@ -134,7 +138,8 @@ def _log1m_softmax(logits: Tensor) -> Tensor:
 
 def ups_loss(student_logits: Tensor, selection: UPSSelection, *, weight: Optional[Tensor] = None,
              reduction: str = "mean", check_values: bool = True) -> Tensor:
-    """Cross-entropy on the selected positives plus -sum_{neg} log(1 - f_j) on the negatives.
+    """Cross-entropy on the selected positive plus -(1/|neg|) sum_{neg} log(1 - f_j) on the
+    row's selected negatives (0 where a row has none).
 
     Args:
         student_logits: (N, C) float16/bfloat16/float32/float64 logits; f = softmax(z).
@@ -159,7 +164,9 @@ def ups_loss(student_logits: Tensor, selection: UPSSelection, *, weight: Optiona
     logf = torch.log_softmax(z, dim=1)
     ce = -logf.gather(1, selection.pos_label[:, None]).squeeze(1)
     pos = torch.where(selection.pos_mask, ce, torch.zeros_like(ce))
-    neg = -torch.where(selection.neg_mask, _log1m_softmax(z), torch.zeros_like(z)).sum(dim=1)
+    neg_sum = torch.where(selection.neg_mask, _log1m_softmax(z), torch.zeros_like(z)).sum(dim=1)
+    n_neg = selection.neg_mask.sum(dim=1).clamp(min=1).to(z.dtype)  # rows with none: 0 / 1
+    neg = -neg_sum / n_neg
     return reduce_rows(pos + neg, weight, reduction)
 
 

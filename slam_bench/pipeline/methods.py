@@ -18,7 +18,7 @@ The suites, the CLI and the leaderboard pick it up from here (list it in a suite
 Every student method also has the hyper-parameter `targets` ("soft": the teacher's probability
 vectors, the default; "hard": its one-hot argmax), logged and hashed like the others. It only
 changes what the loss sees (`Batch.teacher_probs`): `fit` always sees the teacher's soft
-probabilities, since the estimators need its confidence (spec/slam.md section 3).
+probabilities, since the estimators need its confidence (docs/estimators.md).
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from slam_bench import distill_loss, slam_loss
+from slam_bench.estimators import TRANSITION_SMOOTHING
 
 # What the loss trains on (a hyper-parameter of every student method): the teacher's
 # probabilities, or their one-hot argmax.
@@ -156,7 +157,7 @@ def loss_targets(probs_u: Tensor, hp: Mapping) -> Tensor:
 
 # --------------------------------------------------------------------------- shared estimators
 
-# alpha's lower bound, and why it is required (spec/slam.md section 2). Inside the top-k the
+# alpha's lower bound, and why it is required. Inside the top-k the
 # mixed prediction is q_j = (alpha - s (1 - alpha)) f_j + s (1 - alpha): it rewards the
 # student for agreeing with the teacher only while alpha - s (1 - alpha) > 0, i.e. alpha > 1/2
 # for s = 1 (`slam`) and alpha > 1/k for s = 1/(k-1) (`slam_normalized`). At or below that
@@ -204,14 +205,17 @@ def _fit_alpha(ctx: FitContext, lower_bound: float):
 
 
 def _choose_k(ctx: FitContext, minimum: int = 1) -> tuple[int, dict]:
-    """k from the hyper-parameter: an int as given, or "auto" (choose_k on V; binary: 2)."""
+    """k from the hyper-parameter: "auto" is SLaM's one rule in every suite, the likelihood of
+    V's labels under the noise model (`estimators.choose_k_likelihood`: k = 2 on a binary
+    task, never 1); an int (a registry default someone changed) is taken as given. Either way
+    k is raised to `minimum` and capped at C, and the chosen and used k are logged."""
     if ctx.hp["k"] == "auto":
-        from slam_bench.estimators import choose_k
+        from slam_bench.estimators import choose_k_likelihood
 
-        choice = choose_k(ctx.probs_val, ctx.y_val, target=ctx.hp["k_target"])
+        choice = choose_k_likelihood(ctx.probs_val, ctx.y_val)
         k, params = choice.k, choice.params()
     else:
-        k, params = int(ctx.hp["k"]), {}
+        k, params = int(ctx.hp["k"]), {"k_rule": "fixed"}
     k_used = min(max(k, minimum), ctx.num_classes)
     return k_used, {**params, "k": k_used, "k_chosen": k}
 
@@ -279,8 +283,12 @@ def _fit_forward(ctx: FitContext) -> Fitted:
     from slam_bench.estimators import fit_transition, transition_params
 
     t = fit_transition(ctx.probs_val, ctx.y_val, smoothing=ctx.hp["smoothing"])
+    # The diagonal beside the teacher's accuracy on the same data: the smoothing must not
+    # pull one away from the other.
+    acc = float((ctx.probs_val.argmax(dim=1) == ctx.y_val).float().mean())
     return Fitted(params={**transition_params(ctx.hp["smoothing"]),
-                          "transition_diag_mean": float(t.diagonal().mean())},
+                          "transition_diag_mean": float(t.diagonal().mean()),
+                          "transition_val_accuracy": acc},
                   state={"transition": t.to(device=ctx.probs_u.device, dtype=torch.float32)})
 
 
@@ -310,8 +318,9 @@ def _slam_loss_fn(normalize: bool):
     return loss
 
 
+# k = "auto": the likelihood rule (`_choose_k`), the same in every suite; no suite sets it.
 _SLAM_DEFAULTS = {"alpha_lower_bound": 0.6, "alpha_auto_margin": 0.02, "k": "auto",
-                  "k_target": 0.9, "temperature": 1.0}
+                  "temperature": 1.0}
 
 register_method(Method("teacher", description="the teacher's own test accuracy"))
 register_method(Method("vanilla", {"temperature": 1.0}, _fit_nothing, _vanilla_loss,
@@ -327,6 +336,8 @@ register_method(Method("vanilla_av", {"temperature": 1.0}, _fit_nothing, _vanill
                        labeled_set="A+V"))
 register_method(Method("taylor_ce", {"order": 2, "temperature": 1.0}, _fit_nothing,
                        _taylor_loss, "truncated Taylor series of -log p (Feng et al. 2020)"))
+# UPS's thresholds are the paper's defaults (Rizve et al. 2021); rows log the fraction of U
+# with a positive label (`ups_pos_fraction`) and with any label (`ups_labeled_fraction`).
 register_method(Method("ups", {"tau_p": 0.7, "kappa_p": 0.05, "tau_n": 0.05,
                                "kappa_n": 0.005, "rounds": 1},
                        _fit_ups, _ups_loss, "uncertainty-aware pseudo-label selection, one round"))
@@ -336,8 +347,8 @@ register_method(Method("weighted", {"weight_lower_bound": 0.0, "temperature": 1.
                        _fit_weighted,
                        _weighted_loss, "vanilla with per-example weights from the estimator data",
                        fits_on_labels=True))
-register_method(Method("forward", {"smoothing": 1.0, "temperature": 1.0}, _fit_forward,
-                       _forward_loss, "global transition-matrix forward correction",
+register_method(Method("forward", {"smoothing": TRANSITION_SMOOTHING, "temperature": 1.0},
+                       _fit_forward, _forward_loss, "global transition-matrix forward correction",
                        fits_on_labels=True))
 register_method(Method("slam", dict(_SLAM_DEFAULTS), _slam_fitter(False),
                        _slam_loss_fn(False), "student-label mixing, s = 1", fits_on_labels=True))

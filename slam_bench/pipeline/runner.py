@@ -33,7 +33,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 import torch
 
@@ -150,14 +150,16 @@ def run_suite(suite: Suite, out: Path, *, smoke: bool = False, device: str = "au
               data_root: Optional[Path] = None, force: bool = False, prune: bool = False,
               progress: bool = False, log: Callable[[str], None] = lambda s: None,
               cpu_threads: Optional[int] = 1, ctx: Optional[DistContext] = None,
-              shard: Optional[Tuple[int, int]] = None) -> Path:
+              shard: Optional[Tuple[int, int]] = None,
+              hp_overrides: Optional[Mapping[str, Mapping]] = None) -> Path:
     """Run `suite` (its smoke or full sizes), recording rows in <out>/runs/<suite>.csv.
 
     force: recompute rows and teachers even if recorded/cached. prune: afterwards drop rows of
     this suite and variant that the current configuration did not produce (all shards' rows
     count as produced). log: receives one line per finished trial (and one at the start);
     progress: also show a progress bar when stdout is a terminal (the lines then go above it).
-    shard: (i, n) runs only shard i of n of the plan (`shard_of`).
+    shard: (i, n) runs only shard i of n of the plan (`shard_of`). hp_overrides: {method:
+    {name: value}} applied over the registry's defaults (a sweep's grid point, never a suite's).
     cpu_threads: torch intra-op threads while the suite runs on CPU (restored afterwards);
     these models are so small that extra threads only add synchronisation, which is ruinous
     on a shared machine (measured 20x slower per step with 2 threads than with 1 under load).
@@ -175,21 +177,24 @@ def run_suite(suite: Suite, out: Path, *, smoke: bool = False, device: str = "au
     if cpu_threads is not None:
         torch.set_num_threads(cpu_threads)
     try:
-        return _run_suite(ctx, suite, out, smoke, data_root, force, prune, progress, log, shard)
+        return _run_suite(ctx, suite, out, smoke, data_root, force, prune, progress, log, shard,
+                          hp_overrides or {})
     finally:
         torch.set_num_threads(previous)
 
 
 def _run_suite(ctx: DistContext, suite, out, smoke, data_root, force, prune, progress, log,
-               shard) -> Path:
+               shard, hp_overrides) -> Path:
     sizes = suite.sizes(smoke)
     dev = ctx.device
     # A run is (method, targets): every method on soft labels, suite.hard_methods on hard ones.
     runs = suite.runs()
     methods = {name: M.get_method(name) for name, _ in runs}
     # Every student method gets the suite's student_options (the same for all of them,
-    # checked at registration) and its targets; everything else is its registry default.
-    hps = {(name, t): methods[name].hparams({**suite.student_options, "targets": t}
+    # checked at registration) and its targets; everything else is its registry default,
+    # except a sweep's `hp_overrides` (one method's grid value, rows tagged by the sweep).
+    hps = {(name, t): methods[name].hparams({**suite.student_options, **hp_overrides.get(name, {}),
+                                             "targets": t}
                                             if methods[name].trains_student else {})
            for name, t in runs}
     # The rows first: an invalid results file stops the run before the data is loaded.
@@ -222,10 +227,13 @@ def _run_suite(ctx: DistContext, suite, out, smoke, data_root, force, prune, pro
                      if suite.estimator_data == "crossfit" else {})}
     # Noise-model suites: the dataset's own teacher, of this accuracy per labeled size.
     teacher_acc = dict(zip(sizes.labeled_sizes, sizes.teacher_accuracy or ()))
+    # ... and of this named scenario (hashed only where a suite names one).
+    scenario = dict(zip(sizes.labeled_sizes, sizes.teacher_scenario or ()))
     cfg_hash = {(n, r): stable_hash({**common_cfg, "labeled_size": n, "method": r[0],
                                      "hp": hps[r],
                                      **({"teacher_accuracy": teacher_acc[n]}
-                                        if teacher_acc else {})})
+                                        if teacher_acc else {}),
+                                     **({"teacher_scenario": scenario[n]} if scenario else {})})
                 for n in sizes.labeled_sizes for r in runs}
 
     def id_row(labeled: int, split_seed: int, train_seed: int, r: Tuple[str, str]) -> dict:
@@ -260,9 +268,10 @@ def _run_suite(ctx: DistContext, suite, out, smoke, data_root, force, prune, pro
                 tkey = teacher_key(dataset_id, split, labeled, sizes.n_val, sizes.max_unlabeled,
                                    suite.teacher_model, sizes.teacher, train_seed, sizes.mc_passes)
                 if teacher_acc:  # the dataset's own teacher, a noise model of this accuracy
-                    tkey = stable_hash({"trained_key": tkey, "accuracy": teacher_acc[labeled]})
+                    tkey = stable_hash({"trained_key": tkey, "accuracy": teacher_acc[labeled],
+                                        **({"scenario": scenario[labeled]} if scenario else {})})
                     teacher = synthetic_teacher_outputs(ds, split, teacher_acc[labeled],
-                                                        train_seed, tkey)
+                                                        train_seed, tkey, scenario.get(labeled))
                 else:
                     teacher = teacher_outputs(ctx, ds, x_train, y_train, x_test, y_test, split,
                                               tkey, suite.teacher_model, sizes.teacher,
@@ -289,6 +298,8 @@ def _run_suite(ctx: DistContext, suite, out, smoke, data_root, force, prune, pro
                     "selection": "last", "device": device_label, "git_sha": git_sha(),
                     "mc_passes": sizes.mc_passes, **teacher.params,
                     "estimator_data": suite.estimator_data,
+                    # A named teacher scenario (known_noise's stress cells) names its cell.
+                    **({"teacher_scenario": scenario[labeled]} if scenario else {}),
                 }
                 for r in pending:
                     m, t0 = methods[r[0]], time.perf_counter()

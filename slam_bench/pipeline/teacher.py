@@ -208,10 +208,10 @@ def teacher_outputs(ctx: DistContext, ds: Dataset, x_train: Tensor, y_train: Ten
 
 
 def synthetic_teacher_outputs(ds: Dataset, split: Split, mean_accuracy: float, seed: int,
-                              key: str) -> TeacherOutputs:
+                              key: str, scenario: Optional[str] = None) -> TeacherOutputs:
     """The outputs of a dataset-defined teacher (`SyntheticDataset.teacher_fn`: a noise model
-    with mean accuracy `mean_accuracy` on the training split, drawn with `seed`), in the form
-    a trained teacher's outputs take.
+    with mean accuracy `mean_accuracy` on the training split, drawn with `seed`, in the named
+    `scenario` where one is given), in the form a trained teacher's outputs take.
 
     It has no network: its MC-dropout std is 0 (UPS then selects on probabilities alone) and
     its "features" on U are its probabilities. Drawing it is cheap, so it is not cached.
@@ -221,7 +221,7 @@ def synthetic_teacher_outputs(ds: Dataset, split: Split, mean_accuracy: float, s
         raise ValueError(f"dataset {ds.name!r} defines no teacher of its own; remove the suite's "
                          f"teacher_accuracy to train a teacher on A")
     t0 = time.perf_counter()
-    teacher = fn(mean_accuracy, seed)
+    teacher = fn(mean_accuracy, seed) if scenario is None else fn(mean_accuracy, seed, scenario)
     probs_u = teacher.probs_train[split.u]
     probs_val = teacher.probs_train[split.v]
     return TeacherOutputs(key=key, probs_val=probs_val, probs_u=probs_u,

@@ -1,7 +1,9 @@
 """Leaderboard cells: one per (dataset, labeled size, targets, estimator data), named
-`<dataset>_<labeled size>`, then `_hard` for runs on the teacher's hard labels and `_crossfit`
-for runs whose estimators were fitted on out-of-fold teacher predictions on A instead of a
-labeled V (rows' `estimator_data`; rows without the column, or with `val`, get no suffix).
+`<dataset>_<labeled size>`, then `_<scenario>` for rows of a named teacher scenario (rows'
+`teacher_scenario`: known_noise's stress cells, each a way the teacher departs from SLaM's
+noise model), `_hard` for runs on the teacher's hard labels and `_crossfit` for runs whose
+estimators were fitted on out-of-fold teacher predictions on A instead of a labeled V (rows'
+`estimator_data`; rows without the column, or with `val`, get no suffix).
 
 Every table and plot derived from the raw rows names and orders its cells here, so the wide
 leaderboard's columns, the paired and summary files' `cell` values and the plots' panels are the
@@ -26,15 +28,16 @@ ESTIMATOR_ORDER = (DEFAULT_ESTIMATOR_DATA, "crossfit")
 
 
 def cell_suffix(targets: str = DEFAULT_TARGETS,
-                estimator_data: str = DEFAULT_ESTIMATOR_DATA) -> str:
-    """`_hard` for hard targets, then the estimator data's suffix (empty for `val`)."""
-    return (HARD_SUFFIX if targets == "hard" else "") + \
+                estimator_data: str = DEFAULT_ESTIMATOR_DATA, scenario: str = "") -> str:
+    """`_<scenario>` for a named teacher scenario, `_hard` for hard targets, then the
+    estimator data's suffix (empty for `val`)."""
+    return (f"_{scenario}" if scenario else "") + (HARD_SUFFIX if targets == "hard" else "") + \
         ESTIMATOR_SUFFIX.get(estimator_data, f"_{estimator_data}")
 
 
 def cell_name(dataset: str, labeled_size: int, targets: str = DEFAULT_TARGETS,
-              estimator_data: str = DEFAULT_ESTIMATOR_DATA) -> str:
-    return f"{dataset}_{int(labeled_size)}" + cell_suffix(targets, estimator_data)
+              estimator_data: str = DEFAULT_ESTIMATOR_DATA, scenario: str = "") -> str:
+    return f"{dataset}_{int(labeled_size)}" + cell_suffix(targets, estimator_data, scenario)
 
 
 def _column(df: pd.DataFrame, name: str, default: str) -> pd.Series:
@@ -50,11 +53,13 @@ def with_cells(df: pd.DataFrame) -> pd.DataFrame:
     columns, their `cell` name and their cell `family` (the name without the labeled size)."""
     targets = _column(df, "targets", DEFAULT_TARGETS)
     est = _column(df, "estimator_data", DEFAULT_ESTIMATOR_DATA)
+    scen = _column(df, "teacher_scenario", "")
     datasets = df["dataset"].astype(str)
     return df.assign(targets=targets, estimator_data=est,
-                     cell=[cell_name(d, n, t, e) for d, n, t, e in
-                           zip(datasets, df["labeled_size"], targets, est)],
-                     family=[d + cell_suffix(t, e) for d, t, e in zip(datasets, targets, est)])
+                     cell=[cell_name(d, n, t, e, c) for d, n, t, e, c in
+                           zip(datasets, df["labeled_size"], targets, est, scen)],
+                     family=[d + cell_suffix(t, e, c)
+                             for d, t, e, c in zip(datasets, targets, est, scen)])
 
 
 def _rank(order, value: str):
