@@ -111,6 +111,6 @@ def test_labels_note_relative_to_the_labeled_size():
                       + _rows("slam", [0.6], labeled=100, labels_used=100, estimator_data="crossfit")
                       + _rows("teacher", [0.6], labels_used=550))
     note = labels_note(df)
-    assert note.endswith("`vanilla`: |A|; `slam`: |A| or |A| + 500; `vanilla_av`: |A| + 500.")
+    assert note.endswith("`vanilla`: |A|; `vanilla_av`: |A| + 500; `slam`: |A| or |A| + 500.")
     assert labels_note(df.drop(columns="labels_used")) == ""
     assert note in markdown_table("s", df)
