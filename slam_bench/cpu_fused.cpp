@@ -1,0 +1,251 @@
+// The SLaM loss and its gradient on CPU in one parallel region (see slam_bench/cpu_fused.py and
+// docs/cpu_backend.md). Built on first use by slam_bench.cpu_fused with torch's headers and
+// libraries, and called through ctypes with raw pointers: no Python, no aten op, inside.
+//
+// Per row i (C entries; T = 1 / inv_t; a = alpha_i, b = s_i (1 - a), c = a - b):
+//   pass 1  z: row max m (and min, for the value checks); y: the k-th largest value t (mixing)
+//   pass 2  xs = (z - m) inv_t, e = exp(xs) into the gradient row, S = sum e,
+//           sy = sum y, yx = sum y xs; the mixed entries {y_j >= t, y_j > 0} listed (few)
+//   mixed   q = c f + b, f = e / S: the loss's change and sbm = sum y b / q there
+//   loss    lse sy - yx - sy log a - sum_mixed y (log q - log a - log f)
+//   pass 3  dz = (f u - y) sc with u = sy - sbm, then f (u - y c / q) sc on the mixed entries
+// Rows are split over torch's OpenMP threads once (at::parallel_for); each thread keeps its own
+// value-check numbers, merged at the end with NaN propagation.
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/vec.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+namespace {
+
+template <typename T>
+inline T nan_min(T a, T b) { return (std::isnan(a) || std::isnan(b)) ? std::numeric_limits<T>::quiet_NaN() : std::min(a, b); }
+template <typename T>
+inline T nan_max(T a, T b) { return (std::isnan(a) || std::isnan(b)) ? std::numeric_limits<T>::quiet_NaN() : std::max(a, b); }
+
+// Lanes of `mask` (an all-ones/all-zeros comparison result) that are set, as a bit field.
+template <typename T>
+inline uint64_t lanes(const at::vec::Vectorized<T>& mask) {
+  constexpr int W = at::vec::Vectorized<T>::size();
+  const uint64_t all = (W >= 64) ? ~uint64_t(0) : ((uint64_t(1) << W) - 1);
+  return ~uint64_t(mask.zero_mask()) & all;
+}
+
+// The k-th largest value of y[0..c) (counted with multiplicity), 1 <= k <= c. NaN ranks below
+// everything (the value checks report it; here it only has to stay memory-safe).
+template <typename T>
+T kth_largest(const T* y, int64_t c, int64_t k, std::vector<T>& buf) {
+  using Vec = at::vec::Vectorized<T>;
+  constexpr int64_t W = Vec::size();
+  const T ninf = -std::numeric_limits<T>::infinity();
+  if (k > 32) {
+    buf.assign(y, y + c);
+    std::nth_element(buf.begin(), buf.begin() + (k - 1), buf.end(), [](T p, T q) {
+      return p > q || (!std::isnan(p) && std::isnan(q));
+    });
+    return buf[k - 1];
+  }
+  // The k largest so far, descending; a value enters only when above the current k-th, which
+  // after the first few hundred entries is rare: one vector compare per W entries.
+  buf.assign(k, ninf);
+  T* top = buf.data();
+  auto insert = [&](T v) {
+    if (!(v > top[k - 1])) return;
+    int64_t p = k - 1;
+    while (p > 0 && top[p - 1] < v) { top[p] = top[p - 1]; --p; }
+    top[p] = v;
+  };
+  int64_t j = 0;
+  for (; j + W <= c; j += W) {
+    Vec v = Vec::loadu(y + j);
+    uint64_t hit = lanes<T>(v > Vec(top[k - 1]));
+    while (hit) {
+      int l = __builtin_ctzll(hit);
+      hit &= hit - 1;
+      insert(y[j + l]);
+    }
+  }
+  for (; j < c; ++j) insert(y[j]);
+  return top[k - 1];
+}
+
+template <typename T>
+struct Stats {  // value-check numbers: min y, max |row sum - 1|, min z, max z
+  T ymin = std::numeric_limits<T>::infinity();
+  T dev = 0;
+  T zmin = std::numeric_limits<T>::infinity();
+  T zmax = -std::numeric_limits<T>::infinity();
+  void merge(const Stats& o) {
+    ymin = nan_min(ymin, o.ymin); dev = nan_max(dev, o.dev);
+    zmin = nan_min(zmin, o.zmin); zmax = nan_max(zmax, o.zmax);
+  }
+};
+
+template <typename T>
+inline T reduce_sum(const at::vec::Vectorized<T>& v) {
+  using Vec = at::vec::Vectorized<T>;
+  alignas(64) T tmp[Vec::size()];
+  v.store(tmp);
+  T s = 0;
+  for (int l = 0; l < Vec::size(); ++l) s += tmp[l];
+  return s;
+}
+
+template <typename T, bool MAX>
+inline T reduce_ext(const at::vec::Vectorized<T>& v) {
+  using Vec = at::vec::Vectorized<T>;
+  alignas(64) T tmp[Vec::size()];
+  v.store(tmp);
+  T s = tmp[0];
+  for (int l = 1; l < Vec::size(); ++l) s = MAX ? nan_max(s, tmp[l]) : nan_min(s, tmp[l]);
+  return s;
+}
+
+template <typename T>
+void slam_rows(int64_t n, int64_t c, const T* z, const T* y, const T* alpha, const T* s,
+               const int64_t* k_rows, int64_t k_all, const T* weight, double inv_t_d,
+               double inv_n_d, int mixing, int checks, T* rows, T* grad, double* stats_out) {
+  using Vec = at::vec::Vectorized<T>;
+  constexpr int64_t W = Vec::size();
+  const T inv_t = T(inv_t_d), inv_n = T(inv_n_d);
+  const T inf = std::numeric_limits<T>::infinity();
+  const int nthreads = std::max(1, at::get_num_threads());
+  std::vector<Stats<T>> part(nthreads);
+  // Rows per task: at least 2^15 elements, torch's own grain size.
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(c, 1));
+
+  at::parallel_for(0, n, grain, [&](int64_t r0, int64_t r1) {
+    std::vector<T> ebuf(grad ? 0 : c), kbuf, mf, mq;
+    std::vector<int64_t> midx;
+    Stats<T> st;
+    for (int64_t i = r0; i < r1; ++i) {
+      const T* zr = z + i * c;
+      const T* yr = y + i * c;
+      T* er = grad ? grad + i * c : ebuf.data();
+      const T a = alpha ? alpha[i] : T(1);
+      const T b = alpha ? s[i] * (T(1) - a) : T(0);
+      const T cc = a - b;
+      const bool mixed_row = mixing && b > 0;
+
+      // pass 1: row max (NaN-propagating) and min of z
+      Vec vmax(-inf), vmin(inf);
+      int64_t j = 0;
+      for (; j + W <= c; j += W) {
+        Vec v = Vec::loadu(zr + j);
+        vmax = at::vec::maximum(vmax, v);
+        if (checks) vmin = at::vec::minimum(vmin, v);
+      }
+      T m = reduce_ext<T, true>(vmax), zlo = reduce_ext<T, false>(vmin);
+      for (; j < c; ++j) { m = nan_max(m, zr[j]); zlo = nan_min(zlo, zr[j]); }
+      if (checks) { st.zmin = nan_min(st.zmin, zlo); st.zmax = nan_max(st.zmax, m); }
+
+      T t = 0;
+      if (mixed_row) {
+        int64_t k = k_rows ? k_rows[i] : k_all;
+        k = std::min<int64_t>(std::max<int64_t>(k, 1), c);  // memory-safe for unchecked k
+        t = kth_largest<T>(yr, c, k, kbuf);
+      }
+
+      // pass 2: exp, sums, and the mixed entries
+      const Vec vm(m), vit(inv_t), vt(t), zero(T(0));
+      Vec vs(0), vsy(0), vyx(0), vymin(inf);
+      midx.clear();
+      j = 0;
+      for (; j + W <= c; j += W) {
+        Vec xs = (Vec::loadu(zr + j) - vm) * vit;
+        Vec e = xs.exp_u20();
+        e.store(er + j);
+        vs = vs + e;
+        Vec yv = Vec::loadu(yr + j);
+        vsy = vsy + yv;
+        vyx = at::vec::fmadd(yv, xs, vyx);
+        if (checks) vymin = at::vec::minimum(vymin, yv);
+        if (mixed_row) {
+          uint64_t hit = lanes<T>((yv >= vt) & (yv > zero));
+          while (hit) {
+            int l = __builtin_ctzll(hit);
+            hit &= hit - 1;
+            midx.push_back(j + l);
+          }
+        }
+      }
+      T S = reduce_sum(vs), sy = reduce_sum(vsy), yx = reduce_sum(vyx);
+      T ylo = reduce_ext<T, false>(vymin);
+      for (; j < c; ++j) {
+        T xs = (zr[j] - m) * inv_t;
+        T e = std::exp(xs);
+        er[j] = e;
+        S += e; sy += yr[j]; yx += yr[j] * xs; ylo = nan_min(ylo, yr[j]);
+        if (mixed_row && yr[j] >= t && yr[j] > 0) midx.push_back(j);
+      }
+      if (checks) { st.ymin = nan_min(st.ymin, ylo); st.dev = nan_max(st.dev, std::abs(sy - T(1))); }
+
+      const T lse = std::log(S), invS = T(1) / S;
+      const T loga = std::log(a);
+      T row = lse * sy - yx - loga * sy;
+      T sbm = 0;
+      mf.resize(midx.size());
+      mq.resize(midx.size());
+      for (size_t p = 0; p < midx.size(); ++p) {
+        const int64_t jj = midx[p];
+        const T f = er[jj] * invS;
+        const T q = cc * f + b;  // >= min(a, b) > 0
+        const T logf = (zr[jj] - m) * inv_t - lse;
+        row -= yr[jj] * (std::log(q) - loga - logf);
+        sbm += yr[jj] * b / q;
+        mf[p] = f;
+        mq[p] = q;
+      }
+      const T w = weight ? weight[i] : T(1);
+      rows[i] = row * w;
+      if (!grad) continue;
+
+      // pass 3: dz = (f u - y) sc, overwriting e in place; then the mixed entries
+      const T u = sy - sbm;
+      const T sc = w * inv_n * inv_t;
+      const Vec va(invS * u * sc), vnsc(-sc);
+      j = 0;
+      for (; j + W <= c; j += W) {
+        Vec e = Vec::loadu(er + j);
+        Vec yv = Vec::loadu(yr + j);
+        at::vec::fmadd(e, va, yv * vnsc).store(er + j);
+      }
+      for (; j < c; ++j) er[j] = er[j] * (invS * u * sc) - yr[j] * sc;
+      for (size_t p = 0; p < midx.size(); ++p) {
+        const int64_t jj = midx[p];
+        er[jj] = mf[p] * (u - yr[jj] * cc / mq[p]) * sc;
+      }
+    }
+    part[std::min<int>(at::get_thread_num(), nthreads - 1)].merge(st);
+  });
+
+  Stats<T> all;
+  for (const auto& p : part) all.merge(p);
+  stats_out[0] = double(all.ymin);
+  stats_out[1] = double(all.dev);
+  stats_out[2] = double(all.zmin);
+  stats_out[3] = double(all.zmax);
+}
+
+}  // namespace
+
+// The C entry points (one per work dtype); 0 on success, 1 when the body threw (e.g. bad_alloc).
+#define SLAM_ENTRY(NAME, T)                                                                      \
+  extern "C" int NAME(int64_t n, int64_t c, const T* z, const T* y, const T* alpha, const T* s,  \
+                      const int64_t* k_rows, int64_t k_all, const T* weight, double inv_t,       \
+                      double inv_n, int mixing, int checks, T* rows, T* grad, double* stats) {   \
+    try {                                                                                        \
+      slam_rows<T>(n, c, z, y, alpha, s, k_rows, k_all, weight, inv_t, inv_n, mixing, checks,    \
+                   rows, grad, stats);                                                           \
+    } catch (...) {                                                                              \
+      return 1;                                                                                  \
+    }                                                                                            \
+    return 0;                                                                                    \
+  }
+
+SLAM_ENTRY(slam_cpu_f32, float)
+SLAM_ENTRY(slam_cpu_f64, double)
