@@ -9,12 +9,22 @@
 //   mixed   q = c f + b, f = e / S: the loss's change and sbm = sum y b / q there
 //   loss    lse sy - yx - sy log a - sum_mixed y (log q - log a - log f)
 //   pass 3  dz = (f u - y) sc with u = sy - sbm, then f (u - y c / q) sc on the mixed entries
-// Rows are split over torch's OpenMP threads once (at::parallel_for); each thread keeps its own
-// value-check numbers, merged at the end with NaN propagation.
+// Rows go in blocks to the caller and up to T - 1 helper threads (T = torch's thread count) that
+// take blocks from a shared counter (run_shared): a helper that gets no core in time costs
+// nothing, where a static split (at::parallel_for, OpenMP's barrier) waits for the slowest
+// thread and collapsed on a loaded machine. Each participant keeps its own value-check
+// numbers, merged at the end with NaN propagation.
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/vec.h>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <mutex>
+#include <thread>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -105,6 +115,74 @@ inline T reduce_ext(const at::vec::Vectorized<T>& v) {
   return s;
 }
 
+// 0: the row blocks of `run_shared` (default); 1: at::parallel_for (slam_cpu_set_scheduler).
+int g_scheduler = 0;
+constexpr int64_t kBlockElements = int64_t(1) << 14;     // rows per block: ~16K elements
+constexpr int64_t kMinParallelElements = int64_t(1) << 15;  // torch's grain size
+
+// Helper threads that join a running job when they get a core. They sleep on a condition
+// variable between jobs (no spinning), and the caller waits only for helpers that joined.
+struct Pool {
+  std::mutex mu;
+  std::condition_variable wake, done;
+  std::vector<std::thread> threads;
+  const std::function<void()>* job = nullptr;
+  uint64_t gen = 0;
+  bool open = false;
+  int wanted = 0, joined = 0, active = 0;
+
+  void loop() {
+    uint64_t seen = 0;
+    std::unique_lock<std::mutex> lk(mu);
+    for (;;) {
+      wake.wait(lk, [&] { return gen != seen; });
+      seen = gen;
+      if (!open || joined >= wanted) continue;
+      ++joined;
+      ++active;
+      const std::function<void()>* j = job;
+      lk.unlock();
+      (*j)();
+      lk.lock();
+      if (--active == 0) done.notify_all();
+    }
+  }
+};
+
+Pool* g_pool = nullptr;
+pid_t g_pool_pid = 0;
+std::mutex g_run_mu;  // one job at a time; a concurrent caller runs its rows alone
+
+void run_shared(int helpers, const std::function<void()>& work) {
+  std::unique_lock<std::mutex> run_lk(g_run_mu, std::try_to_lock);
+  if (helpers <= 0 || !run_lk.owns_lock()) {
+    work();
+    return;
+  }
+  if (g_pool == nullptr || g_pool_pid != getpid()) {  // a forked child has no threads: new pool
+    g_pool = new Pool();  // never freed: helpers live as long as the process
+    g_pool_pid = getpid();
+  }
+  Pool& p = *g_pool;
+  {
+    std::lock_guard<std::mutex> lk(p.mu);
+    while (int(p.threads.size()) < helpers) {
+      p.threads.emplace_back([&p] { p.loop(); });
+      p.threads.back().detach();
+    }
+    p.job = &work;
+    p.open = true;
+    p.wanted = helpers;
+    p.joined = 0;
+    ++p.gen;
+  }
+  p.wake.notify_all();
+  work();
+  std::unique_lock<std::mutex> lk(p.mu);
+  p.open = false;  // late helpers no longer join
+  p.done.wait(lk, [&] { return p.active == 0; });
+}
+
 template <typename T>
 void slam_rows(int64_t n, int64_t c, const T* z, const T* y, const T* alpha, const T* s,
                const int64_t* k_rows, int64_t k_all, const T* weight, double inv_t_d,
@@ -113,15 +191,13 @@ void slam_rows(int64_t n, int64_t c, const T* z, const T* y, const T* alpha, con
   constexpr int64_t W = Vec::size();
   const T inv_t = T(inv_t_d), inv_n = T(inv_n_d);
   const T inf = std::numeric_limits<T>::infinity();
-  const int nthreads = std::max(1, at::get_num_threads());
-  std::vector<Stats<T>> part(nthreads);
-  // Rows per task: at least 2^15 elements, torch's own grain size.
-  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(c, 1));
+  Stats<T> all;
+  std::mutex all_mu;
 
-  at::parallel_for(0, n, grain, [&](int64_t r0, int64_t r1) {
+  // Rows [r0, r1), with this participant's scratch; its value-check numbers go into `st`.
+  auto body = [&](int64_t r0, int64_t r1, Stats<T>& st) {
     std::vector<T> ebuf(grad ? 0 : c), kbuf, mf, mq;
     std::vector<int64_t> midx;
-    Stats<T> st;
     for (int64_t i = r0; i < r1; ++i) {
       const T* zr = z + i * c;
       const T* yr = y + i * c;
@@ -220,11 +296,38 @@ void slam_rows(int64_t n, int64_t c, const T* z, const T* y, const T* alpha, con
         er[jj] = mf[p] * (u - yr[jj] * cc / mq[p]) * sc;
       }
     }
-    part[std::min<int>(at::get_thread_num(), nthreads - 1)].merge(st);
-  });
+  };
+  auto merge = [&](const Stats<T>& st) {
+    std::lock_guard<std::mutex> g(all_mu);
+    all.merge(st);
+  };
+  const int threads = std::max(1, at::get_num_threads());
+  if (g_scheduler == 1) {
+    // torch's OpenMP threads, one static split (kept to measure against; see the note above).
+    const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(c, 1));
+    at::parallel_for(0, n, grain, [&](int64_t r0, int64_t r1) {
+      Stats<T> st;
+      body(r0, r1, st);
+      merge(st);
+    });
+  } else {
+    // Blocks of rows taken from a shared counter by whoever is running: the caller starts at
+    // once and helpers join when they get a core, so a helper that is late (a busy machine)
+    // costs at most the block it holds, never a barrier for the whole pass.
+    const int64_t block = std::max<int64_t>(1, kBlockElements / std::max<int64_t>(c, 1));
+    const int64_t nblocks = (n + block - 1) / block;
+    std::atomic<int64_t> next{0};
+    auto work = [&]() {
+      Stats<T> st;
+      for (int64_t b; (b = next.fetch_add(1, std::memory_order_relaxed)) < nblocks;)
+        body(b * block, std::min(n, (b + 1) * block), st);
+      merge(st);
+    };
+    const int helpers = (n * c >= kMinParallelElements && nblocks > 1)
+        ? int(std::min<int64_t>(threads - 1, nblocks - 1)) : 0;
+    run_shared(helpers, work);
+  }
 
-  Stats<T> all;
-  for (const auto& p : part) all.merge(p);
   stats_out[0] = double(all.ymin);
   stats_out[1] = double(all.dev);
   stats_out[2] = double(all.zmin);
@@ -246,6 +349,8 @@ void slam_rows(int64_t n, int64_t c, const T* z, const T* y, const T* alpha, con
     }                                                                                            \
     return 0;                                                                                    \
   }
+
+extern "C" void slam_cpu_set_scheduler(int which) { g_scheduler = which; }
 
 SLAM_ENTRY(slam_cpu_f32, float)
 SLAM_ENTRY(slam_cpu_f64, double)

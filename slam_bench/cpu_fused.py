@@ -113,6 +113,8 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
         fn = getattr(lib, name)
         fn.argtypes = [i64, i64, p, p, p, p, p, i64, p, f64, f64, i32, i32, p, p, p]
         fn.restype = ctypes.c_int
+    lib.slam_cpu_set_scheduler.argtypes = [ctypes.c_int]
+    lib.slam_cpu_set_scheduler.restype = None
     return lib
 
 

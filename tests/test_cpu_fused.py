@@ -208,3 +208,23 @@ def test_no_compiler_falls_back_to_the_eager_body_with_one_warning(monkeypatch, 
     assert len(msgs) == 1 and "no C++ compiler" in msgs[0], msgs
     ref = slam_loss_reference(z.detach(), y, 0.7, 2)
     torch.testing.assert_close(slam_loss(z, y, 0.7, 2), ref)
+
+
+def test_both_schedulers_and_concurrent_callers_give_the_same_result():
+    # Row blocks go to whichever thread takes them; the result must not depend on who did.
+    from concurrent.futures import ThreadPoolExecutor
+    gen = torch.Generator().manual_seed(5)
+    z = torch.randn(512, 300, generator=gen, dtype=torch.float64)
+    y = torch.softmax(torch.randn(512, 300, generator=gen, dtype=torch.float64) * 3, dim=1)
+    ref = _grad(lambda zz: slam_loss(zz, y, 0.7, 4, reduction="none"), z)
+    lib = cpu_fused.library()
+    lib.slam_cpu_set_scheduler(1)  # at::parallel_for
+    try:
+        omp = _grad(lambda zz: slam_loss(zz, y, 0.7, 4, reduction="none"), z)
+    finally:
+        lib.slam_cpu_set_scheduler(0)
+    with ThreadPoolExecutor(4) as pool:
+        many = list(pool.map(lambda _: _grad(lambda zz: slam_loss(zz, y, 0.7, 4, reduction="none"), z),
+                             range(8)))
+    for out, g in [omp] + many:
+        assert torch.equal(out, ref[0]) and torch.equal(g, ref[1])
