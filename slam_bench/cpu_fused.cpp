@@ -45,42 +45,45 @@ inline uint64_t lanes(const at::vec::Vectorized<T>& mask) {
   return ~uint64_t(mask.zero_mask()) & all;
 }
 
-// The k-th largest value of y[0..c) (counted with multiplicity), 1 <= k <= c. NaN ranks below
-// everything (the value checks report it; here it only has to stay memory-safe).
+// The k-th largest of the values fed (counted with multiplicity), 1 <= k <= 32: the k largest so
+// far, descending; a value enters only when above the current k-th, which after the first few
+// hundred entries of a row is rare, so a row costs one vector compare per W entries. NaN never
+// enters (the value checks report it; here it only has to stay memory-safe).
 template <typename T>
-T kth_largest(const T* y, int64_t c, int64_t k, std::vector<T>& buf) {
-  using Vec = at::vec::Vectorized<T>;
-  constexpr int64_t W = Vec::size();
-  const T ninf = -std::numeric_limits<T>::infinity();
-  if (k > 32) {
-    buf.assign(y, y + c);
-    std::nth_element(buf.begin(), buf.begin() + (k - 1), buf.end(), [](T p, T q) {
-      return p > q || (!std::isnan(p) && std::isnan(q));
-    });
-    return buf[k - 1];
+struct TopK {
+  static constexpr int64_t kMax = 32;
+  T top[kMax];
+  int64_t k = 1;
+  void reset(int64_t k_) {
+    k = k_;
+    std::fill(top, top + k, -std::numeric_limits<T>::infinity());
   }
-  // The k largest so far, descending; a value enters only when above the current k-th, which
-  // after the first few hundred entries is rare: one vector compare per W entries.
-  buf.assign(k, ninf);
-  T* top = buf.data();
-  auto insert = [&](T v) {
+  T kth() const { return top[k - 1]; }
+  void feed(T v) {
     if (!(v > top[k - 1])) return;
     int64_t p = k - 1;
     while (p > 0 && top[p - 1] < v) { top[p] = top[p - 1]; --p; }
     top[p] = v;
-  };
-  int64_t j = 0;
-  for (; j + W <= c; j += W) {
-    Vec v = Vec::loadu(y + j);
-    uint64_t hit = lanes<T>(v > Vec(top[k - 1]));
+  }
+  void feed(const at::vec::Vectorized<T>& v, const T* src) {  // src: v's W values in memory
+    uint64_t hit = lanes<T>(v > at::vec::Vectorized<T>(top[k - 1]));
     while (hit) {
-      int l = __builtin_ctzll(hit);
+      const int l = __builtin_ctzll(hit);
       hit &= hit - 1;
-      insert(y[j + l]);
+      feed(src[l]);
     }
   }
-  for (; j < c; ++j) insert(y[j]);
-  return top[k - 1];
+};
+
+// The k-th largest value of y[0..c) for k > TopK::kMax, by selection on a copy; NaN ranks
+// below everything, so the order stays a strict weak order (nth_element needs one).
+template <typename T>
+T kth_largest_select(const T* y, int64_t c, int64_t k, std::vector<T>& buf) {
+  buf.assign(y, y + c);
+  std::nth_element(buf.begin(), buf.begin() + (k - 1), buf.end(), [](T p, T q) {
+    return p > q || (!std::isnan(p) && std::isnan(q));
+  });
+  return buf[k - 1];
 }
 
 template <typename T>
@@ -198,6 +201,7 @@ void slam_rows(int64_t n, int64_t c, const T* z, const T* y, const T* alpha, con
   auto body = [&](int64_t r0, int64_t r1, Stats<T>& st) {
     std::vector<T> ebuf(grad ? 0 : c), kbuf, mf, mq;
     std::vector<int64_t> midx;
+    TopK<T> topk;
     for (int64_t i = r0; i < r1; ++i) {
       const T* zr = z + i * c;
       const T* yr = y + i * c;
@@ -207,24 +211,32 @@ void slam_rows(int64_t n, int64_t c, const T* z, const T* y, const T* alpha, con
       const T cc = a - b;
       const bool mixed_row = mixing && b > 0;
 
-      // pass 1: row max (NaN-propagating) and min of z
+      // pass 1: row max (NaN-propagating) and min of z; the top-k threshold t of y
+      int64_t k = 1;
+      if (mixed_row) {
+        k = k_rows ? k_rows[i] : k_all;
+        k = std::min<int64_t>(std::max<int64_t>(k, 1), c);  // memory-safe for unchecked k
+      }
+      const bool small_k = mixed_row && k <= TopK<T>::kMax;
+      if (small_k) topk.reset(k);
       Vec vmax(-inf), vmin(inf);
       int64_t j = 0;
       for (; j + W <= c; j += W) {
         Vec v = Vec::loadu(zr + j);
         vmax = at::vec::maximum(vmax, v);
         if (checks) vmin = at::vec::minimum(vmin, v);
+        if (small_k) topk.feed(Vec::loadu(yr + j), yr + j);
       }
       T m = reduce_ext<T, true>(vmax), zlo = reduce_ext<T, false>(vmin);
-      for (; j < c; ++j) { m = nan_max(m, zr[j]); zlo = nan_min(zlo, zr[j]); }
-      if (checks) { st.zmin = nan_min(st.zmin, zlo); st.zmax = nan_max(st.zmax, m); }
-
-      T t = 0;
-      if (mixed_row) {
-        int64_t k = k_rows ? k_rows[i] : k_all;
-        k = std::min<int64_t>(std::max<int64_t>(k, 1), c);  // memory-safe for unchecked k
-        t = kth_largest<T>(yr, c, k, kbuf);
+      for (; j < c; ++j) {
+        m = nan_max(m, zr[j]);
+        zlo = nan_min(zlo, zr[j]);
+        if (small_k) topk.feed(yr[j]);
       }
+      if (checks) { st.zmin = nan_min(st.zmin, zlo); st.zmax = nan_max(st.zmax, m); }
+      T t = 0;
+      if (small_k) t = topk.kth();
+      else if (mixed_row) t = kth_largest_select<T>(yr, c, k, kbuf);
 
       // pass 2: exp, sums, and the mixed entries
       const Vec vm(m), vit(inv_t), vt(t), zero(T(0));

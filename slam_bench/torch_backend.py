@@ -22,7 +22,12 @@ Numerics (the Triton kernel does the same):
   the logits changes nothing. Logits must be finite (the public API checks this): y_j log f_j
   is a plain product, and y_j = 0 contributes exactly 0.
 
-Speed (CPU, eager ops only). exp is the costliest op, so it runs once per element: the
+On CPU the forward runs the compiled body of slam_bench.cpu_fused when it can be built
+(one parallel region over row blocks, the value checks in the same pass, at most a few dozen
+aten ops per call; docs/cpu_backend.md): the eager body below is its fallback, and the code
+path for other devices.
+
+Speed (eager body). exp is the costliest op, so it runs once per element: the
 shifted logits are written into the gradient buffer, the loss's linear part sum_j y_j xs_j is
 taken from them as one row dot product, and f comes from torch's softmax kernel (its
 vectorised exp is cheaper than torch.exp) into the scratch chunk; log sum exp is -log of the
