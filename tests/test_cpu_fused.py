@@ -228,3 +228,11 @@ def test_both_schedulers_and_concurrent_callers_give_the_same_result():
                              range(8)))
     for out, g in [omp] + many:
         assert torch.equal(out, ref[0]) and torch.equal(g, ref[1])
+
+
+def test_cpu_targets_script_runs(capsys):
+    from slam_bench.profiling import cpu_targets
+    cpu_targets.run(reps=3, threads=1, load=1, compile_=False, rows=64, cols=10)
+    out = capsys.readouterr().out
+    assert "load average" in out and "aten ops per forward + backward, slam_loss:" in out
+    assert "oversubscribed: 1 busy" in out and "% of memcpy" in out

@@ -118,9 +118,9 @@ def busy_processes(count: int) -> Iterator[List[subprocess.Popen]]:
             p.wait()
 
 
-def build_steps(names, compile_: bool):
+def build_steps(names, compile_: bool, n: int = N, c: int = C):
     steps, warm = {}, {}
-    problems = {k: L.make_problem(k, N, C, "fp32", "cpu", "peaked") for k in ("slam", "distill")}
+    problems = {k: L.make_problem(k, n, c, "fp32", "cpu", "peaked") for k in ("slam", "distill")}
     for name, kernel, provider, var in PROVIDERS:
         if name not in names or (provider == "compile" and not compile_):
             continue
@@ -179,7 +179,7 @@ def label_load(times) -> str:
     return f"{times['_load'][0]} -> {times['_load'][1]}"
 
 
-def run(reps: int, threads: int, load: int, compile_: bool) -> bool:
+def run(reps: int, threads: int, load: int, compile_: bool, rows: int = N, cols: int = C) -> bool:
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
     lib = cpu_fused.library()
@@ -189,18 +189,18 @@ def run(reps: int, threads: int, load: int, compile_: bool) -> bool:
     all_names = [p[0] for p in PROVIDERS]
     ok = True
     with timing.allocator_steady_state():
-        steps, warm = build_steps(all_names, compile_)
+        steps, warm = build_steps(all_names, compile_, rows, cols)
         for n, w in warm.items():
             print(f"   warm-up (2 steps, incl. any compile) {n}: {w:.2f} s")
         for n in ("slam_loss", "slam_loss check_values=False", "slam_loss eager body (before)",
                   "slam eager formula", "distill_loss", "F.cross_entropy soft targets"):
             print(f"   aten ops per forward + backward, {n}: {count_ops(steps[n])}")
-        nbytes = N * C * 4
+        nbytes = rows * cols * 4
         bw = timing.copy_bandwidth_gbps(torch.device("cpu"), nbytes)
         before = load_avg()
         times = measure(steps, reps)
         times["_load"] = [before, load_avg()]
-        ok &= report(times, TARGETS, f"quiet run (no added load), {reps} rounds")
+        ok &= report(times, TARGETS, f"no added load, {reps} rounds")
         for n in ("slam_loss", "slam_loss check_values=False", "distill_loss check_values=False"):
             gbps = 3 * nbytes / statistics.median(times[n]) / 1e9
             print(f"   {n}: {gbps:.1f} GB/s of floor traffic = {100 * gbps / bw:.0f}% of "
@@ -237,10 +237,12 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=9)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--load", type=int, default=4, help="busy processes for the loaded run (0: none)")
+    ap.add_argument("--n", type=int, default=N)
+    ap.add_argument("--c", type=int, default=C)
     ap.add_argument("--compile", action="store_true", help="also time torch.compile of the "
                     "distillation formula (tens of seconds to compile)")
     a = ap.parse_args(argv)
-    return 0 if run(a.reps, a.threads, a.load, a.compile) else 1
+    return 0 if run(a.reps, a.threads, a.load, a.compile, a.n, a.c) else 1
 
 
 if __name__ == "__main__":
