@@ -7,8 +7,8 @@ stay in cache between the ops over it. Two ways to use T > 1 CPU threads:
   backend): T Python workers take whole chunks while each op runs single-threaded, so a
   chunk's small ops need no thread barrier each, which on a loaded machine costs more than
   the op itself.
-- One chunk at a time, each op on torch's own OpenMP threads (`op_row_step`; the dense SLaM
-  loss). libgomp's worker threads keep spinning for a few ms after every parallel region
+- One chunk at a time, each op on torch's own OpenMP threads (`op_row_step`; the eager body
+  of the dense SLaM loss, which on CPU runs only when slam_bench.cpu_fused cannot be built). libgomp's worker threads keep spinning for a few ms after every parallel region
   (OMP_WAIT_POLICY unset), and any op torch runs in parallel before the loss (the model's
   forward, or even a log over N = 8192 values) leaves them spinning: Python workers then
   share the cores with them. Measured at N = 8192, C = 1000, 2 threads, right after an

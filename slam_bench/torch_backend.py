@@ -22,7 +22,12 @@ Numerics (the Triton kernel does the same):
   the logits changes nothing. Logits must be finite (the public API checks this): y_j log f_j
   is a plain product, and y_j = 0 contributes exactly 0.
 
-Speed (CPU, eager ops only). exp is the costliest op, so it runs once per element: the
+On CPU the forward runs the compiled body of slam_bench.cpu_fused when it can be built
+(one parallel region over row blocks, the value checks in the same pass, at most a few dozen
+aten ops per call; docs/cpu_backend.md): the eager body below is its fallback, and the code
+path for other devices.
+
+Speed (eager body). exp is the costliest op, so it runs once per element: the
 shifted logits are written into the gradient buffer, the loss's linear part sum_j y_j xs_j is
 taken from them as one row dot product, and f comes from torch's softmax kernel (its
 vectorised exp is cheaper than torch.exp) into the scratch chunk; log sum exp is -log of the
@@ -41,7 +46,7 @@ from typing import NamedTuple, Optional, Union
 import torch
 from torch import Tensor
 
-from slam_bench import checks
+from slam_bench import checks, cpu_fused
 from slam_bench.chunks import op_row_step
 from slam_bench.reference import topk_mask
 
@@ -244,6 +249,11 @@ class _SLaMFunction(torch.autograd.Function):
         n, c = z.shape
         wd = work_dtype(z.dtype)
         want_grad = ctx.needs_input_grad[0]
+        lib = cpu_fused.library() if z.device.type == "cpu" and n and c else None
+        if lib is not None:
+            rows, grad = _compiled_forward(lib, z, y, alpha, k, s, weight, temperature,
+                                           reduction, mixing, value_checks, want_grad)
+            return _finish(ctx, rows, grad, z.dtype, reduction, n)
         rows = torch.empty(n, dtype=wd, device=z.device)
         grad = torch.empty((n, c), dtype=wd, device=z.device) if want_grad else None
         step = op_row_step(n, c)
@@ -269,21 +279,45 @@ class _SLaMFunction(torch.autograd.Function):
                                stats[i // step] if value_checks else None)
         if value_checks and n:
             checks.raise_loss_value_errors(checks.combine_stats(stats), y.dtype)
-        if want_grad:
-            ctx.save_for_backward(grad)
-            ctx.z_dtype = z.dtype
-        ctx.reduction = reduction
-        out = rows if w is None else rows * w
-        if reduction == "none":
-            return out
-        total = out.sum()
-        return total * inv_n if reduction == "mean" else total
+        return _finish(ctx, rows if w is None else rows * w, grad, z.dtype, reduction, n)
 
     @staticmethod
     def backward(ctx, grad_out):
         (grad,) = ctx.saved_tensors
         dz = apply_grad_output(grad, grad_out, ctx.reduction)
         return dz.to(ctx.z_dtype), None, None, None, None, None, None, None, None, None
+
+
+def _finish(ctx, out, grad, z_dtype, reduction, n):
+    """The reduction of the weighted rows out (N,); saves grad (N, C) or None for backward."""
+    if grad is not None:
+        ctx.save_for_backward(grad)
+        ctx.z_dtype = z_dtype
+    ctx.reduction = reduction
+    if reduction == "none":
+        return out
+    total = out.sum()
+    return total * (1.0 / n) if (reduction == "mean" and n) else total
+
+
+def _compiled_forward(lib, z, y, alpha, k, s, weight, temperature, reduction, mixing,
+                      value_checks, want_grad):
+    """The forward through slam_bench.cpu_fused: (weighted rows (N,), grad (N, C) or None).
+    Inputs go to the work dtype and contiguous first (no copy when they already are)."""
+    n = z.shape[0]
+    wd = work_dtype(z.dtype)
+    zc = z.to(wd).contiguous()
+    yc = y.to(wd).contiguous()
+    w = weight.to(wd).contiguous() if weight is not None else None
+    kk = k if isinstance(k, int) else k.to(torch.int64).contiguous()
+    inv_n = 1.0 / n if reduction == "mean" else 1.0
+    a = alpha.contiguous() if mixing else None
+    ss = s.contiguous() if mixing else None
+    rows, grad, stats = cpu_fused.fused_rows(lib, zc, yc, a, ss, kk, w, 1.0 / temperature,
+                                             inv_n, mixing, value_checks, want_grad)
+    if value_checks:
+        checks.raise_loss_value_errors(stats, y.dtype)
+    return rows, grad
 
 
 def apply_grad_output(grad: Tensor, grad_out: Tensor, reduction: str) -> Tensor:

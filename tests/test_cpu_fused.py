@@ -1,0 +1,238 @@
+"""The compiled CPU body of the torch backend (slam_bench.cpu_fused) against the reference
+formulas, its value checks, its aten-op count, its cache and its eager fallback."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from slam_bench import cpu_fused, distill_loss, slam_loss
+from slam_bench.reference import distill_loss_reference, slam_loss_reference
+
+pytestmark = pytest.mark.skipif(cpu_fused.library() is None,
+                                reason="no C++ compiler here: the eager fallback is tested below")
+
+
+def _grad(loss_fn, z):
+    zz = z.detach().clone().requires_grad_(True)
+    out = loss_fn(zz)
+    out.sum().backward() if out.dim() else out.backward()
+    return out.detach(), zz.grad
+
+
+@st.composite
+def slam_cases(draw):
+    n = draw(st.integers(1, 12))
+    c = draw(st.integers(2, 40))
+    seed = draw(st.integers(0, 2**31 - 1))
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, c, generator=gen, dtype=torch.float64) * draw(st.sampled_from([0.5, 3.0, 20.0]))
+    y = torch.softmax(torch.randn(n, c, generator=gen, dtype=torch.float64) * 2, dim=1)
+    if draw(st.booleans()):  # few distinct values: ties at the top-k threshold
+        y = torch.round(y * 4) + (torch.rand(n, c, generator=gen) < 0.2)
+        y[:, 0] += 1.0
+        y = (y / y.sum(dim=1, keepdim=True)).to(torch.float64)
+    normalize = draw(st.booleans())
+    lo = 2 if normalize else 1
+    if draw(st.booleans()):
+        k = draw(st.integers(lo, c))
+    else:
+        k = torch.randint(lo, c + 1, (n,), generator=gen)
+    if draw(st.booleans()):
+        alpha = draw(st.sampled_from([0.3, 0.75, 1.0]))
+    else:
+        alpha = torch.rand(n, generator=gen, dtype=torch.float64) * 0.9 + 0.1
+        alpha[0] = 1.0  # a row of plain distillation among mixed ones
+    weight = torch.rand(n, generator=gen, dtype=torch.float64) if draw(st.booleans()) else None
+    kw = dict(normalize=normalize, temperature=draw(st.sampled_from([1.0, 0.7, 2.5])),
+              weight=weight, reduction=draw(st.sampled_from(["mean", "sum", "none"])))
+    return z, y, alpha, k, kw
+
+
+@settings(max_examples=150)
+@given(slam_cases(), st.booleans())
+def test_compiled_slam_matches_reference_in_float64(case, check):
+    z, y, alpha, k, kw = case
+    out, g = _grad(lambda zz: slam_loss(zz, y, alpha, k, check_values=check, **kw), z)
+    ref, gr = _grad(lambda zz: slam_loss_reference(zz, y, alpha, k, **kw), z)
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(g, gr, rtol=1e-9, atol=1e-12)
+
+
+@settings(max_examples=60)
+@given(slam_cases())
+def test_compiled_slam_float32_close_to_reference(case):
+    z, y, alpha, k, kw = case
+    a32 = alpha.float() if isinstance(alpha, torch.Tensor) else alpha
+    w32 = kw["weight"].float() if kw["weight"] is not None else None
+    out, g = _grad(lambda zz: slam_loss(zz, y.float(), a32, k, **{**kw, "weight": w32}), z.float())
+    ref, gr = _grad(lambda zz: slam_loss_reference(zz, y, alpha, k, **kw), z)
+    assert out.dtype == g.dtype == torch.float32
+    torch.testing.assert_close(out.double(), ref, rtol=2e-5, atol=2e-5)
+    torch.testing.assert_close(g.double(), gr, rtol=2e-4, atol=2e-6)
+
+
+@settings(max_examples=40)
+@given(slam_cases())
+def test_compiled_distill_matches_reference(case):
+    z, y, _, _, kw = case
+    kw = {key: v for key, v in kw.items() if key != "normalize"}
+    out, g = _grad(lambda zz: distill_loss(zz, y, **kw), z)
+    ref, gr = _grad(lambda zz: distill_loss_reference(zz, y, **kw), z)
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(g, gr, rtol=1e-9, atol=1e-12)
+
+
+def test_compiled_and_eager_bodies_agree(monkeypatch):
+    gen = torch.Generator().manual_seed(3)
+    z = torch.randn(300, 257, generator=gen) * 3
+    y = torch.softmax(torch.randn(300, 257, generator=gen) * 3, dim=1)
+    k = torch.randint(1, 40, (300,), generator=gen)
+    alpha = torch.rand(300, generator=gen) * 0.5 + 0.5
+    fused = _grad(lambda zz: slam_loss(zz, y, alpha, k, temperature=1.3), z)
+    monkeypatch.setenv("SLAM_BENCH_CPU_KERNEL", "0")
+    eager = _grad(lambda zz: slam_loss(zz, y, alpha, k, temperature=1.3), z)
+    torch.testing.assert_close(fused[0], eager[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(fused[1], eager[1], rtol=1e-4, atol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_inputs_compute_in_float32(dtype):
+    z, y = torch.randn(5, 9), torch.softmax(torch.randn(5, 9), dim=1)
+    out, g = _grad(lambda zz: slam_loss(zz, y.to(dtype), 0.8, 3), z.to(dtype))
+    ref, _ = _grad(lambda zz: slam_loss_reference(zz, y.to(dtype).double(), 0.8, 3),
+                   z.to(dtype).double())
+    assert out.dtype == torch.float32 and g.dtype == dtype
+    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-6)
+
+
+class _Count(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.n = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.n += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("call", ["slam", "slam_unchecked", "slam_rows", "distill"])
+def test_at_most_60_aten_ops_per_forward_and_backward(call):
+    # Independent of N and C: one compiled call, the allocations and the reduction around it.
+    gen = torch.Generator().manual_seed(0)
+    z = (torch.randn(2048, 1000, generator=gen) * 2).requires_grad_(True)
+    y = torch.softmax(torch.randn(2048, 1000, generator=gen) * 3, dim=1)
+    alpha = torch.rand(2048, generator=gen) * 0.4 + 0.6
+    k = torch.randint(2, 8, (2048,), generator=gen)
+    fn = {"slam": lambda: slam_loss(z, y, alpha, 5),
+          "slam_unchecked": lambda: slam_loss(z, y, alpha, 5, check_values=False),
+          "slam_rows": lambda: slam_loss(z, y, alpha, k, normalize=True, temperature=2.0,
+                                         weight=alpha, reduction="none").sum(),
+          "distill": lambda: distill_loss(z, y)}[call]
+    with _Count() as counter:
+        fn().backward()
+    assert counter.n <= 60, counter.n
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("z_nan", "student_logits must be finite"), ("z_inf", "student_logits must be finite"),
+    ("z_neg_inf", "student_logits must be finite"), ("y_nan", "teacher_probs must be finite"),
+    ("y_neg", "teacher_probs must be non-negative"), ("y_sum", "rows must sum to 1"),
+])
+@pytest.mark.parametrize("loss", ["slam", "distill"])
+def test_compiled_value_checks_raise_the_api_errors(bad, message, loss):
+    z = torch.randn(70, 33)
+    y = torch.softmax(torch.randn(70, 33), dim=1)
+    r, c = 61, 32  # the last column: a vector tail at C = 33
+    if bad.startswith("z"):
+        z[r, c] = {"z_nan": float("nan"), "z_inf": float("inf"), "z_neg_inf": -float("inf")}[bad]
+    elif bad == "y_nan":
+        y[r, c] = float("nan")
+    elif bad == "y_neg":
+        y[r, 0] -= 0.01 + y[r, 0]
+        y[r, 1] += 0.01 + y[r, 0].abs()
+    else:
+        y[r] *= 1.01
+    z.requires_grad_(True)
+    with pytest.raises(ValueError, match=message):
+        (slam_loss(z, y, 0.7, 3) if loss == "slam" else distill_loss(z, y)).backward()
+
+
+def test_unchecked_out_of_range_k_is_memory_safe():
+    # With check_values=False nothing reads k's values before the body: it clamps them to [1, C].
+    z, y = torch.randn(6, 50), torch.softmax(torch.randn(6, 50), dim=1)
+    k = torch.tensor([0, -5, 51, 10**9, 3, 50])
+    out = slam_loss(z, y, 0.8, k, check_values=False, reduction="none")
+    ref = slam_loss_reference(z, y, 0.8, k.clamp(1, 50), reduction="none")
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_large_k_uses_selection_and_keeps_ties():
+    gen = torch.Generator().manual_seed(1)
+    y = torch.softmax(torch.randn(8, 300, generator=gen, dtype=torch.float64), dim=1)
+    y[:, 100:140] = y[:, 100:101]  # a tie straddling the 60th largest in some rows
+    y = y / y.sum(dim=1, keepdim=True)
+    z = torch.randn(8, 300, generator=gen, dtype=torch.float64)
+    for k in (33, 60, 120, 300):
+        out, g = _grad(lambda zz: slam_loss(zz, y, 0.6, k), z)
+        ref, gr = _grad(lambda zz: slam_loss_reference(zz, y, 0.6, k), z)
+        torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(g, gr, rtol=1e-9, atol=1e-12)
+
+
+def test_a_fresh_process_loads_the_cached_build():
+    # The library is already built (module skip condition); a new process must not rebuild it.
+    code = ("import time, torch; from slam_bench import cpu_fused; t = time.perf_counter(); "
+            "lib = cpu_fused.library(); print(lib is not None, time.perf_counter() - t)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    ok, seconds = out.stdout.split()
+    assert ok == "True" and float(seconds) < 5.0, out.stdout + out.stderr
+
+
+def test_no_compiler_falls_back_to_the_eager_body_with_one_warning(monkeypatch, tmp_path):
+    monkeypatch.setenv("SLAM_BENCH_CACHE", str(tmp_path))
+    monkeypatch.setattr(cpu_fused, "_compiler", lambda: None)
+    monkeypatch.setattr(cpu_fused, "_TRIED", False)
+    monkeypatch.setattr(cpu_fused, "_LIB", None)
+    z, y = torch.randn(4, 6, requires_grad=True), torch.softmax(torch.randn(4, 6), dim=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        slam_loss(z, y, 0.7, 2).backward()
+        distill_loss(z, y).backward()
+    msgs = [str(w.message) for w in caught if "compiled CPU loss" in str(w.message)]
+    assert len(msgs) == 1 and "no C++ compiler" in msgs[0], msgs
+    ref = slam_loss_reference(z.detach(), y, 0.7, 2)
+    torch.testing.assert_close(slam_loss(z, y, 0.7, 2), ref)
+
+
+def test_both_schedulers_and_concurrent_callers_give_the_same_result():
+    # Row blocks go to whichever thread takes them; the result must not depend on who did.
+    from concurrent.futures import ThreadPoolExecutor
+    gen = torch.Generator().manual_seed(5)
+    z = torch.randn(512, 300, generator=gen, dtype=torch.float64)
+    y = torch.softmax(torch.randn(512, 300, generator=gen, dtype=torch.float64) * 3, dim=1)
+    ref = _grad(lambda zz: slam_loss(zz, y, 0.7, 4, reduction="none"), z)
+    lib = cpu_fused.library()
+    lib.slam_cpu_set_scheduler(1)  # at::parallel_for
+    try:
+        omp = _grad(lambda zz: slam_loss(zz, y, 0.7, 4, reduction="none"), z)
+    finally:
+        lib.slam_cpu_set_scheduler(0)
+    with ThreadPoolExecutor(4) as pool:
+        many = list(pool.map(lambda _: _grad(lambda zz: slam_loss(zz, y, 0.7, 4, reduction="none"), z),
+                             range(8)))
+    for out, g in [omp] + many:
+        assert torch.equal(out, ref[0]) and torch.equal(g, ref[1])
+
+
+def test_cpu_targets_script_runs(capsys):
+    from slam_bench.profiling import cpu_targets
+    cpu_targets.run(reps=3, threads=1, load=1, compile_=False, rows=64, cols=10)
+    out = capsys.readouterr().out
+    assert "load average" in out and "aten ops per forward + backward, slam_loss:" in out
+    assert "oversubscribed: 1 busy" in out and "% of memcpy" in out
