@@ -15,7 +15,7 @@ import argparse
 import sys
 
 from slam_bench.cli import run as cli_run
-from slam_bench.cli.common import USER_ERRORS, fail
+from slam_bench.cli.common import fail, user_errors
 from slam_bench.distributed import DistContext
 
 PROG = "slam_bench.cli.ddp"
@@ -34,7 +34,7 @@ def main(argv=None) -> int:
     try:
         ctx = DistContext.from_env(device=None if args.device == "auto" else args.device,
                                    timeout_s=TIMEOUT_S)
-    except USER_ERRORS as e:
+    except user_errors() as e:
         return fail(PROG, e)
     try:
         # Every rank meets the same configuration error; rank 0 alone says it.
