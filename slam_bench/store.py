@@ -202,15 +202,17 @@ def _load(path: Path, known_methods: Optional[Collection[str]] = None,
             raise ResultsError(f"results file {path} already has a {DIGEST} column: it is "
                                f"signed, there is nothing to migrate")
         defaults = _LEGACY_DEFAULTS if legacy else {}
-        missing = [c for c in REQUIRED if c not in header and c not in defaults]
-        if missing:
-            raise ResultsError(f"results file {path} lacks the columns {missing}; it is not a "
-                               f"slam-bench runs file")
-        if not legacy and not signed:
-            raise ResultsError(f"results file {path} has no {DIGEST} column, so none of its rows "
-                               f"can be checked; if it is a runs file written before rows were "
-                               f"signed, review it with `slam-bench migrate {path}` (which signs "
-                               f"it once with --yes)")
+        # Not a runs file at all, an unsigned (legacy) one, or a signed one without an id column.
+        for allowed in (_LEGACY_DEFAULTS, defaults):
+            missing = [c for c in REQUIRED if c not in header and c not in allowed]
+            if missing:
+                raise ResultsError(f"results file {path} lacks the columns {missing}; it is not "
+                                   f"a slam-bench runs file")
+            if not legacy and not signed:
+                raise ResultsError(f"results file {path} has no {DIGEST} column, so none of its "
+                                   f"rows can be checked; if it is a runs file written before "
+                                   f"rows were signed, review it with `slam-bench migrate "
+                                   f"{path}` (which signs it once with --yes)")
         if len(set(header)) != len(header):
             raise ResultsError(f"results file {path} repeats a column name in its header")
         table = _Table(list(header), [], [], [])

@@ -106,13 +106,13 @@ def main(args: argparse.Namespace) -> int:
         return fail(PROG, e)
     try:
         return _reproduce(args, suite, path)
+    except KeyboardInterrupt:  # first: evaluating user_errors() imports the work's modules
+        print(f"{PROG}: interrupted; nothing was compared, {path} is unchanged", file=sys.stderr)
+        return INTERRUPTED
     except user_errors() as e:
         return fail(PROG, e)
     except OSError as e:
         return io_fail(PROG, e, f"{path} is unchanged")
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; nothing was compared, {path} is unchanged", file=sys.stderr)
-        return INTERRUPTED
 
 
 def _reproduce(args: argparse.Namespace, suite, path: Path) -> int:

@@ -135,17 +135,17 @@ def main(args: argparse.Namespace, ctx: Optional["DistContext"] = None,
                 print(f"{prog}: {failed}", file=sys.stderr)
             return 1
         return 0
+    except KeyboardInterrupt:  # first: evaluating user_errors() imports the work's modules
+        if talk:
+            print(f"{prog}: interrupted; {_kept(csv_path, variant)} rerun the same "
+                  f"command to resume (recorded trials are skipped)", file=sys.stderr)
+        return INTERRUPTED
     except user_errors() as e:
         return fail(prog, e) if talk else USAGE
     except OSError as e:  # permission, read-only or full disk, quota: rows so far are whole
         if talk:
             io_fail(prog, e, _kept(csv_path, variant).rstrip(";"))
         return IO_ERROR
-    except KeyboardInterrupt:
-        if talk:
-            print(f"{prog}: interrupted; {_kept(csv_path, variant)} rerun the same "
-                  f"command to resume (recorded trials are skipped)", file=sys.stderr)
-        return INTERRUPTED
 
 
 def _kept(csv_path: Optional[Path], variant: str) -> str:
