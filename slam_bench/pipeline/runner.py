@@ -432,6 +432,6 @@ class _Report:
     def close(self) -> None:
         if self.skipped_n:
             self._line(f"{self.skipped_n} trial(s) already recorded with this configuration: "
-                       f"skipped (--force recomputes them)")
+                       f"skipped (--recompute recomputes them)")
         if self.bar is not None:
             self.bar.close()
