@@ -97,3 +97,28 @@ def test_trial_lines_estimate_the_time_left():
     assert lines[2].endswith("(90.0 s, about 60 s left)")  # 1 left at the mean, 60 s
     assert lines[3].endswith("(60.0 s)")  # the last
     assert runner._duration(5400) == "1 h 30 min" and runner._duration(600) == "10 min"
+
+
+@pytest.mark.parametrize("inside_a_repository", [False, True])
+def test_a_package_outside_its_checkout_records_no_commit(tmp_path, inside_a_repository):
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import slam_bench.provenance as prov
+
+    root = tmp_path / "site"
+    (root / "slam_bench").mkdir(parents=True)
+    shutil.copy(prov.__file__, root / "slam_bench" / "provenance.py")
+    (root / "slam_bench" / "__init__.py").write_text("")
+    if inside_a_repository:  # e.g. a venv inside some other project's checkout
+        subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+        subprocess.run(["git", "-C", str(tmp_path), "add", "."], check=True)
+        subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t",
+                        "commit", "-qm", "x"], check=True)
+    proc = subprocess.run([sys.executable, "-c", "from slam_bench.provenance import git_sha; "
+                           "print(git_sha())"], capture_output=True, text=True, cwd=tmp_path,
+                          env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"}, check=True)
+    assert proc.stdout.strip() == "none"
+    assert Path(prov.__file__).parent.name == "slam_bench"
