@@ -6,13 +6,21 @@ Every result file is written to a temporary file in the same directory and moved
 with `os.replace`, which is atomic on POSIX: a run killed at any moment (even SIGKILL) leaves
 either the old or the new file, never a torn one. Files are created with mode 0666 less the
 user's umask, like any file a shell command writes, so a group-shared results folder stays
-shared (a `tempfile.mkstemp` file would be 0600).
+shared (a `tempfile.mkstemp` file would be 0600). The temporary file's name says which host
+and process wrote it, so a later run can remove what a killed one left (`remove_orphans`).
+
+An I/O failure (permission, read-only file system, disk full, quota) is an `OSError` whose
+`filename` is the file that could not be written, whatever step failed (a failed `write` names
+no file by itself); the command line turns it into one line and its own exit status.
 """
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
+import re
 import secrets
+import socket
 import tempfile
 from pathlib import Path
 from typing import Iterator, Union
@@ -20,23 +28,69 @@ from typing import Iterator, Union
 from filelock import FileLock
 
 
+# This host's name as it appears in temporary file names (letters, digits and dashes).
+HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
+
+
 def atomic_write(path: Union[str, Path], data: Union[bytes, str]) -> None:
-    """Replace `path` with `data` (bytes, or str written as UTF-8) atomically."""
+    """Replace `path` with `data` (bytes, or str written as UTF-8) atomically.
+
+    OSError (with `filename` = `path`) when it cannot be written; `path` is then unchanged.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    # O_EXCL: never follow or reuse a file someone else put there; 0o666: the umask decides.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    tmp = path.parent / f".{path.name}.{HOST}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # O_EXCL: never follow or reuse a file someone else put there; 0o666: the umask decides.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data.encode() if isinstance(data, str) else data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+    except OSError as e:
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from e
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_orphans(path: Union[str, Path], recursive: bool = False) -> int:
+    """Remove temporary files that killed writers left (`atomic_write`'s); returns how many.
+
+    recursive=False: the temporaries of the file `path`, whoever wrote them; call it only
+    while holding `locked(path)`, and only for a file that is written under that lock (then
+    nobody else is writing it). recursive=True: every temporary under the folder `path` that
+    a process of this host wrote and that is no longer running (another host's are left alone:
+    its processes cannot be seen from here).
+    """
+    path = Path(path)
+    if recursive:
+        pattern = re.compile(rf"\..+\.{re.escape(HOST)}\.(\d+)\.[0-9a-f]{{8}}\.tmp")
+        found = [(f, int(m.group(1))) for f in path.rglob(".*.tmp")
+                 if (m := pattern.fullmatch(f.name))]
+        doomed = [f for f, pid in found if pid != os.getpid() and not _alive(pid)]
+    else:
+        # Also the names written before they carried the host (no host part).
+        pattern = re.compile(rf"\.{re.escape(path.name)}\.(?:[A-Za-z0-9-]+\.)?\d+\.[0-9a-f]{{8}}\.tmp")
+        doomed = [f for f in path.parent.glob(f".{glob.escape(path.name)}.*.tmp")
+                  if pattern.fullmatch(f.name)] if path.parent.is_dir() else []
+    for f in doomed:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+            f.unlink()
+    return len(doomed)
 
 
 def lock_path(path: Union[str, Path]) -> Path:

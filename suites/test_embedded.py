@@ -26,7 +26,7 @@ from slam_bench.report.leaderboard import END, START, leaderboard_csv
 from slam_bench.pipeline.methods import METHODS
 from slam_bench.report.paired import PAIRED_COLUMNS, comparisons, paired_csv
 from slam_bench.report.regenerate import regenerate
-from slam_bench.pipeline.results import read_rows
+from slam_bench.store import read_rows
 from slam_bench.pipeline.runner import plan, run_suite, split_path
 from slam_bench.pipeline.splits import load_split
 from slam_bench.pipeline.suites import EMBEDDED_SUITES, get_suite
@@ -45,13 +45,13 @@ CELL = re.compile(r"^\d{1,3}\.\d\d \+- (\d+\.\d\d|n/a)$")
 
 
 @pytest.mark.parametrize("name", EMBEDDED)
-def test_embedded_suite(name, full_run, tmp_path):
+def test_embedded_suite(name, full_run, recompute, tmp_path):
     suite = get_suite(name)
     reason = dataset_status(suite.dataset)
     if reason is not None:
         pytest.skip(f"{name}: {reason}")
     out = ROOT / "results" if full_run else tmp_path / "results"
-    run_suite(suite, out, smoke=not full_run, prune=full_run)
+    run_suite(suite, out, smoke=not full_run, prune=full_run, force=recompute)
     regenerate(out, [name], readme=ROOT / "README.md" if full_run else None)
     check_outputs(out, suite, smoke=not full_run)
 

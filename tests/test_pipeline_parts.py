@@ -12,7 +12,7 @@ from slam_bench.data import DATASETS, DatasetUnavailable, load_dataset, register
 from slam_bench.models import MODELS, build_model
 from slam_bench.pipeline import methods as M
 from slam_bench.report.leaderboard import END, START, leaderboard_csv, update_readme, wide_table
-from slam_bench.pipeline.results import ResultsError, read_rows, record_row
+from slam_bench.store import ResultsError, read_rows, record_row
 from slam_bench.pipeline.splits import load_split, make_split, save_split
 
 

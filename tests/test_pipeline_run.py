@@ -17,7 +17,7 @@ from slam_bench.data import DATASETS
 from slam_bench.distributed import DistContext
 from slam_bench.cli import leaderboard as cli_leaderboard, list as cli_list, run as cli_run
 from slam_bench.pipeline import runner
-from slam_bench.pipeline.results import read_rows
+from slam_bench.store import read_rows
 from slam_bench.pipeline.suites import get_suite
 from slam_bench.pipeline.teacher import CacheError
 

@@ -18,7 +18,7 @@ import torch
 from slam_bench.cli import main as cli_main
 from slam_bench.pipeline import methods as M
 from slam_bench.pipeline import runner
-from slam_bench.pipeline.results import read_rows
+from slam_bench.store import read_rows
 from slam_bench.pipeline.suites import get_suite
 from slam_bench.pipeline.teacher import CacheError, TeacherOutputs
 from slam_bench.pipeline.train import NonFiniteLoss, train_supervised

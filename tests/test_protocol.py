@@ -15,7 +15,7 @@ from slam_bench.pipeline import methods as M
 from slam_bench.pipeline import runner
 from slam_bench.pipeline import teacher as T
 from slam_bench.pipeline import train as TR
-from slam_bench.pipeline.results import read_rows
+from slam_bench.store import read_rows
 from slam_bench.pipeline.splits import crossfit_folds, make_split
 from slam_bench.pipeline.suites import (LR_SCHEDULES, SUITES, Suite, TrainSpec, get_suite,
                                         register_suite)

@@ -12,7 +12,7 @@ from slam_bench import distill_loss
 from slam_bench.distributed import DistContext
 from slam_bench.models import build_model
 from slam_bench.pipeline import methods as M
-from slam_bench.pipeline.results import read_rows
+from slam_bench.store import read_rows
 from slam_bench.pipeline.runner import run_suite
 from slam_bench.pipeline.suites import EMBEDDED_SUITES, SUITES, TrainSpec, get_suite
 from slam_bench.pipeline.train import StudentStep, student_steps, train_student

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from slam_bench.pipeline.results import record_row
+from slam_bench.store import record_row
 from slam_bench.report.leaderboard import labels_note, markdown_table
 from slam_bench.report.plots import suite_figure
 from slam_bench.report.regenerate import regenerate

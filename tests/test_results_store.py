@@ -14,9 +14,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from slam_bench import store as R
 from slam_bench.fileio import atomic_write
-from slam_bench.pipeline import results as R
-from slam_bench.pipeline.results import ResultsError, RowId, read_rows, record_row, row_id
+from slam_bench.store import ResultsError, RowId, read_rows, record_row, row_id
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,6 +29,14 @@ def _row(method="slam", acc=0.5, split=0, n=10, variant="full", **extra):
 
 def _lines(path: Path) -> list:
     return path.read_text().splitlines()
+
+
+def _signed(df: pd.DataFrame) -> str:
+    """`df` (cells as text) as a runs file whose every row carries a valid digest: what only a
+    bug in the store could write, to test the checks that come after the digest's."""
+    df = df.drop(columns=[R.DIGEST], errors="ignore")
+    digests = [R._digest(dict(zip(df.columns, row))) for row in df.itertuples(index=False)]
+    return df.assign(**{R.DIGEST: digests}).to_csv(index=False)
 
 
 def test_the_identity_is_one_typed_tuple_with_targets_and_variant():
@@ -54,8 +62,7 @@ def test_text_or_nan_in_an_id_column_is_an_error_naming_file_and_line(tmp_path, 
     record_row(p, _row(split=1))
     df = pd.read_csv(p, dtype=str, keep_default_na=False)
     df.loc[1, column] = value
-    df = df.drop(columns=[R.DIGEST])  # an old file without digests: the typed parse must catch it
-    p.write_text(df.to_csv(index=False))
+    p.write_text(_signed(df))  # a valid digest: the typed parse must catch it
     with pytest.raises(ResultsError, match=rf"{p}, line 3: {column}"):
         read_rows(p)
 
@@ -139,8 +146,9 @@ def test_leaderboard_validates_what_it_reads(tmp_path, edit, problem, capsys):
     p = R.runs_path(out, "s")
     record_row(p, _row(split=0, wall_s=1.0))
     record_row(p, _row(split=1, wall_s=1.0))
-    df = pd.read_csv(p, dtype={"config_hash": str}).drop(columns=[R.DIGEST])
-    atomic_write(p, edit(df).to_csv(index=False))
+    df = pd.read_csv(p, dtype=str, keep_default_na=False)
+    df = edit(df.assign(test_acc=df.test_acc.astype(float)))
+    atomic_write(p, _signed(df.astype(str)))
     assert main(["leaderboard", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert str(p) in err and re.search(problem, err), err
@@ -162,7 +170,7 @@ def test_files_are_written_with_the_users_umask(tmp_path):
 WRITER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from slam_bench.pipeline.results import record_row
+    from slam_bench.store import record_row
     path, split, go = Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
     (go.parent / f"ready{split}").touch()
     while not go.exists():
@@ -190,3 +198,123 @@ def test_two_processes_with_different_tmpdirs_lose_no_rows(tmp_path):
     for p in procs:
         assert p.wait(timeout=120) == 0, p.stderr.read().decode()[-2000:]
     assert len(read_rows(path)) == 80
+
+
+# ------------------------------------------------------------------ no row is laundered
+
+def _two_rows(tmp_path: Path) -> Path:
+    p = R.runs_path(tmp_path / "out", "s")
+    record_row(p, _row(split=0, acc=0.5))
+    record_row(p, _row(method="vanilla", split=0, acc=0.4))
+    return p
+
+
+def _legacy(p: Path, edit=lambda df: df) -> bytes:
+    """Drop the digests (and the targets/variant columns, like the oldest files) and edit."""
+    df = pd.read_csv(p, dtype=str, keep_default_na=False)
+    df = edit(df.drop(columns=[R.DIGEST, "targets", "variant"]))
+    p.write_text(df.to_csv(index=False))
+    return p.read_bytes()
+
+
+def test_a_file_without_digests_is_an_error_and_no_run_or_leaderboard_signs_it(tmp_path, capsys):
+    from slam_bench.cli import main
+
+    p = _two_rows(tmp_path)
+    # The attack of issue 18: drop the digests, raise slam's accuracy, let a later write re-sign.
+    before = _legacy(p, lambda df: df.assign(test_acc=["0.99" if m == "slam" else a
+                                                         for m, a in zip(df.method, df.test_acc)]))
+    with pytest.raises(ResultsError, match=rf"{p} has no row_digest column.*slam-bench migrate"):
+        read_rows(p)
+    with pytest.raises(ResultsError, match="no row_digest"):
+        record_row(p, _row(split=1))
+    assert main(["leaderboard", "--out", str(tmp_path / "out")]) == 2
+    assert main(["run", "digits", "--smoke", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and all("no row_digest column" in line for line in err), err
+    assert p.read_bytes() == before
+    assert not (tmp_path / "out" / "leaderboard").exists()
+
+
+def test_a_rewrite_keeps_the_digests_it_checked_and_signs_only_the_new_row(tmp_path):
+    p = _two_rows(tmp_path)
+    digests = dict(zip(pd.read_csv(p, dtype=str).method, pd.read_csv(p, dtype=str)[R.DIGEST]))
+    record_row(p, _row(split=1, acc=0.7, k=3))  # adds a column: the old rows' cells there are empty
+    after = pd.read_csv(p, dtype=str, keep_default_na=False)
+    kept = after[after.split_seed == "0"]
+    assert dict(zip(kept.method, kept[R.DIGEST])) == digests
+    # An edited row is refused on the next write: the file stays as it was.
+    text = p.read_text().replace(",0.7,", ",0.8,")
+    p.write_text(text)
+    with pytest.raises(ResultsError, match="line 4: the row does not match its row_digest"):
+        record_row(p, _row(split=2))
+    assert p.read_text() == text
+
+
+def test_migrate_shows_the_rows_then_signs_them_once_with_yes(tmp_path, capsys):
+    from slam_bench.cli import main
+
+    p = _two_rows(tmp_path)
+    legacy = _legacy(p)
+    assert main(["migrate", str(p)]) == 0  # a dry run
+    out = capsys.readouterr().out
+    assert "2 rows without a row_digest; the columns targets, variant will be added" in out
+    assert "line 2: full d labeled=10 split=0 train=1000 slam/soft: test_acc=0.5" in out
+    assert "line 3: full d labeled=10 split=0 train=1000 vanilla/soft: test_acc=0.4" in out
+    assert "dry run: nothing written" in out and p.read_bytes() == legacy
+    assert main(["migrate", str(p), "--yes"]) == 0
+    assert "signed 2 rows" in capsys.readouterr().out
+    df = read_rows(p)
+    assert sorted(zip(df.method, df.test_acc, df.targets, df.variant)) == [
+        ("slam", 0.5, "soft", "full"), ("vanilla", 0.4, "soft", "full")]
+    assert main(["migrate", str(p), "--yes"]) == 2
+    err = capsys.readouterr().err
+    assert f"{p} already has a row_digest column" in err and len(err.splitlines()) == 1
+
+
+def test_migrate_validates_like_any_read(tmp_path, capsys):
+    from slam_bench.cli import main
+
+    p = _two_rows(tmp_path)
+    legacy = _legacy(p, lambda df: df.assign(method=["slamm", "vanilla"]))
+    assert main(["migrate", str(p), "--yes"]) == 2
+    assert "line 2: unknown method 'slamm'" in capsys.readouterr().err
+    assert p.read_bytes() == legacy
+    assert main(["migrate", str(tmp_path / "none.csv")]) == 2
+
+
+def test_a_byte_order_mark_is_read_and_not_written_back(tmp_path):
+    p = _two_rows(tmp_path)
+    p.write_bytes(b"\xef\xbb\xbf" + p.read_bytes())
+    assert sorted(read_rows(p).method) == ["slam", "vanilla"]
+    record_row(p, _row(split=1))
+    assert p.read_bytes().startswith(b"suite,") and len(read_rows(p)) == 3
+
+
+def _dead_pid() -> int:
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    return int(proc.stdout)
+
+
+def test_temporaries_of_killed_writers_are_removed_under_the_lock(tmp_path):
+    from slam_bench.fileio import HOST
+
+    out = tmp_path / "out"
+    p = _two_rows(tmp_path)
+    dead, alive = _dead_pid(), os.getppid()
+    mine = [p.parent / f".s.csv.{HOST}.{dead}.0123abcd.tmp",
+            p.parent / f".s.csv.otherhost.{alive}.0123abcd.tmp",  # the lock says it is dead
+            p.parent / f".s.csv.{dead}.0123abcd.tmp"]  # a name from before the host was in it
+    cache = out / "cache" / "teacher"
+    cache.mkdir(parents=True)
+    orphan = cache / f".k.pt.{HOST}.{dead}.89abcdef.tmp"
+    running = cache / f".k.pt.{HOST}.{alive}.89abcdef.tmp"  # a live writer's: kept
+    remote = cache / f".k.pt.otherhost.{dead}.89abcdef.tmp"  # another host's: cannot know
+    unrelated = p.parent / ".notes.tmp"
+    for f in mine + [orphan, running, remote, unrelated]:
+        f.write_text("partial")
+    record_row(p, _row(split=1))
+    assert not any(f.exists() for f in mine) and orphan.exists()
+    R.check_store(out, {"slam", "vanilla"})
+    assert not orphan.exists() and running.exists() and remote.exists() and unrelated.exists()

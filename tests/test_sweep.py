@@ -9,7 +9,7 @@ import pytest
 
 from slam_bench.cli import main
 from slam_bench.cli.sweep import SUMMARY_COLUMNS, parse_value, parse_values
-from slam_bench.pipeline.results import read_rows
+from slam_bench.store import read_rows
 
 
 def test_smoke_sweep_writes_summary_and_plot(tmp_path, capsys):

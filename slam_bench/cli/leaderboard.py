@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from slam_bench.cli.common import USER_ERRORS, fail
+from slam_bench.cli.common import fail, io_fail, user_errors
 from slam_bench.fileio import ensure_writable_dir
-from slam_bench.report.regenerate import default_readme, regenerate
 
 PROG = "slam-bench leaderboard"
 
@@ -22,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    try:
+    try:  # the usage errors, answered without importing the work's modules
         if out.exists() and not out.is_dir():
             raise ValueError(f"--out {str(out)!r} is a file, expected the results folder")
         if not (out / "runs").is_dir():
@@ -31,9 +30,15 @@ def main(args: argparse.Namespace) -> int:
         if args.readme is not None and not Path(args.readme).is_file():
             raise ValueError(f"--readme {str(args.readme)!r} is not a file")
         ensure_writable_dir(out)
-        paths = regenerate(out, readme=args.readme or default_readme(out))
-    except USER_ERRORS as e:
+    except ValueError as e:
         return fail(PROG, e)
+    try:
+        from slam_bench.report.regenerate import default_readme, regenerate
+        paths = regenerate(out, readme=args.readme or default_readme(out))
+    except user_errors() as e:
+        return fail(PROG, e)
+    except OSError as e:
+        return io_fail(PROG, e, "the recorded rows are unchanged")
     for p in paths:
         print(p)
     return 0

@@ -5,9 +5,6 @@ import argparse
 from pathlib import Path
 
 from slam_bench.cli.common import check_data_root, fail
-from slam_bench.data import dataset_status
-from slam_bench.pipeline.methods import METHODS
-from slam_bench.pipeline.suites import SUITES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,6 +18,11 @@ def main(args: argparse.Namespace) -> int:
         check_data_root(args.data_root)
     except ValueError as e:
         return fail("slam-bench list", e)
+    # The work's imports (the method registry and the dataset checks import torch).
+    from slam_bench.data import dataset_status
+    from slam_bench.pipeline.methods import METHODS
+    from slam_bench.pipeline.suites import SUITES
+
     print("suites:")
     for s in SUITES.values():
         reason = dataset_status(s.dataset, args.data_root)

@@ -1,22 +1,25 @@
 """`slam-bench run SUITE`: run a suite (or one shard of it), update its rows, leaderboards and
-plot, print the absolute and paired tables."""
+plot, print the absolute and paired tables.
+
+Parsing and the usage errors need only the suite registry (no torch); the trial loop and the
+report are imported once the arguments are known to be valid.
+"""
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import TYPE_CHECKING, Optional, Tuple
 
-from slam_bench.cli.common import USER_ERRORS, check_data_root, fail
-from slam_bench.distributed import DistContext
+from slam_bench.cli.common import (INTERRUPTED, IO_ERROR, USAGE, check_data_root, fail, io_fail,
+                                   user_errors)
 from slam_bench.fileio import ensure_writable_dir
-from slam_bench.pipeline.results import ESTIMATOR_DATA, read_rows, runs_path, select_variant
-from slam_bench.pipeline.runner import TrialsFailed, run_suite
+from slam_bench.store import ESTIMATOR_DATA
 from slam_bench.pipeline.suites import SUITES, Suite, get_suite
-from slam_bench.report.leaderboard import markdown_table
-from slam_bench.report.paired import paired_markdown
-from slam_bench.report.regenerate import default_readme, regenerate
+
+if TYPE_CHECKING:
+    from slam_bench.distributed import DistContext
 
 
 def parse_shard(text: str) -> Tuple[int, int]:
@@ -28,6 +31,15 @@ def parse_shard(text: str) -> Tuple[int, int]:
     if not 1 <= i <= n:
         raise argparse.ArgumentTypeError(f"expected I/N with 1 <= I <= N, got {text!r}")
     return i, n
+
+
+def parse_methods(text: str) -> Tuple[str, ...]:
+    """'a,b' -> ('a', 'b'): a comma-separated list of method names, none repeated."""
+    names = tuple(n.strip() for n in text.split(","))
+    if not all(names) or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"expected method names separated by commas, each "
+                                         f"once, such as vanilla,slam; got {text!r}")
+    return names
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,8 +56,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("results"),
                         help="results folder (default: results/)")
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
-    parser.add_argument("--force", action="store_true",
-                        help="recompute rows and teachers even if already recorded or cached")
+    parser.add_argument("--recompute", "--force", dest="force", action="store_true",
+                        help="recompute every row and teacher of the chosen trials, even if "
+                             "already recorded or cached (--force is the same option)")
+    parser.add_argument("--methods", type=parse_methods, default=None, metavar="A,B",
+                        help="run only these of the suite's methods, e.g. teacher,vanilla,slam "
+                             "(default: all of them; `slam-bench list` shows each suite's)")
     parser.add_argument("--estimator-data", choices=ESTIMATOR_DATA, default=None,
                         help="where estimators fit: val (a labeled V, |V| labels spent) or "
                              "crossfit (out-of-fold teachers on A, no label beyond A); default: "
@@ -69,10 +85,23 @@ def build_suite(args: argparse.Namespace) -> Suite:
         changes["labeled_sizes"] = tuple(args.labeled)
     if args.estimator_data is not None:
         suite = dataclasses.replace(suite, estimator_data=args.estimator_data)
-    return suite.with_sizes(args.smoke, **changes) if changes else suite
+    suite = suite.with_sizes(args.smoke, **changes) if changes else suite
+    return only_methods(suite, getattr(args, "methods", None))
 
 
-def main(args: argparse.Namespace, ctx: Optional[DistContext] = None,
+def only_methods(suite: Suite, methods: Optional[Tuple[str, ...]]) -> Suite:
+    """The suite restricted to `methods` (in the suite's order), each of which it must run."""
+    if methods is None:
+        return suite
+    unknown = [m for m in methods if m not in suite.methods]
+    if unknown:
+        raise ValueError(f"--methods {', '.join(unknown)}: not a method of suite {suite.name!r} "
+                         f"(its methods: {', '.join(suite.methods)})")
+    return dataclasses.replace(suite, methods=tuple(m for m in suite.methods if m in methods),
+                               hard_methods=tuple(m for m in suite.hard_methods if m in methods))
+
+
+def main(args: argparse.Namespace, ctx: Optional["DistContext"] = None,
          prog: str = "slam-bench run") -> int:
     """Run the suite; with `ctx` (torchrun), as one rank of a DDP job (rank 0 talks and writes)."""
     talk = ctx is None or ctx.is_main
@@ -82,12 +111,19 @@ def main(args: argparse.Namespace, ctx: Optional[DistContext] = None,
             print(text, flush=True)  # flushed: logs and `| tee` see each trial as it ends
 
     variant = "smoke" if args.smoke else "full"
-    csv_path = None
-    try:
+    try:  # the usage errors, answered before the trial loop is imported
         suite = build_suite(args)
-        csv_path = runs_path(args.out, suite.name)
         check_data_root(args.data_root)
         ensure_writable_dir(args.out)
+    except ValueError as e:
+        return fail(prog, e) if talk else USAGE
+    from slam_bench.store import read_rows, runs_path, select_variant
+    csv_path = runs_path(args.out, suite.name)
+    try:
+        from slam_bench.pipeline.runner import TrialsFailed, run_suite
+        from slam_bench.report.leaderboard import markdown_table
+        from slam_bench.report.paired import paired_markdown
+        from slam_bench.report.regenerate import default_readme, regenerate
         try:
             run_suite(suite, args.out, smoke=args.smoke, device="auto" if ctx else args.device,
                       data_root=args.data_root, force=args.force, progress=True, log=say,
@@ -106,13 +142,17 @@ def main(args: argparse.Namespace, ctx: Optional[DistContext] = None,
                 print(f"{prog}: {failed}", file=sys.stderr)
             return 1
         return 0
-    except USER_ERRORS as e:
-        return fail(prog, e) if talk else 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # first: evaluating user_errors() imports the work's modules
         if talk:
             print(f"{prog}: interrupted; {_kept(csv_path, variant)} rerun the same "
                   f"command to resume (recorded trials are skipped)", file=sys.stderr)
-        return 130
+        return INTERRUPTED
+    except user_errors() as e:
+        return fail(prog, e) if talk else USAGE
+    except OSError as e:  # permission, read-only or full disk, quota: rows so far are whole
+        if talk:
+            io_fail(prog, e, _kept(csv_path, variant).rstrip(";"))
+        return IO_ERROR
 
 
 def _kept(csv_path: Optional[Path], variant: str) -> str:
@@ -120,6 +160,7 @@ def _kept(csv_path: Optional[Path], variant: str) -> str:
     if csv_path is None or not csv_path.exists():
         return "no rows were recorded;"
     try:
+        from slam_bench.store import read_rows
         n = int((read_rows(csv_path)["variant"] == variant).sum())
     except Exception:  # never a traceback on the way out
         return f"the rows recorded so far are kept in {csv_path};"

@@ -21,18 +21,17 @@ import math
 import re
 import sys
 from pathlib import Path
-from typing import List, Optional
-
-import pandas as pd
+from typing import TYPE_CHECKING, List, Optional
 
 from slam_bench.cli import run as run_cli
-from slam_bench.cli.common import USER_ERRORS, check_data_root, fail
-from slam_bench.fileio import atomic_write, ensure_writable_dir
-from slam_bench.pipeline.methods import get_method
-from slam_bench.pipeline.results import CORE_COLUMNS, DIGEST, ID_COLUMNS, read_rows, runs_path, \
-    select_variant
-from slam_bench.pipeline.runner import TrialsFailed, run_suite
-from slam_bench.report.cells import cell_name
+from slam_bench.cli.common import check_data_root, fail, user_errors
+from slam_bench.store import CORE_COLUMNS, DIGEST, ID_COLUMNS
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# The work (the trial loop, the registries, pandas) is imported inside the functions, so
+# `slam-bench sweep --help` and usage errors answer without importing torch.
 
 SUMMARY_COLUMNS = ["suite", "method", "param", "value", "cell", "n", "mean", "std"]
 # Row columns that describe the trial or the teacher, not the method's fit.
@@ -81,12 +80,16 @@ def sweep_name(suite: str, method: str, param: str) -> str:
     return f"{suite}.{method}.{param}"
 
 
-def summarise(rows: pd.DataFrame, value: str, suite: str, method: str,
-              param: str) -> pd.DataFrame:
+def summarise(rows: "pd.DataFrame", value: str, suite: str, method: str,
+              param: str) -> "pd.DataFrame":
     """One line per cell of one value's rows (test_acc in [0, 1]): n, mean and std (ddof = 1,
     NaN for n = 1) in percent, then the mean of each numeric value the rows log beyond the
     trial's description: the method's fitted values and its numeric hyper-parameters (a fitted
     value may carry a hyper-parameter's name, e.g. SLaM's k, "auto" until fitted)."""
+    import pandas as pd
+
+    from slam_bench.report.cells import cell_name
+
     fitted = [c for c in rows.columns
               if c not in _NOT_FITTED and not c.startswith("teacher_")
               and pd.api.types.is_numeric_dtype(rows[c]) and rows[c].notna().any()]
@@ -102,7 +105,7 @@ def summarise(rows: pd.DataFrame, value: str, suite: str, method: str,
     return pd.DataFrame(out)
 
 
-def plot(summary: pd.DataFrame, title: str) -> bytes:
+def plot(summary: "pd.DataFrame", title: str) -> bytes:
     """PNG bytes: mean accuracy against the value (in the order given), one line per cell."""
     import matplotlib
 
@@ -138,6 +141,13 @@ def _point_changes(method, param: str, value):
 
 
 def main(args: argparse.Namespace, prog: str = "slam-bench sweep") -> int:
+    import pandas as pd
+
+    from slam_bench.fileio import atomic_write, ensure_writable_dir
+    from slam_bench.pipeline.methods import get_method
+    from slam_bench.pipeline.runner import TrialsFailed, run_suite
+    from slam_bench.store import read_rows, runs_path, select_variant
+
     try:
         suite = run_cli.build_suite(args)
         method = get_method(args.method)
@@ -184,5 +194,5 @@ def main(args: argparse.Namespace, prog: str = "slam-bench sweep") -> int:
         for e in failed:
             print(f"{prog}: {e}", file=sys.stderr)
         return 1 if failed else 0
-    except USER_ERRORS as e:
+    except user_errors() as e:
         return fail(prog, e)

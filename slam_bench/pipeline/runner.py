@@ -27,9 +27,7 @@ rank, and a DDP run's rows and teacher cache are interchangeable with a single-p
 """
 from __future__ import annotations
 
-import functools
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -42,8 +40,9 @@ from slam_bench.distributed import DistContext
 from slam_bench.models import build_model
 from slam_bench.pipeline import methods as M
 from slam_bench.pipeline.hashing import PIPELINE_VERSION, stable_hash, tensor_digest
-from slam_bench.pipeline.results import (RowId, delete_rows, done_keys, prune_rows, read_rows,
-                                         record_row, row_id, runs_path)
+from slam_bench.provenance import row_fields
+from slam_bench.store import (RowId, check_store, delete_rows, done_keys, prune_rows, read_rows,
+                              record_row, row_id, runs_path)
 from slam_bench.pipeline.splits import Split, make_split, save_split
 from slam_bench.pipeline.suites import Suite
 from slam_bench.pipeline.teacher import (TeacherOutputs, crossfit_probs, derived_key,
@@ -64,16 +63,6 @@ class TrialsFailed(RuntimeError):
         self.failures = failures
         super().__init__(f"{len(failures)} trial(s) failed and recorded no rows in {csv_path} "
                          f"(the other trials were recorded):\n  " + "\n  ".join(failures))
-
-
-@functools.lru_cache(maxsize=1)
-def git_sha() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True,
-                             text=True, timeout=10, cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def resolve_device(device: str) -> torch.device:
@@ -200,7 +189,9 @@ def _run_suite(ctx: DistContext, suite, out, smoke, data_root, force, prune, pro
     # The rows first: an invalid results file stops the run before the data is loaded.
     out = Path(out)
     csv_path = runs_path(out, suite.name)
-    recorded = read_rows(csv_path)  # validated even under --force, which rewrites the file
+    # The whole store (every suite's file, methods known), even under --force, which rewrites.
+    check_store(out, M.METHODS)
+    recorded = read_rows(csv_path, known_methods=M.METHODS)
     done = set() if force else done_keys(recorded)
     ctx.barrier()  # every rank has read the rows before rank 0 starts adding to them
     ds = load_dataset(suite.dataset, data_root, **suite.dataset_options)
@@ -295,7 +286,7 @@ def _run_suite(ctx: DistContext, suite, out, smoke, data_root, force, prune, pro
                     "labeled_weight": suite.labeled_weight,
                     "labeled_weighting": suite.labeled_weighting,
                     "weight_decay": sizes.student.weight_decay,
-                    "selection": "last", "device": device_label, "git_sha": git_sha(),
+                    "selection": "last", "device": device_label, **row_fields(),
                     "mc_passes": sizes.mc_passes, **teacher.params,
                     "estimator_data": suite.estimator_data,
                     # A named teacher scenario (known_noise's stress cells) names its cell.
@@ -489,6 +480,14 @@ def _loggable(v):
     return v
 
 
+def _duration(seconds: float) -> str:
+    """e.g. '40 s', '7 min', '1 h 05 min'."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
 class _Report:
     """What a run tells the user: one line at the start, one per finished (or failed) trial,
     written through `log`; with `bar`, a tqdm bar too when stdout is a terminal (the lines then
@@ -497,6 +496,7 @@ class _Report:
     def __init__(self, suite: str, variant: str, n_mine: int, n_plan: int, shard, bar: bool,
                  log: Callable[[str], None]):
         self.log, self.n, self.k, self.skipped_n = log, n_mine, 0, 0
+        self.trained_s: List[float] = []  # wall time of each trial trained so far
         self.bar = None
         if bar and sys.stdout.isatty():
             from tqdm import tqdm
@@ -524,8 +524,18 @@ class _Report:
 
     def finished(self, labeled, split_seed, train_seed, accs: Dict[str, float], wall: float) -> None:
         cells = ", ".join(f"{m} {100 * a:.2f}" for m, a in accs.items())
-        self._line(f"{self._step()} labeled={labeled} split={split_seed} train={train_seed}: "
-                   f"{cells} ({wall:.1f} s)")
+        self.trained_s.append(wall)
+        step = self._step()
+        self._line(f"{step} labeled={labeled} split={split_seed} train={train_seed}: "
+                   f"{cells} ({wall:.1f} s{self._left()})")
+
+    def _left(self) -> str:
+        """The time left if the remaining trials take the mean time of those trained so far
+        (an estimate: trials of larger labeled sizes, later in the plan, can take longer)."""
+        left = (self.n - self.k) * sum(self.trained_s) / len(self.trained_s)
+        if self.k >= self.n:
+            return ""
+        return f", about {_duration(left)} left"
 
     def failed(self, labeled, split_seed, train_seed, reason: str) -> None:
         self._line(f"{self._step()} labeled={labeled} split={split_seed} train={train_seed}: "
@@ -534,6 +544,6 @@ class _Report:
     def close(self) -> None:
         if self.skipped_n:
             self._line(f"{self.skipped_n} trial(s) already recorded with this configuration: "
-                       f"skipped (--force recomputes them)")
+                       f"skipped (--recompute recomputes them)")
         if self.bar is not None:
             self.bar.close()

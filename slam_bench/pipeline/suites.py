@@ -13,7 +13,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Dict, Mapping, Optional, Tuple
 
-from slam_bench.pipeline.results import ESTIMATOR_DATA
+from slam_bench.store import ESTIMATOR_DATA
 
 
 # The Sizes fields that hold one entry per labeled size.
@@ -177,7 +177,11 @@ SUITES: Dict[str, Suite] = {}
 
 def check_student_options(suite: Suite) -> None:
     """Refuse a suite whose `student_options` would set a hyper-parameter for only some of its
-    student methods (an unknown method name is refused too): one procedure for every method."""
+    student methods (an unknown method name is refused too): one procedure for every method.
+    A suite without options has nothing to check here (its method names are checked when it
+    runs), and registering it imports no torch, so the CLI's help answers at once."""
+    if not suite.student_options:
+        return
     from slam_bench.pipeline.methods import get_method
 
     methods = [get_method(m) for m in suite.methods]

@@ -17,7 +17,7 @@ from typing import Iterable, List
 import pandas as pd
 
 from slam_bench.pipeline.methods import METHODS, TARGETS
-from slam_bench.pipeline.results import DEFAULT_TARGETS
+from slam_bench.store import DEFAULT_TARGETS
 
 HARD_SUFFIX = "_hard"
 DEFAULT_ESTIMATOR_DATA = "val"  # rows written before cross-fitting existed fitted on V

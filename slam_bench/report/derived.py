@@ -8,7 +8,7 @@ import pandas as pd
 
 from slam_bench.fileio import atomic_write, locked
 from slam_bench.pipeline.methods import METHODS
-from slam_bench.pipeline.results import read_rows, runs_path, select_variant, suites_with_rows
+from slam_bench.store import read_rows, runs_path, select_variant, suites_with_rows
 
 
 def write_per_suite(out: Path, suites: Optional[Iterable[str]], relpath: str,

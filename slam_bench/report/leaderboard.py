@@ -25,7 +25,7 @@ import pandas as pd
 
 from slam_bench.fileio import atomic_write, locked
 from slam_bench.pipeline.methods import METHODS
-from slam_bench.pipeline.results import read_all_runs
+from slam_bench.store import read_all_runs
 from slam_bench.report.cells import cell_order, method_order
 from slam_bench.report.derived import write_per_suite
 from slam_bench.report.paired import paired_markdown

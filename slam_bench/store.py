@@ -1,4 +1,4 @@
-"""Raw result rows: the store of record, one CSV per suite, `<out>/runs/<suite>.csv`.
+"""The results store: raw result rows, one CSV per suite, `<out>/runs/<suite>.csv`.
 
 One row per (trial, method), identified by the typed `RowId` (`ID_COLUMNS`): suite, dataset,
 labeled size, method, targets ('soft' or 'hard' teacher labels), split seed, train seed and
@@ -6,17 +6,23 @@ variant ('smoke' or 'full'), so a smoke run never replaces a full row. Recording
 new config hash replaces the row with the same id; a rerun skips ids whose config hash matches.
 
 Why a CSV: users read and diff these files in git, and every report is generated from them.
-What makes it a store nobody can lose or corrupt:
+What makes it a store nobody can lose, corrupt or launder:
 - every change rewrites the whole file atomically (`fileio.atomic_write`) under a lock kept
   beside it (`fileio.locked`, the `filelock` package), so concurrent runs, shards or pytest
-  workers never lose a row, and a kill at any moment leaves the old or the new file;
+  workers never lose a row, and a kill at any moment leaves the old or the new file; the
+  temporary file a killed writer left is removed by the next writer under the same lock;
 - every row ends with `row_digest`, a hash of its cells, so a row that was cut or altered
-  outside the store is detected on read rather than kept with a NaN and counted as done;
-- reading is strict: the id and core columns are parsed to their types, accuracies must lie
-  in [0, 1], ids must be unique; anything else is a `ResultsError` naming the file and line.
-Files written before `targets`, `variant` and `row_digest` existed are read with targets
-'soft' and variant 'full' (those versions had no hard labels, and the committed results/ came
-from full runs); the next write adds the columns.
+  outside the store is detected on read rather than kept with a NaN and counted as done. A row
+  is signed once, when `record_row` records what the pipeline computed; rewriting the file keeps
+  the digests it read (each checked), so no write can re-sign an edited row;
+- reading is strict: a file without the `row_digest` column, or without the id columns, is an
+  error (there is no lenient reading of older files: `migrate_legacy` converts one explicitly,
+  once, after showing what it will sign); the id and core columns are parsed to their types,
+  accuracies must lie in [0, 1], ids must be unique; anything else is a `ResultsError` naming
+  the file and line. A UTF-8 byte-order mark (a spreadsheet's save) is read and not written back.
+
+This module sits below the trial loop and the report: it imports the file helpers and pandas,
+never torch, so reports and the command line read rows without loading the pipeline.
 """
 from __future__ import annotations
 
@@ -31,13 +37,13 @@ from typing import (Callable, Collection, Dict, Iterable, List, Mapping, NamedTu
 
 import pandas as pd
 
-from slam_bench.fileio import atomic_write, locked
+from slam_bench.fileio import atomic_write, locked, remove_orphans
 
 VARIANTS = ("smoke", "full")
 TARGETS = ("soft", "hard")
 ESTIMATOR_DATA = ("val", "crossfit")  # where estimators fit: a labeled V, or A cross-fitted
-DEFAULT_TARGETS = "soft"  # rows written before hard labels existed
-LEGACY_VARIANT = "full"  # rows written before the variant was recorded (see module docstring)
+DEFAULT_TARGETS = "soft"  # a row given to record_row without targets; legacy files (migrate)
+LEGACY_VARIANT = "full"  # legacy files had no variant column, and came from full runs
 
 
 class RowId(NamedTuple):
@@ -63,22 +69,26 @@ CORE_COLUMNS = [
     "teacher_steps", "epochs", "steps", "batch_size", "lr", "optimizer", "weight_decay",
     "labeled_weighting", "labeled_weight", "lr_schedule", "selection", "labels_used",
     "estimator_data", "crossfit_folds", "test_acc", "student_fit_u", "wall_s",
-    "device", "git_sha",
+    "device", "git_sha", "slam_bench_version", "torch_version", "triton_version",
 ]
 _INT = {"labeled_size", "split_seed", "train_seed", "n_unlabeled", "n_val", "n_test",
         "teacher_steps", "epochs", "steps", "batch_size", "labels_used", "crossfit_folds"}
 _ACCURACY = {"test_acc", "teacher_test_acc", "teacher_val_acc"}  # fractions in [0, 1]
 _FLOAT = {"lr", "weight_decay", "labeled_weight", "wall_s", "student_fit_u"}
 _ENUM = {"variant": VARIANTS, "targets": TARGETS, "estimator_data": ESTIMATOR_DATA}
-# Every row has these (a legacy file may lack the targets/variant columns: defaults above).
-REQUIRED = ("suite", "dataset", "labeled_size", "method", "split_seed", "train_seed",
-            "config_hash", "test_acc")
+# Every row has these; a legacy file (migrate) may lack targets and variant, nothing else.
+REQUIRED = ("suite", "dataset", "labeled_size", "method", "targets", "split_seed", "train_seed",
+            "config_hash", "test_acc", "variant")
 _LEGACY_DEFAULTS = {"targets": DEFAULT_TARGETS, "variant": LEGACY_VARIANT}
 _INT_TEXT = re.compile(r"-?\d+")
 
 
 class ResultsError(RuntimeError):
     """A results file exists but is not a valid store: the message names the file and line."""
+
+
+# The folders under a results folder that runs and reports write (check_store clears them).
+WRITTEN_FOLDERS = ("runs", "cache", "leaderboard", "plots")
 
 
 def runs_path(out: Path, suite: str) -> Path:
@@ -136,7 +146,7 @@ def _digest(cells: Mapping[str, str]) -> str:
 
 def _id_of(cells: Mapping[str, str]) -> RowId:
     """The typed id of a row of cells (ValueError naming the column if one is invalid)."""
-    return RowId(**{c: _parse(c, cells.get(c) or _LEGACY_DEFAULTS.get(c, "")) for c in ID_COLUMNS})
+    return RowId(**{c: _parse(c, cells.get(c, "")) for c in ID_COLUMNS})
 
 
 def _check_cells(cells: Mapping[str, str]) -> RowId:
@@ -153,6 +163,7 @@ def row_id(row: Mapping) -> RowId:
     """The typed id of a row given as Python values (as the runner builds it); `targets`
     defaults to 'soft'. ValueError naming the column when a value has the wrong type."""
     cells = {c: _render(row[c]) for c in ID_COLUMNS if c in row}
+    cells.setdefault("targets", DEFAULT_TARGETS)
     if "variant" not in cells:
         raise ValueError("a row must say its variant ('smoke' or 'full')")
     return _id_of(cells)
@@ -167,22 +178,43 @@ class _Table(NamedTuple):
     lines: List[int]  # line of each row in the file
 
 
-def _load(path: Path, known_methods: Optional[Collection[str]] = None) -> _Table:
-    """Parse and validate `path` strictly (an empty table if the file is absent)."""
+def _text(path: Path) -> str:
+    """The file's text (a UTF-8 byte-order mark dropped); OSError as raised, naming the path."""
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ResultsError(f"results file {path} is not UTF-8 text ({e})") from None
+
+
+def _load(path: Path, known_methods: Optional[Collection[str]] = None,
+          legacy: bool = False) -> _Table:
+    """Parse and validate `path` strictly (an empty table if the file is absent).
+
+    legacy: read a file written before rows were signed (no `row_digest` column; targets and
+    variant may be missing and take their legacy defaults); only `migrate_legacy` does.
+    """
     path = Path(path)
     if not path.exists():
         return _Table([], [], [], [])
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ResultsError(f"results file {path} cannot be read as UTF-8 text ({e})") from None
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(io.StringIO(_text(path), newline=""))
     try:
         header = next(reader, [])
-        missing = [c for c in REQUIRED if c not in header]
-        if missing:
-            raise ResultsError(f"results file {path} lacks the columns {missing}; it is not a "
-                               f"slam-bench runs file")
+        signed = DIGEST in header
+        if legacy and signed:
+            raise ResultsError(f"results file {path} already has a {DIGEST} column: it is "
+                               f"signed, there is nothing to migrate")
+        defaults = _LEGACY_DEFAULTS if legacy else {}
+        # Not a runs file at all, an unsigned (legacy) one, or a signed one without an id column.
+        for allowed in (_LEGACY_DEFAULTS, defaults):
+            missing = [c for c in REQUIRED if c not in header and c not in allowed]
+            if missing:
+                raise ResultsError(f"results file {path} lacks the columns {missing}; it is not "
+                                   f"a slam-bench runs file")
+            if not legacy and not signed:
+                raise ResultsError(f"results file {path} has no {DIGEST} column, so none of its "
+                                   f"rows can be checked; if it is a runs file written before "
+                                   f"rows were signed, review it with `slam-bench migrate "
+                                   f"{path}` (which signs it once with --yes)")
         if len(set(header)) != len(header):
             raise ResultsError(f"results file {path} repeats a column name in its header")
         table = _Table(list(header), [], [], [])
@@ -197,10 +229,13 @@ def _load(path: Path, known_methods: Optional[Collection[str]] = None) -> _Table
                                    f"{len(header)} (a cut or damaged row); delete that line and "
                                    f"rerun to recompute the trial")
             cells = dict(zip(header, fields))
-            if DIGEST in cells and cells[DIGEST] != _digest(cells):
+            if signed and cells[DIGEST] != _digest(cells):
                 raise ResultsError(f"{where}: the row does not match its {DIGEST} (it was cut or "
                                    f"edited after it was written); delete that line and rerun to "
                                    f"recompute the trial")
+            for col, value in defaults.items():
+                if cells.get(col, "") == "":
+                    cells[col] = value
             try:
                 rid = _check_cells(cells)
             except ValueError as e:
@@ -231,7 +266,12 @@ def _sort_key(item: Tuple[RowId, Dict[str, str]]):
 
 
 def _write(path: Path, columns: Iterable[str], rows: List[Tuple[RowId, Dict[str, str]]]) -> None:
-    """Write rows (with their ids) in the canonical column and row order, digests renewed."""
+    """Write rows (with their ids) in the canonical column and row order.
+
+    A row that carries a digest (one read from the file, already checked) keeps it, and must
+    still match it with the file's new columns (the digest skips empty cells, so it does); a
+    row without one is new, from `record_row` or `migrate_legacy`, and is signed here.
+    """
     cols = set(columns) | {c for _, cells in rows for c in cells} | set(ID_COLUMNS)
     cols.discard(DIGEST)
     ordered = ([c for c in CORE_COLUMNS if c in cols] + sorted(cols - set(CORE_COLUMNS))
@@ -242,7 +282,10 @@ def _write(path: Path, columns: Iterable[str], rows: List[Tuple[RowId, Dict[str,
     for rid, cells in sorted(rows, key=_sort_key):
         full = {c: cells.get(c, "") for c in ordered}
         full.update({k: _render(v) for k, v in rid._asdict().items()})
-        full[DIGEST] = _digest(full)
+        digest = _digest(full)
+        if cells.get(DIGEST, digest) != digest:  # a checked row changed on its way: a bug here
+            raise RuntimeError(f"{path}: row {_show(rid)} no longer matches its digest")
+        full[DIGEST] = digest
         w.writerow([full[c] for c in ordered])
     atomic_write(path, buf.getvalue())
 
@@ -252,6 +295,7 @@ def _rewrite(path: Path, change: Callable[[List[Tuple[RowId, Dict[str, str]]]],
     """Read, change and write `path` under its lock (one writer at a time, none lost)."""
     path = Path(path)
     with locked(path):
+        remove_orphans(path)  # every writer of `path` holds this lock: any temporary is dead
         table = _load(path)
         before = list(zip(table.ids, table.rows))
         after = change(before)
@@ -312,7 +356,7 @@ def read_rows(path: Path, known_methods: Optional[Collection[str]] = None) -> pd
     cols = [c for c in table.columns if c != DIGEST]
     data = {}
     for c in set(cols) | set(ID_COLUMNS):
-        texts = [cells.get(c) or _LEGACY_DEFAULTS.get(c, "") for cells in table.rows]
+        texts = [cells.get(c, "") for cells in table.rows]
         if c in ID_COLUMNS or c in _INT or c in _ACCURACY or c in _FLOAT:
             data[c] = pd.Series([_parse(c, t) for t in texts], dtype=_dtype(c, texts))
         elif c in CORE_COLUMNS:  # text (hashes and shas stay strings: no lost leading zeros)
@@ -382,3 +426,57 @@ def read_all_runs(out: Path, suites: Optional[Iterable[str]] = None,
         df = read_rows(runs_path(out, name), known_methods)
         found.append((name, select_variant(df) if len(df) else df))
     return found
+
+
+def check_store(out: Path, known_methods: Collection[str]) -> List[Path]:
+    """Validate every runs file under `out` (digests, ids, types, methods in `known_methods`)
+    and clear what killed runs left there; returns the files checked.
+
+    A run calls this before any training, so an invalid store stops it before it writes
+    anything (ResultsError naming the file and line). Each file is read under its lock, where
+    the temporary files of its killed writers are removed; elsewhere under `out` (splits,
+    cache, leaderboards), a temporary file is removed when the process on this host that
+    wrote it is gone (`fileio.remove_orphans`).
+    """
+    out = Path(out)
+    paths = [runs_path(out, name) for name in suites_with_rows(out)]
+    for path in paths:
+        with locked(path):
+            remove_orphans(path)
+            _load(path, known_methods)
+    for folder in WRITTEN_FOLDERS:
+        if (out / folder).is_dir():
+            remove_orphans(out / folder, recursive=True)
+    return paths
+
+
+class LegacyRow(NamedTuple):
+    line: int
+    id: RowId
+    cells: Dict[str, str]
+
+
+def read_legacy(path: Path, known_methods: Optional[Collection[str]] = None) -> List[LegacyRow]:
+    """The rows of a runs file written before rows were signed (no `row_digest`), validated as
+    strictly as any other file, with targets 'soft' and variant 'full' where the file lacks
+    them (those versions had no hard labels and no smoke rows in their files). ResultsError
+    when `path` is absent, already signed, or invalid."""
+    path = Path(path)
+    if not path.is_file():
+        raise ResultsError(f"results file {path} does not exist")
+    table = _load(path, known_methods, legacy=True)
+    return [LegacyRow(line, rid, cells)
+            for line, rid, cells in zip(table.lines, table.ids, table.rows)]
+
+
+def migrate_legacy(path: Path, rows: List[LegacyRow]) -> None:
+    """Sign `rows` (from `read_legacy`, after the user has seen them) and write them to `path`,
+    under its lock. Refuses if the file changed since `rows` were read (ResultsError)."""
+    path = Path(path)
+    with locked(path):
+        remove_orphans(path)
+        if read_legacy(path) != rows:
+            raise ResultsError(f"results file {path} changed while it was being reviewed; "
+                               f"run the migration again")
+        columns = _load(path, legacy=True).columns
+        _write(path, columns, [(r.id, r.cells) for r in rows])
