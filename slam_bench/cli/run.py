@@ -83,7 +83,7 @@ def build_suite(args: argparse.Namespace) -> Suite:
         if min(args.labeled) < 1:
             raise ValueError(f"--labeled sizes must be >= 1, got {args.labeled}")
         changes["labeled_sizes"] = tuple(args.labeled)
-    if args.estimator_data is not None:
+    if getattr(args, "estimator_data", None) is not None:  # reproduce's suites take the rows'
         suite = dataclasses.replace(suite, estimator_data=args.estimator_data)
     suite = suite.with_sizes(args.smoke, **changes) if changes else suite
     return only_methods(suite, getattr(args, "methods", None))
