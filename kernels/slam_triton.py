@@ -201,6 +201,8 @@ def _slam_kernel(z_ptr, y_ptr, dz_ptr, alpha_ptr, s_ptr, k_ptr, gs_ptr, loss_ptr
     if MIXING:
         b, c, log_a = _row_params(alpha_ptr, s_ptr, rows, row_ok, stride_a, stride_s)
         k = tl.load(k_ptr + rows * stride_k, mask=row_ok, other=0).to(tl.int32)
+        # Unchecked input (check_values=False): k clamped to [1, C] (0 on padding rows).
+        k = tl.where(row_ok, tl.minimum(tl.maximum(k, 1), n_cols), 0)
     else:
         b = tl.zeros([ROWS], tl.float32)
         c = b + 1.0
