@@ -133,6 +133,7 @@ def _topk_inputs(n, v, kk, seed=0):
 BAD_IDS = ["V", FAR, -1, -FAR]
 
 
+@pytest.mark.every_kernel
 @pytest.mark.parametrize("v", [24, 9000])  # on chip, streamed (above MAX_SINGLE_BLOCK)
 @pytest.mark.parametrize("bad", BAD_IDS)
 def test_topk_kernels_bad_ids(v, bad):
