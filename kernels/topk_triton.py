@@ -33,6 +33,10 @@ per row also K x (id + probability + one gathered logit) and a few fp32 scalars)
 Numerics: fp32 after every load; z - m is exact for nearby values, so shifting the logits
 changes nothing; masked lanes load 0 and are selected away (0 * -inf would be NaN). Rows with
 teacher_ids[i, 0] == ignore_index load nothing and get loss 0 and a zero gradient row.
+
+Unchecked input (check_values=False): an id outside [0, V) is masked out of every load and of
+the scatter, so no kernel reads or writes outside its tensors; the loss of such a row is then
+unspecified (today: the row without that entry). tests/kernels/test_kernel_memory_safety.py.
 """
 from __future__ import annotations
 
