@@ -58,13 +58,13 @@ SCRIPT = textwrap.dedent('''
             if out.returncode == 0:
                 return out.stderr
             tried.append(f"{tool}: {(out.stderr.strip().splitlines() or ['?'])[-1]}")
-        ver = re.search(r"^\.version (\S+)", ptx, re.M)
+        ver = re.search(r"^\\.version (\\S+)", ptx, re.M)
         print(f"SKIP no ptxas found here reads PTX .version {ver.group(1) if ver else '?'} "
               f"(Triton {triton.__version__}); tried: " + "; ".join(tried))
         sys.exit(0)
 
     def spills(kernel):
-        return sum(int(x) for x in re.findall(r"(\d+) bytes spill stores",
+        return sum(int(x) for x in re.findall(r"(\\d+) bytes spill stores",
                                               ptxas_stderr(kernel.asm["ptx"])))
 
     def signature(fn, z_type, scalars):
