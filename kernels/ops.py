@@ -110,6 +110,7 @@ class _SLaMFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
+        refuse_create_graph("the fused SLaM loss (backend='triton')")
         try:
             (dz,) = ctx.saved_tensors
         except RuntimeError as e:  # autograd's version check on the saved gradient
@@ -123,6 +124,18 @@ class _SLaMFunction(torch.autograd.Function):
             return (scale_grad(dz, grad_out),) + (None,) * 11
         scale_grad_(dz, grad_out)  # bumps dz's version: a second backward is refused above
         return (dz,) + (None,) * 11
+
+
+def refuse_create_graph(loss: str) -> None:
+    """Call first in a backward whose gradient was computed by a kernel: with create_graph=True
+    (grad mode on in backward) that gradient has no graph, so a second-order term built on it
+    would be silently wrong. (slam_bench.torch_backend has the same guard; kernels/ imports
+    nothing from slam_bench.)"""
+    if torch.is_grad_enabled():
+        raise RuntimeError(
+            f"{loss}: second-order gradients (create_graph=True, double backward) are not "
+            f"supported: the kernels compute the first-order gradient only. Use the plain "
+            f"PyTorch formula (slam_bench.reference) for higher-order terms.")
 
 
 def _grad_scale(weight: Optional[Tensor], reduction: str, n: int, device) -> Tensor:

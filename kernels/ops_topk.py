@@ -17,6 +17,7 @@ from typing import Tuple
 import torch
 from torch import Tensor
 
+from .ops import refuse_create_graph
 from .topk_triton import topk_backward, topk_chunk_step, topk_forward
 
 __all__ = ["slam_loss_topk_triton", "topk_chunk_inplace"]
@@ -57,6 +58,7 @@ def _setup_context(ctx, inputs, output):
 
 
 def _backward(ctx, grad_rows, _grad_stats):
+    refuse_create_graph("slam_loss_topk (backend='triton')")
     z, ids, p, alpha, s, thresh, stats = ctx.saved_tensors
     dz = None
     if ctx.needs_input_grad[0] and grad_rows is not None:

@@ -50,6 +50,10 @@ Bytes per element moved by each path, bf16 z, y and dz (b_y bytes per teacher en
   elements so that the unmasked body blocks start 16-byte aligned; one masked tail block ends
   the row. On-chip rows with an odd C use scalar loads.
 
+Unchecked input (check_values=False): k is clamped to [1, C] on load; alpha enters only the
+arithmetic; every address comes from the row and column masks, so whatever the parameters, no
+kernel reads or writes outside its tensors (the result is then unspecified).
+
 Numerics (as slam_bench/torch_backend.py): fp32 math after every load. Outside the top-k mask
 (and everywhere when b = s (1 - alpha) = 0) q_j = alpha f_j, so log q_j = log alpha + log f_j
 stays finite where f_j underflows; inside, q_j = c_j f_j + b >= min(alpha, b) > 0 with
@@ -201,6 +205,8 @@ def _slam_kernel(z_ptr, y_ptr, dz_ptr, alpha_ptr, s_ptr, k_ptr, gs_ptr, loss_ptr
     if MIXING:
         b, c, log_a = _row_params(alpha_ptr, s_ptr, rows, row_ok, stride_a, stride_s)
         k = tl.load(k_ptr + rows * stride_k, mask=row_ok, other=0).to(tl.int32)
+        # Unchecked input (check_values=False): k clamped to [1, C] (0 on padding rows).
+        k = tl.where(row_ok, tl.minimum(tl.maximum(k, 1), n_cols), 0)
     else:
         b = tl.zeros([ROWS], tl.float32)
         c = b + 1.0

@@ -155,6 +155,7 @@ def _threshold_kernel(y_ptr, k_ptr, out_ptr, n_rows, n_cols, stride_y, stride_k,
     y_row = rows.to(tl.int64) * stride_y
     cols = tl.arange(0, BLOCK)
     k = tl.load(k_ptr + rows * stride_k, mask=row_ok, other=0).to(tl.int32)
+    k = tl.where(row_ok, tl.minimum(tl.maximum(k, 1), n_cols), 0)  # unchecked k: into [1, C]
     if STREAM:
         buf_y = tl.zeros([ROWS, KCAP], tl.float32)
         buf_z = tl.zeros([ROWS, KCAP], tl.float32)

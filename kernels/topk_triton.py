@@ -33,6 +33,10 @@ per row also K x (id + probability + one gathered logit) and a few fp32 scalars)
 Numerics: fp32 after every load; z - m is exact for nearby values, so shifting the logits
 changes nothing; masked lanes load 0 and are selected away (0 * -inf would be NaN). Rows with
 teacher_ids[i, 0] == ignore_index load nothing and get loss 0 and a zero gradient row.
+
+Unchecked input (check_values=False): an id outside [0, V) is masked out of every load and of
+the scatter, so no kernel reads or writes outside its tensors; the loss of such a row is then
+unspecified (today: the row without that entry). tests/kernels/test_kernel_memory_safety.py.
 """
 from __future__ import annotations
 
@@ -78,8 +82,11 @@ def _row_params(alpha_ptr, s_ptr, th_ptr, row, stride_a, stride_s, stride_th,
 def _row_stats(z_ptr, row_off, n_cols, keep, inv_t, BLOCK: tl.constexpr, SINGLE: tl.constexpr):
     """Row max m of z, log l with l = sum_v exp((z_v - m) / T), and (SINGLE) the row itself."""
     cols = tl.arange(0, BLOCK)
+    # An ignored row reads nothing: its column limit is 0. (A scalar bool `&` a vector mask
+    # fails in Triton 3.9's interpreter, "mask has unsupported dtype"; a select does not.)
+    n_live = tl.where(keep, n_cols, 0)
     if SINGLE:
-        ok = (cols < n_cols) & keep
+        ok = cols < n_live
         z = tl.load(z_ptr + row_off + cols, mask=ok, other=0.0).to(tl.float32)
         z = tl.where(ok, z, float("-inf"))
         m = tl.where(keep, tl.max(z, axis=0), 0.0)
@@ -89,7 +96,7 @@ def _row_stats(z_ptr, row_off, n_cols, keep, inv_t, BLOCK: tl.constexpr, SINGLE:
         m = tl.max(z, axis=0) - float("inf")
         sum_e = tl.sum(z, axis=0)
         for start in range(0, n_cols, BLOCK):
-            ok = ((start + cols) < n_cols) & keep
+            ok = (start + cols) < n_live
             zb = tl.load(z_ptr + row_off + start + cols, mask=ok, other=0.0).to(tl.float32)
             zb = tl.where(ok, zb, float("-inf"))
             m_new = tl.where(keep, tl.maximum(m, tl.max(zb, axis=0)), 0.0)
@@ -101,12 +108,15 @@ def _row_stats(z_ptr, row_off, n_cols, keep, inv_t, BLOCK: tl.constexpr, SINGLE:
 
 
 @triton.jit
-def _teacher_terms(z_ptr, row_off, ids_ptr, p_ptr, row, stride_ids, stride_p, n_k, keep, m,
-                   log_l, b, c, log_a, th, inv_t, MIXING: tl.constexpr, K_PAD: tl.constexpr):
+def _teacher_terms(z_ptr, row_off, ids_ptr, p_ptr, row, stride_ids, stride_p, n_k, n_cols, keep,
+                   m, log_l, b, c, log_a, th, inv_t, MIXING: tl.constexpr, K_PAD: tl.constexpr):
     """The K teacher entries: (loss, r (K_PAD,), f at the ids, ids (int64), valid lanes)."""
     kk = tl.arange(0, K_PAD)
-    valid = (kk < n_k) & keep
+    valid = kk < tl.where(keep, n_k, 0)
     ids = tl.load(ids_ptr + row * stride_ids + kk, mask=valid, other=0).to(tl.int64)
+    # Memory safety with unchecked input: an id outside [0, V) is dropped (never read, never
+    # written: this mask also guards the gradient's scatter); the result is then unspecified.
+    valid = valid & (ids >= 0) & (ids < n_cols)
     p = tl.load(p_ptr + row * stride_p + kk, mask=valid, other=0.0).to(tl.float32)
     p = tl.where(valid, p, 0.0)
     zg = tl.load(z_ptr + row_off + ids, mask=valid, other=0.0).to(tl.float32)
@@ -132,9 +142,11 @@ def _stream_grad(src_ptr, dst_ptr, src_off, dst_off, n_cols, keep, m, log_l, rs,
                  BLOCK: tl.constexpr):
     """dst_v = -f_v * rs over the row (0 for an ignored row), f recomputed from src."""
     cols = tl.arange(0, BLOCK)
+    n_live = tl.where(keep, n_cols, 0)  # an ignored row reads nothing
     for start in range(0, n_cols, BLOCK):
         inb = (start + cols) < n_cols
-        z = tl.load(src_ptr + src_off + start + cols, mask=inb & keep, other=0.0).to(tl.float32)
+        z = tl.load(src_ptr + src_off + start + cols, mask=(start + cols) < n_live, other=0.0)
+        z = z.to(tl.float32)
         f = tl.exp((z - m) * inv_t - log_l)
         dz = tl.where(keep, -f * rs, 0.0)
         tl.store(dst_ptr + dst_off + start + cols, dz.to(dst_ptr.dtype.element_ty), mask=inb)
@@ -153,8 +165,8 @@ def _topk_loss_kernel(z_ptr, ids_ptr, p_ptr, alpha_ptr, s_ptr, th_ptr, scale_ptr
                                   MIXING)
     m, log_l, z = _row_stats(z_ptr, row_off, n_cols, keep, inv_t, BLOCK, SINGLE)
     loss, r, f_g, ids, valid = _teacher_terms(z_ptr, row_off, ids_ptr, p_ptr, row, stride_ids,
-                                              stride_p, n_k, keep, m, log_l, b, c, log_a, th,
-                                              inv_t, MIXING, K_PAD)
+                                              stride_p, n_k, n_cols, keep, m, log_l, b, c, log_a,
+                                              th, inv_t, MIXING, K_PAD)
     tl.store(loss_ptr + row, tl.where(keep, loss, 0.0))
     if WRITE_GRAD:
         # In place: the K logits were gathered above, before any element is overwritten.
@@ -188,8 +200,8 @@ def _topk_grad_kernel(z_ptr, dz_ptr, ids_ptr, p_ptr, alpha_ptr, s_ptr, th_ptr, s
     m = tl.load(stats_ptr + row)
     log_l = tl.load(stats_ptr + n_rows + row)
     _, r, f_g, ids, valid = _teacher_terms(z_ptr, row * stride_z, ids_ptr, p_ptr, row,
-                                           stride_ids, stride_p, n_k, keep, m, log_l, b, c,
-                                           log_a, th, inv_t, MIXING, K_PAD)
+                                           stride_ids, stride_p, n_k, n_cols, keep, m, log_l,
+                                           b, c, log_a, th, inv_t, MIXING, K_PAD)
     sumr = tl.sum(r, axis=0)
     # Upstream gradient of the row (weights and the mean's 1/N arrive here), read on device.
     sc = tl.load(go_ptr + row * stride_go).to(tl.float32) * inv_t

@@ -283,6 +283,7 @@ class _SLaMFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
+        refuse_create_graph("slam_loss / distill_loss")
         (grad,) = ctx.saved_tensors
         dz = apply_grad_output(grad, grad_out, ctx.reduction)
         return dz.to(ctx.z_dtype), None, None, None, None, None, None, None, None, None
@@ -318,6 +319,17 @@ def _compiled_forward(lib, z, y, alpha, k, s, weight, temperature, reduction, mi
     if value_checks:
         checks.raise_loss_value_errors(stats, y.dtype)
     return rows, grad
+
+
+def refuse_create_graph(loss: str) -> None:
+    """Call first in a backward whose gradient was computed in the forward: with
+    create_graph=True (grad mode on in backward) that gradient has no graph, so a second-order
+    term built on it would be silently wrong (it would miss d(grad)/dz). Raise instead."""
+    if torch.is_grad_enabled():
+        raise RuntimeError(
+            f"{loss}: second-order gradients (create_graph=True, double backward) are not "
+            f"supported: the gradient is computed in the forward pass and carries no graph. "
+            f"Use the plain PyTorch formula (slam_bench.reference) for higher-order terms.")
 
 
 def apply_grad_output(grad: Tensor, grad_out: Tensor, reduction: str) -> Tensor:

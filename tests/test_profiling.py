@@ -183,6 +183,9 @@ def test_profile_cli_writes_device_csv_and_plot(tmp_path, monkeypatch, capfd):
     assert set(loss["provider"]) == {"slam_bench", "slam_bench_checked", "eager", "torch_ce"}
     assert set(loss["C"]) == {10, 30} and (ok["copy_bw_gbps"] > 0).all()
     assert (df["sweep"] == "cpu-quick").all() and df["git_sha"].notna().all()
+    # Every row carries the load it was timed under and its provider's spread.
+    assert (ok["load_avg_1m"] >= 0).all() and (ok["cores"] >= 1).all()
+    assert ((ok["spread"] - (ok["ms_p80"] - ok["ms_p20"]) / ok["ms_median"]).abs() < 1e-9).all()
     # Providers that cannot run here are recorded and printed, with the reason.
     notes = set(df.loc[df["status"] == "skipped", "note"])
     assert "Liger-Kernel needs a CUDA GPU" in notes
@@ -191,6 +194,23 @@ def test_profile_cli_writes_device_csv_and_plot(tmp_path, monkeypatch, capfd):
     assert "USDT" not in out + err  # results, not the profiler's chatter
     assert "slam_loss (default checks) fwd+bwd vs the eager formula" in out
     assert (tmp_path / f"{stem}.png").stat().st_size > 0
+
+
+def test_profile_warns_when_the_machine_is_busy(tmp_path, monkeypatch, capfd):
+    """Load above the cores: a warning while timing, and one under the table of results."""
+    tiny_cpu_sweep(monkeypatch)
+    monkeypatch.setitem(cli.COPY_PROBE_BYTES, "cpu", 1 << 20)
+    monkeypatch.setattr(timing.os, "getloadavg", lambda: (64.0, 64.0, 64.0))
+    assert cli.main(_profile_args(tmp_path, "--family", "loss")) == 0
+    out, _ = capfd.readouterr()
+    assert "the machine is busy" in out
+    assert "warning: the machine was busy for" in out and "load average up to 64.00" in out
+    stem = report.file_stem(report.device_name(torch.device("cpu")))
+    df = pd.read_csv(tmp_path / f"{stem}-loss.csv")
+    assert (df.loc[df["status"] == "ok", "load_avg_1m"] == 64.0).all()
+    # A quiet machine: no warning.
+    quiet = df.assign(load_avg_1m=0.0)
+    assert report.busy_warning(quiet) is None and "warning" not in report.format_table(quiet)
 
 
 def test_profile_check_targets_fails_without_target_rows(tmp_path, monkeypatch):

@@ -23,10 +23,10 @@ from slam_bench.fileio import atomic_write
 
 COLUMNS = [
     "family", "kernel", "provider", "mode", "dtype", "N", "C", "teacher", "params", "backend",
-    "status", "ms_median", "ms_p20", "ms_p80", "provider_bytes", "floor_bytes", "gbps_provider",
+    "status", "ms_median", "ms_p20", "ms_p80", "spread", "provider_bytes", "floor_bytes", "gbps_provider",
     "gbps_floor", "frac_copy_bw_provider", "frac_copy_bw_floor", "flops", "tflops",
     "peak_extra_bytes", "warmup_s",
-    "note", "device", "device_name", "threads", "copy_bw_gbps", "peak_method", "timer", "sweep",
+    "note", "device", "device_name", "threads", "load_avg_1m", "cores", "copy_bw_gbps", "peak_method", "timer", "sweep",
     "torch", "triton", "liger_kernel", "python", "git_sha", "timestamp",
 ]
 
@@ -206,11 +206,31 @@ def format_checks(checks: List[dict]) -> str:
     return "\n".join(lines)
 
 
+def busy_warning(df: pd.DataFrame) -> Optional[str]:
+    """A warning line when some CPU row was timed with the load average above the cores
+    (its times and the ratios between providers are not a quiet machine's); else None."""
+    ok = df[(df["status"] == "ok") & (df["device"] == "cpu")]
+    load = pd.to_numeric(ok["load_avg_1m"], errors="coerce")
+    busy = ok[load > pd.to_numeric(ok["cores"], errors="coerce")]
+    if not len(busy):
+        return None
+    return (f"warning: the machine was busy for {len(busy)} of {len(ok)} rows (load average up "
+            f"to {load.max():.2f} on {int(busy['cores'].max())} cores): their times and the "
+            f"ratios and goals computed from them are not a quiet machine's")
+
+
 def format_table(df: pd.DataFrame) -> str:
-    """Median ms per provider (columns) for each measured configuration of mode "full"."""
+    """Median ms per provider (columns) for each measured configuration of mode "full", the
+    largest relative spread (p80 - p20) / median of the providers, and a warning when the
+    machine was busy."""
     ok = df[(df["status"] == "ok") & (df["mode"] == "full")]
     if not len(ok):
         return "(no measurements)"
     t = ok.pivot_table(index=["kernel", "dtype", "teacher", "N", "C"], columns="provider",
                        values="ms_median", aggfunc="min")
-    return "median ms, forward + backward:\n" + t.to_string(float_format=lambda v: f"{v:.3g}")
+    sp = pd.to_numeric(ok["spread"], errors="coerce")
+    text = "median ms, forward + backward:\n" + t.to_string(float_format=lambda v: f"{v:.3g}")
+    if sp.notna().any():
+        text += f"\nspread (p80 - p20) / median: up to {sp.max():.0%}"
+    warn = busy_warning(df)
+    return text + (f"\n{warn}" if warn else "")

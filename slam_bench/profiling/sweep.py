@@ -174,6 +174,12 @@ def _measure(fam, steps, problem, base, mode, device, cuda_timer, copy_bw_gbps, 
     else:
         samples = timing.time_cpu_round_robin(ok, warmup, reps, max_seconds)
         stats = {p: timing.summarize(s) for p, s in samples.items()}
+    # The load while this configuration was timed (the 1-minute average, read right after).
+    load = timing.machine_load()
+    if device.type == "cpu" and timing.is_busy(load["load_avg_1m"], load["cores"]):
+        log(f"  warning: load average {load['load_avg_1m']:.2f} on {load['cores']} cores while "
+            f"timing {base['kernel']} {mode} N={base['N']} C={base['C']}: the machine is busy, "
+            f"these times and ratios are not a quiet machine's")
     floor = fam.floor_bytes(problem, mode)
     flops = fam.flops(problem, mode)
     for prov, fn in ok.items():
@@ -188,12 +194,14 @@ def _measure(fam, steps, problem, base, mode, device, cuda_timer, copy_bw_gbps, 
         bw = copy_bw_gbps if copy_bw_gbps and math.isfinite(copy_bw_gbps) else math.nan
         rows.append(dict(
             base, provider=prov, mode=mode, status="ok", note="", **st,
+            spread=timing.spread(st), **load,
             backend=problem.backend if prov.startswith("slam_bench") else "",
             provider_bytes=moved, floor_bytes=floor, gbps_provider=gbps_p, gbps_floor=gbps_f,
             frac_copy_bw_provider=gbps_p / bw, frac_copy_bw_floor=gbps_f / bw,
             flops=flops or math.nan, tflops=flops / sec / 1e12 if flops else math.nan,
             peak_extra_bytes=peak, warmup_s=round(warm_s[prov], 3)))
-    summary = "  ".join(f"{p}={stats[p]['ms_median']:.3g}ms" for p in ok)
+    summary = "  ".join(f"{p}={stats[p]['ms_median']:.3g}ms (\u00b1{timing.spread(stats[p]):.0%})"
+                        for p in ok)
     log(f"  {base['kernel']:<14} {base['teacher']:<6} {base['dtype']} {mode:<4} "
         f"N={base['N']:<7} C={base['C']:<7} {summary}")
     return rows

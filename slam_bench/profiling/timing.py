@@ -34,6 +34,7 @@ them out of what reaches the terminal (`_without_profiler_chatter`).
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sys
 import tempfile
@@ -48,10 +49,35 @@ QUANTILES = (50, 20, 80)  # median and the 20th/80th percentiles, as do_bench re
 SETTLE_CALLS = 1
 
 
+def machine_load() -> Dict[str, float]:
+    """The 1-minute load average and the cores this process may use. On a busy machine (load
+    above the cores) other processes take cores from the timed steps: each threaded op then
+    waits at its barrier for a descheduled thread, and ratios between providers change with
+    the number of ops each dispatches, so a row records the load it was measured under."""
+    try:
+        load = os.getloadavg()[0]
+    except (OSError, AttributeError):
+        load = math.nan
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    return {"load_avg_1m": round(load, 2), "cores": cores}
+
+
+def is_busy(load: float, cores: float) -> bool:
+    return load == load and load > cores  # NaN (no load average here) is not busy
+
+
 def summarize(samples_ms: List[float]) -> Dict[str, float]:
     """Median and 20/80 percentiles of one provider's per-call times (ms)."""
     med, p20, p80 = np.percentile(np.asarray(samples_ms, dtype=float), QUANTILES)
     return {"ms_median": float(med), "ms_p20": float(p20), "ms_p80": float(p80)}
+
+
+def spread(st: Dict[str, float]) -> float:
+    """(p80 - p20) / median of one provider's times: how far to trust its median."""
+    return (st["ms_p80"] - st["ms_p20"]) / st["ms_median"] if st["ms_median"] > 0 else math.nan
 
 
 def time_cpu_round_robin(fns: Dict[str, Callable[[], object]], warmup: int, reps: int,

@@ -30,10 +30,14 @@ from slam_bench.vocab.torch_backend import slam_loss_topk_torch, work_dtype
 
 def kth_largest(p: Tensor, k: Union[int, Tensor]) -> Tensor:
     """(N,) the k-th largest entry of each row of p (N, K): the mask threshold. Sync-free
-    (N x K work; K is small next to V)."""
+    (N x K work; K is small next to V). An unchecked k (check_values=False) outside [1, K] is
+    clamped into it: an out-of-range gather would read outside the row on a GPU."""
+    n_k = p.shape[1]
     if isinstance(k, Tensor):
         srt = p.sort(dim=1, descending=True).values
-        return srt.gather(1, (k.to(device=p.device, dtype=torch.int64) - 1)[:, None]).squeeze(1)
+        kk = k.to(device=p.device, dtype=torch.int64).clamp(1, n_k)
+        return srt.gather(1, (kk - 1)[:, None]).squeeze(1)
+    k = min(max(int(k), 1), n_k)
     return torch.topk(p, k, dim=1).values[:, k - 1]
 
 

@@ -29,6 +29,7 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor
 
+from slam_bench.torch_backend import refuse_create_graph
 from slam_bench.vocab import torch_backend
 
 # Default chunk: about this many logits in the buffer (64 MiB in fp32, 32 MiB in bf16), a
@@ -137,6 +138,7 @@ def _fused_setup(ctx, inputs, output):
 
 
 def _fused_backward(ctx, grad_loss, _gh, _gw, _gb):
+    refuse_create_graph("fused_linear_slam_loss")
     saved = ctx.saved_tensors
     out = []
     for t, has, need in zip(saved, ctx.has, ctx.needs_input_grad[:3]):
@@ -171,6 +173,7 @@ def _rows_setup(ctx, inputs, output):
 
 
 def _rows_backward(ctx, grad_rows):
+    refuse_create_graph("fused_linear_slam_loss")
     hidden, lm_weight, bias, ids, probs, alpha, s, thresh = ctx.saved_tensors
     inv_t, ignore_index, mixing, chunk_size, backend = ctx.args
     needs = list(ctx.needs_input_grad[:3])

@@ -27,7 +27,8 @@ import torch
 from torch import Tensor
 
 from slam_bench.chunks import for_each_chunk, row_step
-from slam_bench.torch_backend import apply_grad_output, mix_terms, work_dtype
+from slam_bench.torch_backend import (apply_grad_output, mix_terms, refuse_create_graph,
+                                      work_dtype)
 
 
 def k_terms(logf: Tensor, p: Tensor, alpha: Tensor, s: Tensor, thresh: Tensor, mixing: bool):
@@ -126,6 +127,7 @@ class _TopKFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
+        refuse_create_graph("slam_loss_topk")
         (grad,) = ctx.saved_tensors
         dz = apply_grad_output(grad, grad_out, ctx.reduction)
         return (dz.to(ctx.z_dtype),) + (None,) * 10

@@ -9,6 +9,14 @@ from what this expects, nothing is patched and the tests just run slower.
 """
 import os
 
+
+def pytest_configure(config):
+    # .ci/run runs `-m every_kernel` under the lowest and the highest supported Triton.
+    config.addinivalue_line(
+        "markers", "every_kernel: the fast subset that launches every kernel (and compiles the "
+        "top-K ones for sm_90); CI runs it under each end of the supported Triton range")
+
+
 if os.environ.get("TRITON_INTERPRET") == "1":
     try:
         import triton.runtime.interpreter as _ti

@@ -51,6 +51,7 @@ def test_odd_streamed_width_peels_a_head(c):
     check_against_oracle(z, y, 0.8, 4, mixing=True, go=torch.ones(2, device=DEVICE))
 
 
+@pytest.mark.every_kernel
 @pytest.mark.parametrize("small", [False, True])
 @pytest.mark.parametrize("mixing", [True, False])
 def test_nan_poisoned_padding_is_never_read(small, mixing):
@@ -165,6 +166,7 @@ def test_gradient_dtype_follows_logits_and_loss_is_float32():
         assert out.dtype == torch.float32 and z.grad.dtype == dtype
 
 
+@pytest.mark.every_kernel
 def test_forward_only_calls_never_compute_a_gradient():
     """Evaluation (no_grad, or logits that do not require grad) takes the forward-only op."""
     z, y = oracle_inputs(5, 11, torch.float32, torch.float32)
@@ -203,6 +205,7 @@ def test_gradient_is_written_once_and_adopted_without_a_copy(reduction):
     assert torch.equal(zk.detach(), z)
 
 
+@pytest.mark.every_kernel
 def test_grad_output_is_applied_per_row_including_ones_and_nan():
     """reduction="none": rows whose upstream gradient is 1 keep the forward's values, the
     others are scaled, and a NaN upstream gradient reaches its row."""

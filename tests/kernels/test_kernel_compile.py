@@ -35,6 +35,7 @@ def _step(model, x, y, alpha, k, w):
     return loss + 0.5 * distill_loss(logits, y, backend="triton", check_values=False)
 
 
+@pytest.mark.every_kernel
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_compiled_model_gradients_match_eager(backend):
     torch._dynamo.reset()

@@ -27,6 +27,7 @@ def taylor_ce_float64(z, y, order, temperature, weight, reduction):
     return rows.sum() / max(rows.shape[0], 1) if reduction == "mean" else rows.sum()
 
 
+@pytest.mark.every_kernel
 @MINOR_SETTINGS
 @given(st.integers(0, 2 ** 31 - 1), st.sampled_from([1, 2, 3, 6]),
        st.sampled_from([(0, 5), (1, 2), (7, 10), (3, 17), (70, 3), (2, 40)]), st.booleans(),

@@ -54,6 +54,7 @@ def test_threshold_is_the_kth_largest_positive(seed, shape, dtype, kind, route):
     assert torch.equal(got.double(), expected(y, k))
 
 
+@pytest.mark.every_kernel
 @pytest.mark.parametrize("route", ROUTES)
 def test_threshold_at_a_tie_keeps_every_tied_entry(route):
     y = torch.tensor([[0.4, 0.2, 0.2, 0.2, 0.0, 0.0, 0.0, 0.0, 0.0]], device=DEVICE)

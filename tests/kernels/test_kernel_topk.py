@@ -30,6 +30,7 @@ def _close(a, b, what, rtol=1e-5):
     assert err <= rtol * max(b.abs().max().item(), 1e-30), f"{what}: error {err:.3g}"
 
 
+@pytest.mark.every_kernel
 def test_row_above_the_on_chip_limit():
     """V = MAX_SINGLE_BLOCK + 1 with the real constants: the streamed online softmax and the
     two-pass in-place gradient, for both functions."""
@@ -60,6 +61,7 @@ def test_row_above_the_on_chip_limit():
     _close(w.grad, w64.grad, "d(lm_weight)", 1e-4)
 
 
+@pytest.mark.every_kernel
 @pytest.mark.parametrize("v", [37, topk_triton.MAX_SINGLE_BLOCK + 3])
 def test_padding_is_never_read_or_written(v):
     """Logits are rows of a wider NaN-filled buffer, teacher columns views with NaN past K:

@@ -5,7 +5,9 @@ and register spills of the on-chip path, show only when compiling. Triton ships 
 kernels compile to a cubin here without a GPU (run in a subprocess: this process has
 TRITON_INTERPRET=1 set, under which @triton.jit functions cannot be compiled). Not checked here:
 that the compiled code runs correctly (races, the barrier before the K scattered stores);
-gpu_check does that on a GPU.
+gpu_check does that on a GPU. The spills are read from the ptxas Triton itself uses for sm_90
+(3.9 switched to a newer one: its bundled `ptxas` cannot read the PTX 3.9 emits), or any other
+that reads the PTX's version; with none, the test skips and says why.
 """
 from __future__ import annotations
 
@@ -17,22 +19,53 @@ import textwrap
 import pytest
 
 SCRIPT = textwrap.dedent('''
-    import os, re, subprocess, sys, tempfile
+    import os, re, shutil, subprocess, sys, tempfile
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
     from slam_bench.kernels import topk_triton as T
 
-    PTXAS = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin",
-                         "ptxas")
     TARGET = GPUTarget("cuda", 90, 32)
 
-    def spills(kernel):
+    def ptxas_candidates():
+        """The ptxas Triton itself uses for sm_90 first (3.9 picks its newer `ptxas-blackwell`
+        there: the bundled `ptxas` cannot read the PTX version 3.9 emits), then the others."""
+        found = []
+        try:
+            from triton.backends.nvidia.compiler import get_ptxas
+            found.append(get_ptxas(90).path)
+        except (ImportError, AttributeError, TypeError, RuntimeError):
+            pass
+        try:
+            from triton import knobs
+            found.append(knobs.nvidia.ptxas.path)
+        except (ImportError, AttributeError, RuntimeError):
+            pass
+        bindir = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
+        found += [os.path.join(bindir, "ptxas"), os.path.join(bindir, "ptxas-blackwell"),
+                  shutil.which("ptxas")]
+        return [p for i, p in enumerate(found) if p and os.path.exists(p) and p not in found[:i]]
+
+    def ptxas_stderr(ptx):
+        """`ptxas -v` on the PTX with the first ptxas that accepts its version; or the SKIP
+        line (the caller skips) when none does."""
         with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as f:
-            f.write(kernel.asm["ptx"])
-        out = subprocess.run([PTXAS, "-v", "--gpu-name=sm_90a", f.name, "-o", os.devnull],
-                             capture_output=True, text=True, check=True).stderr
-        return sum(int(x) for x in re.findall(r"(\\d+) bytes spill stores", out))
+            f.write(ptx)
+        tried = []
+        for tool in ptxas_candidates():
+            out = subprocess.run([tool, "-v", "--gpu-name=sm_90a", f.name, "-o", os.devnull],
+                                 capture_output=True, text=True)
+            if out.returncode == 0:
+                return out.stderr
+            tried.append(f"{tool}: {(out.stderr.strip().splitlines() or ['?'])[-1]}")
+        ver = re.search(r"^\\.version (\\S+)", ptx, re.M)
+        print(f"SKIP no ptxas found here reads PTX .version {ver.group(1) if ver else '?'} "
+              f"(Triton {triton.__version__}); tried: " + "; ".join(tried))
+        sys.exit(0)
+
+    def spills(kernel):
+        return sum(int(x) for x in re.findall(r"(\\d+) bytes spill stores",
+                                              ptxas_stderr(kernel.asm["ptx"])))
 
     def signature(fn, z_type, scalars):
         types = {}
@@ -70,6 +103,7 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.every_kernel
 def test_kernels_compile_for_sm90_without_spills(tmp_path):
     pytest.importorskip("triton")
     from triton.backends import backends
@@ -80,6 +114,9 @@ def test_kernels_compile_for_sm90_without_spills(tmp_path):
     out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
+    skip = [ln for ln in out.stdout.splitlines() if ln.startswith("SKIP ")]
+    if skip:
+        pytest.skip(skip[0][5:])
     lines = out.stdout.strip().splitlines()
     assert len(lines) == 5, out.stdout
     for line in lines:

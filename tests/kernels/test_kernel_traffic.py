@@ -62,6 +62,7 @@ def traffic(**tensors: torch.Tensor) -> Iterator[Dict[str, Dict[str, float]]]:
         result[name] = {kind: n / t.numel() for kind, n in counts[name].items()}
 
 
+@pytest.mark.every_kernel
 @pytest.mark.parametrize("y_dtype", [torch.bfloat16, torch.float16, torch.float32])
 def test_streamed_threshold_beyond_the_slots_is_a_bounded_radix_select(y_dtype):
     """k above the slots: one read of y fills them, then radix_passes reads find t exactly."""
