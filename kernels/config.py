@@ -2,7 +2,7 @@
 the streamed rows' top-k slots.
 
 No autotuning: Triton's autotuner needs a GPU to time configs, and the interpreter used in CI
-would run every candidate. The heuristic follows spec/kernels.md's design rules instead, and
+would run every candidate. The heuristic follows docs/kernels.md's design rules instead, and
 every threshold is a named module constant so a GPU sweep can revisit it. Register counts for
 sm_90 (H100/H200) are checked ahead of time by `python -m slam_bench.kernels.codegen`.
 """
@@ -16,9 +16,9 @@ import triton
 # loss reads it once and writes the gradient once (the 6 B floor); wider rows are streamed.
 # The on-chip path keeps about six fp32 tiles live (z, y, exp, r, q and the gradient): at 8k
 # elements over 16 warps that is 16 registers a tile per thread, ~100 registers in all, which
-# 512 threads hold in an SM's 64k (spec/kernels.md's ceiling is 32k elements).
+# 512 threads hold in an SM's 64k (docs/kernels.md's ceiling is 32k elements).
 MAX_SINGLE_BLOCK = 8192
-# Block width when streaming a wide row (at most 32k per spec/kernels.md rule 1): 8 elements a
+# Block width when streaming a wide row (at most 32k per docs/kernels.md rule 1): 8 elements a
 # thread over 16 warps, one 16-byte load per thread for bf16.
 STREAM_BLOCK = 4096
 # For narrow rows, one program takes several rows so that it still moves about this many

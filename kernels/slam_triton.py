@@ -1,9 +1,9 @@
-"""Triton kernels for the SLaM loss family (spec/slam.md section 2) and their launchers.
+"""Triton kernels for the SLaM loss family (docs/method.md section 2) and their launchers.
 
 Design note
 -----------
 The work's floor is reading z and y once and writing dL/dz once: 6 bytes per element with bf16
-z and y (spec/kernels.md). The forward computes the gradient when autograd will need it (the
+z and y (docs/kernels.md). The forward computes the gradient when autograd will need it (the
 loss is a terminal reduction, so its upstream gradient is almost always 1) and the backward
 only scales it, skipping the pass on the device when grad_output == 1.
 

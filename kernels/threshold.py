@@ -1,6 +1,6 @@
 """The top-k mask threshold, found inside the loss kernel's own pass (no pre-pass).
 
-The mask of spec/slam.md is m_j = [y_j >= t] with t the k-th largest teacher value of the row,
+The mask of docs/method.md is m_j = [y_j >= t] with t the k-th largest teacher value of the row,
 ties included. Entries with y_j = 0 add nothing to the loss or its gradient, so only positive
 entries matter: every function here ignores y <= 0 (zeros, and the padding lanes, which load
 as 0) and returns t = 0 when a row has fewer than k positive entries (then `y >= t` and

@@ -1,6 +1,6 @@
 """Triton kernels of the sparse top-K SLaM loss (slam_bench.vocab) and its fused-linear chunk step.
 
-Math (spec/slam.md section 2 restricted to the teacher's K ids; slam_bench/vocab/torch_backend.py is
+Math (docs/method.md section 2 restricted to the teacher's K ids; slam_bench/vocab/torch_backend.py is
 the same in torch): row i has logits z (V,), teacher ids and probabilities (K,), and
 per-row alpha, s and the mask threshold (the k-th largest of the K probabilities, computed by
 the caller). With f = softmax(z / T):
@@ -46,7 +46,7 @@ import triton.language as tl
 
 # Rows whose padded width fits in this many logits are loaded once and kept on chip (16 fp32
 # values a thread per live tile over 16 warps); wider rows stream in STREAM_BLOCK blocks
-# (spec/kernels.md: at most 32k elements a block), 8 values a thread: one 16-byte bf16 load.
+# (docs/kernels.md: at most 32k elements a block), 8 values a thread: one 16-byte bf16 load.
 # One warp per 256 elements, 4 to 16: with 8 warps a streamed block spilled registers on
 # sm_90 (tests/kernels/test_kernel_topk_sm90.py compiles every variant and checks).
 MAX_SINGLE_BLOCK = 8192

@@ -81,7 +81,7 @@ def slam_loss(student_logits: Tensor, teacher_probs: Tensor, alpha: Union[float,
               k: Union[int, Tensor], *, normalize: bool = False, temperature: float = 1.0,
               weight: Optional[Tensor] = None, reduction: str = "mean", backend: str = "auto",
               check_values: bool = True, overwrite_logits: bool = False) -> Tensor:
-    """SLaM loss (spec/slam.md section 2): -sum_j y_j log q_j, q = mix(softmax(z / T)).
+    """SLaM loss (docs/method.md section 2): -sum_j y_j log q_j, q = mix(softmax(z / T)).
 
     Args:
         student_logits: (*, C) float16/bfloat16/float32/float64 student logits z, C >= 2,

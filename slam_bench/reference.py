@@ -1,4 +1,4 @@
-"""The plain formulas of spec/slam.md section 2, differentiated by autograd.
+"""The plain formulas of docs/method.md section 2, differentiated by autograd.
 
 These are the oracles: tests evaluate them in float64 and compare every backend with them,
 and the throughput benchmarks time them as "the eager formula" (and its torch.compile).

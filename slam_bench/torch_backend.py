@@ -2,7 +2,7 @@
 
 Why not autograd on the formula: autograd keeps softmax, mask, mix, log and product
 temporaries alive until backward (several N x C buffers) and replays them. Here one pass
-over row chunks computes the row losses and dL/dz together (spec/slam.md section 2), keeping
+over row chunks computes the row losses and dL/dz together (docs/method.md section 2), keeping
 only the gradient, with 1/T, the weight and the 1/N of "mean" already folded in. Backward is
 one multiply by grad_output, skipped on CPU when grad_output is exactly 1 (`loss.backward()`),
 in which case autograd adopts the saved buffer as `.grad` without a copy (it copies when the

@@ -1,7 +1,7 @@
 """`slam-bench profile [--device cpu|cuda] [--quick] [--family F ...] [--out DIR] [--threads T]
 [--check-targets]`.
 
-Runs the throughput sweep of spec/kernels.md on one device, over every registered kernel family
+Runs the throughput sweep of docs/kernels.md on one device, over every registered kernel family
 (slam_bench/profiling/families.py: the loss, top-K and fused linear families) or the ones named
 by --family, and writes `<DIR>/<device-name>.csv` (long format, one row per
 family/kernel/provider/mode/dtype/N/C/teacher/params; `<device-name>-<family>.csv` when

@@ -2,12 +2,12 @@
 
 Because the truth is known, the probability that the teacher's top-1 label is right at x,
 `alpha_true(x)`, is known too, and the pipeline measures the error of the alpha estimate
-(spec/slam.md section 3) against it (`alpha_true_mae` in the rows).
+(docs/method.md section 3) against it (`alpha_true_mae` in the rows).
 
 - `noisy_teacher`: a C-class Gaussian mixture (shared isotropic covariance, equal priors);
   labels are drawn from the exact Bayes posterior, which is stored per example. Its teacher
   is a network trained on A, so alpha_true(x) = p(y = teacher's top-1 | x).
-- `halfspace_rcn`: the paper's theory setting (section 1 of spec/slam.md, Kontonis et al.'s
+- `halfspace_rcn`: the paper's theory setting (section 1 of docs/method.md, Kontonis et al.'s
   halfspace analysis): x uniform on the unit sphere in R^d outside a margin band
   |<w, x>| < margin, clean labels 1[<w, x> > 0] everywhere (A, V and test). The teacher is
   not a network but a noise model (`SyntheticTeacher`): its label on each example is the

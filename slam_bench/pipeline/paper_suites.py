@@ -1,4 +1,4 @@
-"""The paper's benchmarks (spec/slam.md section 5) as suites: cifar10, cifar100, celeba,
+"""The paper's benchmarks (docs/method.md section 5) as suites: cifar10, cifar100, celeba,
 imagenet, imdb. Their data is read from --data-root / $SLAM_BENCH_DATA (slam_bench.data.paper).
 
 Labeled sizes sweep the low-label regime (1% and 5% of the training split) and larger sizes

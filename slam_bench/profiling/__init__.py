@@ -2,7 +2,7 @@
 
 `slam-bench profile` (slam_bench/cli/profile.py) and `python -m slam_bench.gpu_check` both drive
 `sweep.run_sweep` over every registered kernel family and write with `report`; the conventions
-are those of spec/kernels.md ("Benchmarking conventions"): one long CSV row per (family,
+are those of docs/kernels.md ("Benchmarking conventions"): one long CSV row per (family,
 kernel, provider, mode, dtype, N, C, teacher, params), with the bytes the provider moves, the
 problem's floor, GB/s and the fraction of the measured copy bandwidth against both, and FLOPs
 and TFLOP/s for compute-bound families.

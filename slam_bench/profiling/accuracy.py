@@ -1,4 +1,4 @@
-"""How the GPU check judges a kernel's result against the float64 reference (spec/kernels.md).
+"""How the GPU check judges a kernel's result against the float64 reference (docs/kernels.md).
 
 fp32: the largest error, relative to the largest reference entry, within FP32_RTOL.
 fp16/bf16: no worse than LOWP_ERROR_MULTIPLE x PyTorch's own error when it evaluates the

@@ -118,7 +118,7 @@ def gpu_goals(df: pd.DataFrame, kernel: str = "slam") -> List[dict]:
 # ---------------------------------------------------------------- correctness (gpu_check)
 
 # (N, C) of the dtype grid: C = 1000 (on chip, not a multiple of 16), 8192 (widest row on
-# chip), 32769 (streamed, past the 32k of spec/kernels.md), 262,144 (the largest supported).
+# chip), 32769 (streamed, past the 32k of docs/kernels.md), 262,144 (the largest supported).
 GPU_SIZES = ((256, 1000), (64, 8192), (64, 32769), (16, 262144))
 DRY_SIZES = ((5, 10), (3, 100))
 # Paths the dtype grid does not take, in bf16: (label, N, C, options).

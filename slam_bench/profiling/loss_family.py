@@ -19,7 +19,7 @@ Providers, each on its own copy of the inputs (Problem.own_copy):
 Bytes: a provider is credited with what it reads and writes through its own interface (the
 one-hot comparison credits label-based providers with N int64 labels, not an N x C teacher);
 the floor of a problem is the least any provider must move: z and the teacher once (labels
-for one-hot rows), alpha for SLaM, and dL/dz once in "full" mode (spec/kernels.md).
+for one-hot rows), alpha for SLaM, and dL/dz once in "full" mode (docs/kernels.md).
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ KERNELS = ("slam", "distill", "distill_onehot")
 PROVIDERS = ("slam_bench", "slam_bench_checked", "eager", "compile", "torch_ce", "liger")
 TEACHERS = ("peaked", "random")
 
-# Problem hyper-parameters, recorded in every CSV row (spec/kernels.md leaves them open).
+# Problem hyper-parameters, recorded in every CSV row (docs/kernels.md leaves them open).
 K_TOP = 5                  # teacher top-k size of the "slam" kernel (capped at C)
 ALPHA_RANGE = (0.6, 1.0)   # per-row alpha drawn uniformly from this range
 PEAK_LOGIT = 6.0           # "peaked" teacher: this logit bonus on one class (top prob ~0.9 at C=1000)
@@ -184,7 +184,7 @@ GPU_SWEEP_PROVIDERS = ("slam_bench", "eager", "torch_ce", "liger")
 
 
 def gpu_configs() -> List[Config]:
-    """The rest of the GPU sweep (spec/kernels.md), most informative first: bf16 before fp32,
+    """The rest of the GPU sweep (docs/kernels.md), most informative first: bf16 before fp32,
     SLaM, then the one-hot comparison with Liger and soft distillation, random teachers,
     forward-only rows, and an N sweep at C = 32000."""
     out = []

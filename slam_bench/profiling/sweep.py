@@ -1,4 +1,4 @@
-"""The throughput sweep of spec/kernels.md: which configurations, and measuring them into rows.
+"""The throughput sweep of docs/kernels.md: which configurations, and measuring them into rows.
 
 A sweep is a list of `families.Config` (a problem, its modes and providers). Each registered
 family lists its CPU configurations by sweep name (`KernelFamily.cpu_grids`) and its GPU ones

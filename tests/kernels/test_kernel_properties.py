@@ -164,7 +164,7 @@ def _cpu(t):
 @MINOR_SETTINGS
 @given(st.integers(0, 2 ** 31 - 1), st.sampled_from([2, 5, 33]), st.booleans())
 def test_alpha_one_is_vanilla_distillation(seed, c, small):
-    """spec/slam.md: alpha = 1 gives the soft-label cross-entropy. Per-row ones keep the
+    """docs/method.md: alpha = 1 gives the soft-label cross-entropy. Per-row ones keep the
     MIXING kernel on (b = 0 on every row), so this compares the two kernel variants."""
     gen = torch.Generator().manual_seed(seed)
     n = 6
