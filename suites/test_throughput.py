@@ -6,9 +6,9 @@ itself off under pytest-xdist): pytest-benchmark times them at full size, provid
 (kernel, mode, size) in one table, each on its own copy of the inputs, and
 `test_cpu_speed_targets` asserts the CPU targets from the medians pytest-benchmark measured
 for `test_cpu_speed[...]` earlier in the same process, at 2 torch threads:
-- slam_loss with its default value checks >= 2x the eager formula (softmax -> mix -> log ->
+- slam_loss with its default value checks >= 3x the eager formula (softmax -> mix -> log ->
   sum under autograd), forward + backward, N = 8192, C = 1000, fp32;
-- slam_loss(check_values=False) >= 3x; distill_loss(check_values=False) no slower than
+- slam_loss(check_values=False) >= 3.5x; distill_loss(check_values=False) >= 1.2x
   soft-target F.cross_entropy.
 `test_cpu_memory_target` checks the peak extra memory target. The full CSV sweep with its plot
 is `slam-bench profile`; `slam-bench profile --device cpu --quick --check-targets` states the
