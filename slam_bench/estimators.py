@@ -27,6 +27,8 @@ from sklearn.model_selection import KFold
 from torch import Tensor
 
 from slam_bench import checks
+# Forward correction's smoothing and prior (why these: see there).
+from slam_bench.estimator_defaults import TRANSITION_PRIOR, TRANSITION_SMOOTHING
 
 # Calibration error of the alpha estimate on V: expected calibration error (equal-width bins of
 # the predicted accuracy) of the isotonic fit before clipping, on out-of-fold predictions (an
@@ -324,16 +326,6 @@ def choose_k_likelihood(val_probs, val_labels) -> KLikelihood:
     k = max(i + 1 for i, s in enumerate(scores) if s >= top - tol)
     acc = float((rank < k).double().mean())
     return KLikelihood(k, tuple(scores), acc, int(errors))
-
-
-# Forward correction's smoothing: pseudo-examples added to each row of the confusion counts,
-# spread like the symmetric-noise matrix of the teacher's own accuracy on V (diagonal acc_V,
-# (1 - acc_V) / (C - 1) elsewhere). Shrinking toward that matrix, not toward the uniform, keeps
-# the diagonal at the teacher's accuracy for any amount of smoothing (a +1 in every cell of a
-# 10-class matrix with 20 examples per row pulls a 0.87 diagonal down to 0.61); one
-# pseudo-example per row is light next to |V| / C >= 20 real ones and fills a class V lacks.
-TRANSITION_SMOOTHING = 1.0
-TRANSITION_PRIOR = "symmetric_val_accuracy"
 
 
 def fit_transition(val_probs, val_labels, *, smoothing: float = TRANSITION_SMOOTHING) -> Tensor:

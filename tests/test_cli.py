@@ -142,7 +142,7 @@ def _imported(stderr: str) -> set:
 @pytest.mark.parametrize("argv, code", [
     (["--help"], 0), (["run", "--help"], 0), (["leaderboard", "--help"], 0),
     (["list", "--help"], 0), (["profile", "--help"], 0), (["reproduce", "--help"], 0),
-    (["migrate", "--help"], 0),
+    (["migrate", "--help"], 0), (["list"], 0),
     (["run", "digitz"], 2), (["run", "digits", "--methods", "slam,slamm"], 2),
     (["run", "digits", "--methods", "slam,slam"], 2), (["run", "digits", "--trials", "0"], 2),
     (["run", "digits", "--data-root", "/no/such/folder"], 2), (["nosuch"], 2),

@@ -7,8 +7,10 @@ as float32; token ids as int64 (N, L). Labels are int64 (N,) in [0, num_classes)
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from torch import Tensor
+if TYPE_CHECKING:  # annotations only: the registry imports this module without torch
+    from torch import Tensor
 
 
 @dataclass

@@ -26,19 +26,10 @@ from slam_bench.data.files import (MalformedDataError, PathLike, data_root, entr
                                    require)
 from slam_bench.data.images import (cached, check_image_size, check_resample, decode_images,
                                     files_digest)
+from slam_bench.data.paper import ATTR_FILE, CELEBA_DIR, IMAGES_DIR, PARTITION_FILE
 
-CELEBA_DIR = "celeba"
-IMAGES_DIR = "img_align_celeba"
-ATTR_FILE = "list_attr_celeba.txt"
-PARTITION_FILE = "list_eval_partition.txt"
 # Smiling is close to balanced (48% positive), so accuracy is a meaningful score.
 DEFAULT_ATTRIBUTE = "Smiling"
-
-
-def celeba_paths(root: Optional[PathLike] = None) -> list[Path]:
-    """The files and folder `load_celeba` reads (for a data-present check)."""
-    base = data_root(root) / CELEBA_DIR
-    return [base / IMAGES_DIR, base / ATTR_FILE, base / PARTITION_FILE]
 
 
 def read_attributes(path: Path) -> tuple[list[str], list[str], np.ndarray]:

@@ -26,27 +26,12 @@ import torch
 from slam_bench.data.base import Dataset
 from slam_bench.data import safe_pickle
 from slam_bench.data.files import MalformedDataError, PathLike, data_root, require
-
-CIFAR10_DIR = "cifar-10-batches-py"
-CIFAR100_DIR = "cifar-100-python"
-CIFAR10_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
+from slam_bench.data.paper import CIFAR10_DIR, CIFAR10_TRAIN, CIFAR100_DIR
 _PIXELS = 3 * 32 * 32
 # CIFAR-100's train file, the largest, is 155 MB; anything far above is not a CIFAR file and is
 # not read into memory.
 MAX_FILE_BYTES = 512 << 20
 _FORMAT = "a CIFAR python pickle (dict with b'data' (n, 3072) uint8 and b'{key}')"
-
-
-def cifar10_paths(root: Optional[PathLike] = None) -> list[Path]:
-    """Every file `load_cifar10` reads (for a data-present check)."""
-    base = data_root(root) / CIFAR10_DIR
-    return [base / n for n in (*CIFAR10_TRAIN, "test_batch", "batches.meta")]
-
-
-def cifar100_paths(root: Optional[PathLike] = None) -> list[Path]:
-    """Every file `load_cifar100` reads (for a data-present check)."""
-    base = data_root(root) / CIFAR100_DIR
-    return [base / n for n in ("train", "test", "meta")]
 
 
 def _unpickle(path: Path, expected: str) -> dict:

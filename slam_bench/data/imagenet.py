@@ -28,14 +28,7 @@ from slam_bench.data.files import (MalformedDataError, PathLike, data_root, entr
                                    require, visible_entries)
 from slam_bench.data.images import (IMAGE_EXTENSIONS, cached, check_image_size, check_resample,
                                     decode_images, files_digest)
-
-IMAGENET_DIR = "imagenet"
-
-
-def imagenet_paths(root: Optional[PathLike] = None) -> list[Path]:
-    """The folders `load_imagenet` reads (for a data-present check)."""
-    base = data_root(root) / IMAGENET_DIR
-    return [base / "train", base / "val"]
+from slam_bench.data.paper import IMAGENET_DIR
 
 
 def _class_folders(split_dir: Path) -> list[str]:

@@ -25,20 +25,14 @@ import torch
 from slam_bench.data.base import Dataset
 from slam_bench.data.files import (MalformedDataError, PathLike, data_root, entry_kind,
                                    read_text, require, visible_entries)
+from slam_bench.data.paper import IMDB_DIR
 
-IMDB_DIR = "aclImdb"
 PAD, UNK = 0, 1
 _BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
 _TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[!?.,;:()\"-]")
 # The published names are <id>_<rating>.txt; a copy that went through a case-folding file
 # system or tool may say .TXT, which is read the same.
 _NAME = re.compile(r"^(\d+)_(\d+)\.txt$", re.IGNORECASE)
-
-
-def imdb_paths(root: Optional[PathLike] = None) -> list[Path]:
-    """The folders `load_imdb` reads (for a data-present check)."""
-    base = data_root(root) / IMDB_DIR
-    return [base / s / c for s in ("train", "test") for c in ("neg", "pos")]
 
 
 def tokenize(text: str) -> list[str]:

@@ -45,7 +45,6 @@ import math
 import torch
 from torch import Tensor
 
-from slam_bench.data import register_dataset
 from slam_bench.data.synthetic import (SyntheticDataset, SyntheticTeacher, _check_positive_int,
                                        check_accuracy, solve_mean)
 
@@ -207,7 +206,3 @@ def load_known_noise(root=None, *, num_classes: int = 10, dim: int = 32, k: int 
                                   "seed": seed},
                             posterior_train=onehot[:n_train], posterior_test=onehot[n_train:],
                             teacher_fn=teacher)
-
-
-register_dataset("known_noise", load_known_noise,
-                 description="synthetic teacher that follows SLaM's noise model exactly")

@@ -29,7 +29,6 @@ from typing import Callable, Dict, Optional
 import torch
 from torch import Tensor
 
-from slam_bench.data import register_dataset
 from slam_bench.data.base import Dataset
 
 
@@ -188,9 +187,3 @@ def load_halfspace_rcn(root=None, *, dim: int = 20, margin: float = 0.05,
                                   "seed": seed, "best_test_error": 0.0},
                             posterior_train=onehot(y_tr), posterior_test=onehot(y_te),
                             teacher_fn=teacher, best_test_pred=y_te)
-
-
-register_dataset("noisy_teacher", load_noisy_teacher,
-                 description="synthetic Gaussian mixture with a known Bayes posterior")
-register_dataset("halfspace_rcn", load_halfspace_rcn,
-                 description="synthetic halfspace with margin; teacher = random classification noise")

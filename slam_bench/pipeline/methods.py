@@ -23,13 +23,14 @@ probabilities, since the estimators need its confidence (docs/estimators.md).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Mapping, Optional
+from typing import TYPE_CHECKING, Callable, Dict, Mapping, Optional
 
-import torch
-from torch import Tensor, nn
+from slam_bench.estimator_defaults import TRANSITION_SMOOTHING
 
-from slam_bench import distill_loss, slam_loss
-from slam_bench.estimators import TRANSITION_SMOOTHING
+# The registry imports no torch (annotations are strings): `slam-bench list` reads the names,
+# defaults and descriptions without it. The functions that compute import what they use.
+if TYPE_CHECKING:
+    from torch import Tensor, nn
 
 # What the loss trains on (a hyper-parameter of every student method): the teacher's
 # probabilities, or their one-hot argmax.
@@ -152,6 +153,8 @@ def loss_targets(probs_u: Tensor, hp: Mapping) -> Tensor:
     hp["targets"] == "hard" their one-hot argmax (N, C) in the same dtype."""
     if hp.get("targets", "soft") == "soft":
         return probs_u
+    import torch
+
     return torch.nn.functional.one_hot(probs_u.argmax(dim=1), probs_u.shape[1]).to(probs_u.dtype)
 
 
@@ -194,6 +197,8 @@ def _fit_alpha(ctx: FitContext, lower_bound: float):
     Also keeps the unclipped isotonic estimate on U (`alpha_raw`, not used by the loss) so a
     dataset with a known posterior can separate the estimator's error from the clipping's.
     """
+    import torch
+
     from slam_bench.estimators import fit_alpha, teacher_margin
 
     est = fit_alpha(ctx.probs_val, ctx.y_val, lower_bound=lower_bound)
@@ -227,6 +232,8 @@ def _fit_nothing(ctx: FitContext) -> Fitted:
 
 
 def _vanilla_loss(b: Batch) -> Tensor:
+    from slam_bench.functional import distill_loss
+
     return distill_loss(b.logits, b.teacher_probs, temperature=b.hp["temperature"],
                         check_values=False)
 
@@ -275,11 +282,15 @@ def _fit_weighted(ctx: FitContext) -> Fitted:
 
 
 def _weighted_loss(b: Batch) -> Tensor:
+    from slam_bench.functional import distill_loss
+
     return distill_loss(b.logits, b.teacher_probs, temperature=b.hp["temperature"],
                         weight=b.extra["weight"], check_values=False)
 
 
 def _fit_forward(ctx: FitContext) -> Fitted:
+    import torch
+
     from slam_bench.estimators import fit_transition, transition_params
 
     t = fit_transition(ctx.probs_val, ctx.y_val, smoothing=ctx.hp["smoothing"])
@@ -313,6 +324,8 @@ def _slam_fitter(normalize: bool):
 
 def _slam_loss_fn(normalize: bool):
     def loss(b: Batch) -> Tensor:
+        from slam_bench.functional import slam_loss
+
         return slam_loss(b.logits, b.teacher_probs, b.extra["alpha"], b.fitted.params["k"],
                          normalize=normalize, temperature=b.hp["temperature"], check_values=False)
     return loss
