@@ -75,7 +75,10 @@ def _resources(cubin: bytes) -> Dict[str, int]:
     return {k: int(v) for k, v in re.findall(r"(REG|STACK|SHARED|LOCAL):(\d+)", out)}
 
 
-def compile_launch(label, dtype, c, mixing, taylor, k_hint, write_grad, arch: int) -> Report:
+def compile_launch(label, dtype, c, mixing, taylor, k_hint, write_grad, arch: int,
+                   check: bool = True) -> Report:
+    """check: the kernel as `check_values=True` (the default) launches it, writing each row's
+    value-check numbers; False as check_values=False does (no stats)."""
     import triton
     from triton.backends.compiler import GPUTarget
 
@@ -86,18 +89,18 @@ def compile_launch(label, dtype, c, mixing, taylor, k_hint, write_grad, arch: in
     lay = launch_layout(c, [c, c] + ([c] if write_grad else []), ELEM[dtype], cfg.single, k_hint)
     ptr = f"*{dtype}"
     sig = {"z_ptr": ptr, "y_ptr": ptr, "dz_ptr": ptr, "alpha_ptr": "*fp32", "s_ptr": "*fp32",
-           "k_ptr": "*i32", "gs_ptr": "*fp32", "loss_ptr": "*fp32"}
+           "k_ptr": "*i32", "gs_ptr": "*fp32", "loss_ptr": "*fp32", "st_ptr": "*fp32"}
     sig.update({name: "i32" for name in ("n_rows", "nc_div", "sz_div", "sy_div", "sdz_div",
                                           "stride_a", "stride_s", "stride_k", "stride_gs")})
     sig["inv_t"] = "fp32"
     consts = dict(MIXING=mixing, ALL_MIXED=bool(mixing and k_hint >= c), TAYLOR=taylor,
-                  WRITE_GRAD=write_grad, SINGLE=cfg.single, ROWS=cfg.rows, BLOCK=cfg.block,
-                  ALIGN=lay.align, PEEL=lay.peel, VEC=lay.vec, KCAP=lay.kcap,
+                  WRITE_GRAD=write_grad, CHECK=check, SINGLE=cfg.single, ROWS=cfg.rows,
+                  BLOCK=cfg.block, ALIGN=lay.align, PEEL=lay.peel, VEC=lay.vec, KCAP=lay.kcap,
                   EXTRACT_K=EXTRACT_K, LOW_BIT=LOW[dtype])
     sig.update({name: "constexpr" for name in consts})
     # Pointer arguments of freshly allocated tensors are 16-byte aligned: the runtime JIT
     # marks them so, and so do we.
-    attrs = {(i,): [["tt.divisibility", 16]] for i in range(8)}
+    attrs = {(i,): [["tt.divisibility", 16]] for i in range(9)}
     src = triton.compiler.ASTSource(fn=_slam_kernel, signature=sig, constexprs=consts,
                                     attrs=attrs)
     kernel = triton.compile(src, target=GPUTarget("cuda", arch, 32),

@@ -25,44 +25,52 @@ from .slam_triton import scale_launch, slam_launch
 KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
-@torch.library.custom_op("slam_bench::slam_rows", mutates_args=())
+# Each loss op takes an optional `stats` (N, 3) fp32 buffer: given, the kernel writes every
+# row's value-check numbers into it from the loads the loss makes anyway (slam_launch), so the
+# default checks cost no pass of their own; None (check_values=False) writes nothing.
+@torch.library.custom_op("slam_bench::slam_rows", mutates_args=("stats",))
 def slam_rows(z: Tensor, y: Tensor, alpha: Tensor, s: Tensor, k: Tensor, inv_t: float,
-              mixing: bool, taylor_order: int, k_hint: int) -> Tensor:
+              mixing: bool, taylor_order: int, k_hint: int,
+              stats: Optional[Tensor] = None) -> Tensor:
     """(N,) fp32 per-row losses, no gradient; see slam_triton.slam_launch."""
-    return slam_launch(z, y, alpha, s, k, alpha, inv_t, mixing, taylor_order, k_hint, None)
+    return slam_launch(z, y, alpha, s, k, alpha, inv_t, mixing, taylor_order, k_hint, None,
+                       stats)
 
 
 @slam_rows.register_fake
-def _slam_rows_fake(z, y, alpha, s, k, inv_t, mixing, taylor_order, k_hint):
+def _slam_rows_fake(z, y, alpha, s, k, inv_t, mixing, taylor_order, k_hint, stats=None):
     return z.new_empty(z.shape[0], dtype=torch.float32)
 
 
-@torch.library.custom_op("slam_bench::slam_rows_grad", mutates_args=())
+@torch.library.custom_op("slam_bench::slam_rows_grad", mutates_args=("stats",))
 def slam_rows_grad(z: Tensor, y: Tensor, alpha: Tensor, s: Tensor, k: Tensor, gscale: Tensor,
-                   inv_t: float, mixing: bool, taylor_order: int,
-                   k_hint: int) -> Tuple[Tensor, Tensor]:
+                   inv_t: float, mixing: bool, taylor_order: int, k_hint: int,
+                   stats: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
     """(N,) fp32 per-row losses and dL/dz (N, C) in z's dtype, row i scaled by gscale[i] / T."""
     dz = torch.empty(z.shape, dtype=z.dtype, device=z.device)
-    rows = slam_launch(z, y, alpha, s, k, gscale, inv_t, mixing, taylor_order, k_hint, dz)
+    rows = slam_launch(z, y, alpha, s, k, gscale, inv_t, mixing, taylor_order, k_hint, dz,
+                       stats)
     return rows, dz
 
 
 @slam_rows_grad.register_fake
-def _slam_rows_grad_fake(z, y, alpha, s, k, gscale, inv_t, mixing, taylor_order, k_hint):
+def _slam_rows_grad_fake(z, y, alpha, s, k, gscale, inv_t, mixing, taylor_order, k_hint,
+                         stats=None):
     return z.new_empty(z.shape[0], dtype=torch.float32), z.new_empty(z.shape)
 
 
-@torch.library.custom_op("slam_bench::slam_rows_grad_into_logits", mutates_args=("z",))
+@torch.library.custom_op("slam_bench::slam_rows_grad_into_logits", mutates_args=("z", "stats"))
 def slam_rows_grad_into_logits(z: Tensor, y: Tensor, alpha: Tensor, s: Tensor, k: Tensor,
                                gscale: Tensor, inv_t: float, mixing: bool, taylor_order: int,
-                               k_hint: int) -> Tensor:
+                               k_hint: int, stats: Optional[Tensor] = None) -> Tensor:
     """As slam_rows_grad, with dL/dz written over z (each row is read before it is written)."""
-    return slam_launch(z, y, alpha, s, k, gscale, inv_t, mixing, taylor_order, k_hint, z)
+    return slam_launch(z, y, alpha, s, k, gscale, inv_t, mixing, taylor_order, k_hint, z,
+                       stats)
 
 
 @slam_rows_grad_into_logits.register_fake
 def _slam_rows_grad_into_logits_fake(z, y, alpha, s, k, gscale, inv_t, mixing, taylor_order,
-                                     k_hint):
+                                     k_hint, stats=None):
     return z.new_empty(z.shape[0], dtype=torch.float32)
 
 
@@ -97,9 +105,9 @@ class _SLaMFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, z, y, alpha, s, k, weight, inv_t, mixing, taylor_order, k_hint, reduction,
-                into_logits):
+                into_logits, stats):
         gscale = _grad_scale(weight, reduction, z.shape[0], z.device)
-        args = (y, alpha, s, k, gscale, inv_t, mixing, taylor_order, k_hint)
+        args = (y, alpha, s, k, gscale, inv_t, mixing, taylor_order, k_hint, stats)
         if into_logits:
             rows = slam_rows_grad_into_logits(z, *args)
             dz = z
@@ -121,9 +129,9 @@ class _SLaMFunction(torch.autograd.Function):
                 "overwrite_logits=True, changing the logits before the backward; recompute "
                 "the loss, or use backend='torch'") from e
         if torch.compiler.is_compiling():
-            return (scale_grad(dz, grad_out),) + (None,) * 11
+            return (scale_grad(dz, grad_out),) + (None,) * 12
         scale_grad_(dz, grad_out)  # bumps dz's version: a second backward is refused above
-        return (dz,) + (None,) * 11
+        return (dz,) + (None,) * 12
 
 
 def refuse_create_graph(loss: str) -> None:
@@ -185,18 +193,36 @@ def _unit_column_stride(t: Tensor) -> Tensor:
 
 
 def _loss(z: Tensor, y: Tensor, alpha, s, k, weight, inv_t: float, mixing: bool,
-          taylor_order: int, k_hint: int, reduction: str, overwrite_logits: bool) -> Tensor:
+          taylor_order: int, k_hint: int, reduction: str, overwrite_logits: bool,
+          stats: Optional[Tensor] = None) -> Tensor:
     if torch.is_grad_enabled() and z.requires_grad:
         y, alpha, s, k, weight = _distinct(z, y, alpha, s, k, weight)
         return _SLaMFunction.apply(z, y, alpha, s, k, weight, inv_t, mixing, taylor_order,
-                                   k_hint, reduction, overwrite_logits)
-    rows = slam_rows(z, y, alpha, s, k, inv_t, mixing, taylor_order, k_hint)
+                                   k_hint, reduction, overwrite_logits, stats)
+    rows = slam_rows(z, y, alpha, s, k, inv_t, mixing, taylor_order, k_hint, stats)
     return _reduce(rows, weight, reduction)
+
+
+def _stats_buffer(z: Tensor, value_stats: bool) -> Optional[Tensor]:
+    """The (N, 3) per-row value-check buffer the loss kernel fills, or None."""
+    if not value_stats or z.shape[0] == 0:
+        return None
+    return torch.empty((z.shape[0], 3), dtype=torch.float32, device=z.device)
+
+
+def combine_row_stats(stats: Tensor) -> Tensor:
+    """(4,) float64 on the device, in slam_bench.checks.value_stats' order, from the kernel's
+    per-row numbers (N, 3) [min y, sum y, sum z * 0]: [min of y, max over rows |sum y - 1|,
+    the logits' finiteness twice (0 when all finite, else NaN)]. Reads only the O(N) stats;
+    torch's amin/amax propagate NaN. The caller reads it with one device-to-host copy."""
+    znf = stats[:, 2].sum()
+    return torch.stack([stats[:, 0].amin(), (stats[:, 1] - 1).abs().amax(), znf, znf]).double()
 
 
 def slam_loss_triton(z: Tensor, y: Tensor, alpha: Union[float, Tensor], k: Union[int, Tensor], *,
                      normalize: bool, temperature: float, weight: Optional[Tensor],
-                     reduction: str, mixing: bool = True, overwrite_logits: bool = False) -> Tensor:
+                     reduction: str, mixing: bool = True, overwrite_logits: bool = False,
+                     value_stats: bool = False):
     """SLaM (mixing=True) or vanilla distillation (mixing=False: alpha = 1, k ignored) loss.
 
     Inputs are validated by slam_bench.functional. z: (N, C) float16/bfloat16/float32 logits
@@ -207,8 +233,23 @@ def slam_loss_triton(z: Tensor, y: Tensor, alpha: Union[float, Tensor], k: Union
     overwrite_logits: write dL/dz into z's storage (z must have unit column stride; its values
     are gone after the forward). Returns float32: (N,) for reduction="none", else a scalar
     ("mean" = weighted sum / N, and 0.0 when N = 0). Gradients flow to z only.
+    value_stats: return (loss, stats) instead, stats the (4,) float64 device tensor of
+    `combine_row_stats` (None when N = 0), which the loss kernel computes from the loads it
+    makes anyway: the caller's value checks (slam_bench.checks.raise_loss_value_errors) then
+    need no pass over z or y, only one small device-to-host copy.
     """
     z, y = _prepare(z, y, overwrite_logits)
+    n = z.shape[0]
+    stats = _stats_buffer(z, value_stats)
+    out = _slam_loss(z, y, alpha, k, normalize, temperature, weight, reduction, mixing,
+                     overwrite_logits, stats)
+    if not value_stats:
+        return out
+    return out, (combine_row_stats(stats) if stats is not None else None)
+
+
+def _slam_loss(z, y, alpha, k, normalize, temperature, weight, reduction, mixing,
+               overwrite_logits, stats):
     n = z.shape[0]
     # A scalar alpha of 1 is vanilla distillation exactly (b = 0 everywhere): no top-k.
     if mixing and not isinstance(alpha, Tensor) and float(alpha) == 1.0:
@@ -216,7 +257,7 @@ def slam_loss_triton(z: Tensor, y: Tensor, alpha: Union[float, Tensor], k: Union
     one = _row_vector(1.0, n, z.device)
     if not mixing:
         return _loss(z, y, one, one, _row_vector(1, n, z.device, torch.int32), weight,
-                     1.0 / float(temperature), False, 0, 1, reduction, overwrite_logits)
+                     1.0 / float(temperature), False, 0, 1, reduction, overwrite_logits, stats)
     a = _row_vector(alpha, n, z.device)
     if not normalize:
         s = one
@@ -226,7 +267,7 @@ def slam_loss_triton(z: Tensor, y: Tensor, alpha: Union[float, Tensor], k: Union
         s = _row_vector(1.0 / (k - 1), n, z.device)
     k_hint = 0 if isinstance(k, Tensor) else int(k)
     return _loss(z, y, a, s, _row_vector(k, n, z.device, torch.int32), weight,
-                 1.0 / float(temperature), True, 0, k_hint, reduction, overwrite_logits)
+                 1.0 / float(temperature), True, 0, k_hint, reduction, overwrite_logits, stats)
 
 
 # Taylor-CE's series is unrolled at compile time; orders past this gain nothing (the terms

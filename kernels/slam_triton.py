@@ -23,6 +23,11 @@ Bytes per element moved by each path, bf16 z, y and dz (b_y bytes per teacher en
         (threshold.kth_largest_radix, one pass over y per 8-bit digit: P = 2 for a bf16
         teacher, 3 fp16, 4 fp32), then the mixed-terms pass: + P b_y + 4 B: 18 B with bf16.
       tests/kernels/test_kernel_traffic.py counts these bytes in the interpreter.
+  The default value checks (check_values=True) add nothing per element on any path: the pass
+  that reads y (pass 1, or for k = C and Taylor-CE the terms pass; on chip the one load) also
+  takes each row's min y, sum y and sum z * 0 (`_check_tile`) and writes them, 12 B per row
+  (O(N)), which the host reduces to 4 numbers and reads with one copy. Checked path = the
+  table's bytes + 12 B per row; check_values=False writes no stats (CHECK=False).
 - Rows on chip: one program loads a tile of rows once, finds each row's top-k threshold in
   registers (threshold.kth_largest), and writes the loss and dz.
 - Streamed rows: pass 1 reads z and y once: the online row max and sum of exp, sum y and
@@ -147,12 +152,16 @@ def _mixed_sums(z, y, m, log_l, b, c, log_a, t, inv_t):
 
 @triton.jit
 def _pass1_tile(z_ptr, y_ptr, z_off, y_off, valid, cols, m, se, sy, syz, buf_y, buf_z, dropped,
-                inv_t, MASKED: tl.constexpr, SUMS: tl.constexpr, TOPK: tl.constexpr):
+                ymin, znf, inv_t, MASKED: tl.constexpr, SUMS: tl.constexpr, TOPK: tl.constexpr,
+                CHECK: tl.constexpr):
     """Pass 1 over one streamed tile (offsets (R, W)): online update of the row max m, the sum
     of exp((z - m) / T), (SUMS) sum y and sum y (z - m) relative to the running max, and
-    (TOPK) the top slots. One function per tile: the interpreter pays per nested call."""
+    (TOPK) the top slots; (CHECK, with SUMS) the value-check stats ymin and znf (`_check_tile`).
+    One function per tile: the interpreter pays per nested call."""
     # With neither SUMS nor TOPK (k = C, Taylor-CE) pass 1 reads only z.
     z, y = _load(z_ptr, y_ptr, z_off, y_off, valid, MASKED, SUMS or TOPK)
+    if CHECK and SUMS:
+        ymin, znf = _check_tile(z, y, valid, ymin, znf, MASKED)
     m_new = tl.maximum(m, tl.max(z, axis=1))
     d = z - m_new[:, None]
     se = se * tl.exp((m - m_new) * inv_t) + tl.sum(tl.exp(d * inv_t), axis=1)
@@ -163,7 +172,22 @@ def _pass1_tile(z_ptr, y_ptr, z_off, y_off, valid, cols, m, se, sy, syz, buf_y, 
         sy += tl.sum(y, axis=1)
     if TOPK:
         buf_y, buf_z, dropped = topk_insert(y, z, cols, buf_y, buf_z, dropped)
-    return m_new, se, sy, syz, buf_y, buf_z, dropped
+    return m_new, se, sy, syz, buf_y, buf_z, dropped, ymin, znf
+
+
+@triton.jit
+def _check_tile(z, y, valid, ymin, znf, MASKED: tl.constexpr):
+    """The value checks' per-row numbers (slam_bench/checks.py), updated from a loaded tile:
+    ymin, the row's smallest teacher entry, and znf, the row sum of z * 0, which is 0 when
+    every logit is finite and NaN otherwise (inf * 0 is NaN, and NaN propagates through a sum
+    whatever the hardware's min/max do with NaN). The teacher's row sum is the caller's sum y."""
+    if MASKED:
+        ymin = tl.minimum(ymin, tl.min(tl.where(valid, y, float("inf")), axis=1))
+        znf += tl.sum(tl.where(valid, z * 0.0, 0.0), axis=1)
+    else:
+        ymin = tl.minimum(ymin, tl.min(y, axis=1))
+        znf += tl.sum(z * 0.0, axis=1)
+    return ymin, znf
 
 
 @triton.jit
@@ -183,12 +207,20 @@ def _grad_tile(z_ptr, y_ptr, dz_ptr, z_off, y_off, dz_off, valid, m, log_l, b, c
 
 
 @triton.jit
-def _slam_kernel(z_ptr, y_ptr, dz_ptr, alpha_ptr, s_ptr, k_ptr, gs_ptr, loss_ptr,
+def _store_stats(st_ptr, rows, row_ok, ymin, ysum, znf):
+    """Row i's value-check numbers at st[i, 0:3]: min y, sum y, sum z * 0 (see _check_tile)."""
+    tl.store(st_ptr + rows * 3, ymin, mask=row_ok)
+    tl.store(st_ptr + rows * 3 + 1, ysum, mask=row_ok)
+    tl.store(st_ptr + rows * 3 + 2, znf, mask=row_ok)
+
+
+@triton.jit
+def _slam_kernel(z_ptr, y_ptr, dz_ptr, alpha_ptr, s_ptr, k_ptr, gs_ptr, loss_ptr, st_ptr,
                  n_rows, nc_div, sz_div, sy_div, sdz_div, stride_a, stride_s, stride_k,
                  stride_gs, inv_t,
                  MIXING: tl.constexpr, ALL_MIXED: tl.constexpr, TAYLOR: tl.constexpr,
-                 WRITE_GRAD: tl.constexpr, SINGLE: tl.constexpr, ROWS: tl.constexpr,
-                 BLOCK: tl.constexpr, ALIGN: tl.constexpr, PEEL: tl.constexpr,
+                 WRITE_GRAD: tl.constexpr, CHECK: tl.constexpr, SINGLE: tl.constexpr,
+                 ROWS: tl.constexpr, BLOCK: tl.constexpr, ALIGN: tl.constexpr, PEEL: tl.constexpr,
                  VEC: tl.constexpr, KCAP: tl.constexpr, EXTRACT_K: tl.constexpr,
                  LOW_BIT: tl.constexpr):
     # Sizes arrive divided by ALIGN: multiplied back here, Triton knows their divisibility.
@@ -220,6 +252,10 @@ def _slam_kernel(z_ptr, y_ptr, dz_ptr, alpha_ptr, s_ptr, k_ptr, gs_ptr, loss_ptr
         valid = row_ok[:, None] & (cols < n_cols)[None, :]
         z, y = _load(z_ptr, y_ptr, z_row[:, None] + cols[None, :], y_row[:, None] + cols[None, :],
                      valid, True)
+        if CHECK:
+            ymin, znf = _check_tile(z, y, valid, tl.full([ROWS], float("inf"), tl.float32),
+                                    tl.zeros([ROWS], tl.float32), True)
+            _store_stats(st_ptr, rows, row_ok, ymin, tl.sum(y, axis=1), znf)
         m = tl.where(row_ok, tl.max(z, axis=1), 0.0)
         d = (z - m[:, None]) * inv_t  # z - m is exact for nearby values: shift-invariant
         e = tl.exp(d)
@@ -259,25 +295,29 @@ def _slam_kernel(z_ptr, y_ptr, dz_ptr, alpha_ptr, s_ptr, k_ptr, gs_ptr, loss_ptr
         buf_y = tl.zeros([ROWS, KCAP], tl.float32)
         buf_z = tl.zeros([ROWS, KCAP], tl.float32)
         dropped = tl.zeros([ROWS], tl.float32)
+        ymin = tl.full([ROWS], float("inf"), tl.float32)
+        znf = tl.zeros([ROWS], tl.float32)
         # Pass 1: statistics and the top slots.
         if head > 0:
-            m, se, sy, syz, buf_y, buf_z, dropped = _pass1_tile(
+            m, se, sy, syz, buf_y, buf_z, dropped, ymin, znf = _pass1_tile(
                 z_ptr, y_ptr, z_row[:, None] + hcols[None, :], y_row[:, None] + hcols[None, :],
-                hvalid, hcols, m, se, sy, syz, buf_y, buf_z, dropped, inv_t, True, SUMS, TOPK)
+                hvalid, hcols, m, se, sy, syz, buf_y, buf_z, dropped, ymin, znf, inv_t, True, SUMS,
+                TOPK, CHECK)
         for i in range(0, n_full):
             zo = z_row + head + i * BLOCK
             yo = y_row + head + i * BLOCK
             if PEEL:  # multiples of VEC by construction, which Triton cannot see by itself
                 zo = tl.multiple_of(zo, VEC)
                 yo = tl.multiple_of(yo, VEC)
-            m, se, sy, syz, buf_y, buf_z, dropped = _pass1_tile(
+            m, se, sy, syz, buf_y, buf_z, dropped, ymin, znf = _pass1_tile(
                 z_ptr, y_ptr, zo[:, None] + cols[None, :], yo[:, None] + cols[None, :], tvalid,
-                cols, m, se, sy, syz, buf_y, buf_z, dropped, inv_t, False, SUMS, TOPK)
+                cols, m, se, sy, syz, buf_y, buf_z, dropped, ymin, znf, inv_t, False, SUMS,
+                TOPK, CHECK)
         if tail < n_cols:
-            m, se, sy, syz, buf_y, buf_z, dropped = _pass1_tile(
+            m, se, sy, syz, buf_y, buf_z, dropped, ymin, znf = _pass1_tile(
                 z_ptr, y_ptr, z_row[:, None] + tail + cols[None, :],
                 y_row[:, None] + tail + cols[None, :], tvalid, cols, m, se, sy, syz, buf_y,
-                buf_z, dropped, inv_t, True, SUMS, TOPK)
+                buf_z, dropped, ymin, znf, inv_t, True, SUMS, TOPK, CHECK)
         log_l = tl.log(se)
 
         t = tl.zeros([ROWS], tl.float32)
@@ -306,6 +346,8 @@ def _slam_kernel(z_ptr, y_ptr, dz_ptr, alpha_ptr, s_ptr, k_ptr, gs_ptr, loss_ptr
                     corr, sbm = _mixed_sums(buf_z, buf_y, m, log_l, b, c, log_a, t, inv_t)
                 loss -= log_a * sy + corr
                 sumr += sbm
+            if CHECK:
+                _store_stats(st_ptr, rows, row_ok, ymin, sy, znf)
         else:
             # Every term needs f (Taylor-CE, or k = C: every entry mixed): a pass of its own.
             loss = tl.zeros([ROWS], tl.float32)
@@ -318,6 +360,11 @@ def _slam_kernel(z_ptr, y_ptr, dz_ptr, alpha_ptr, s_ptr, k_ptr, gs_ptr, loss_ptr
                 ylogq, r = _terms(logf, tl.exp(logf), y, b, c, log_a, t, MIXING, TAYLOR)
                 loss -= tl.sum(ylogq, axis=1)
                 sumr += tl.sum(r, axis=1)
+                if CHECK:  # the pass that reads y: pass 1 read only z
+                    ymin, znf = _check_tile(z, y, valid, ymin, znf, True)
+                    sy += tl.sum(y, axis=1)
+            if CHECK:
+                _store_stats(st_ptr, rows, row_ok, ymin, sy, znf)
         tl.store(loss_ptr + rows, loss, mask=row_ok)
 
         if WRITE_GRAD:
@@ -373,7 +420,8 @@ def _scale_kernel(dz_ptr, out_ptr, go_ptr, n_rows, nc_div, sdz_div, sout_div, st
 
 def slam_launch(z: torch.Tensor, y: torch.Tensor, alpha: torch.Tensor, s: torch.Tensor,
                 k: torch.Tensor, gscale: torch.Tensor, inv_t: float, mixing: bool,
-                taylor_order: int, k_hint: int, dz: Optional[torch.Tensor]) -> torch.Tensor:
+                taylor_order: int, k_hint: int, dz: Optional[torch.Tensor],
+                stats: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Launch the loss kernel. Returns the row losses (N,) fp32; writes dL/dz into `dz`
     unless it is None (forward only).
 
@@ -381,7 +429,9 @@ def slam_launch(z: torch.Tensor, y: torch.Tensor, alpha: torch.Tensor, s: torch.
     (any stride, 0 for a broadcast scalar); gscale (N,) fp32: each row's factor of dz (weight,
     1/N of "mean"), 1/T applied here; taylor_order > 0 selects Taylor-CE of that order
     (mixing must be False); k_hint: the scalar k, or 0 when k is a per-row tensor; dz (N, C)
-    in z's dtype with unit column stride, or z itself (written in place, rows read first)."""
+    in z's dtype with unit column stride, or z itself (written in place, rows read first);
+    stats None, or an (N, 3) fp32 contiguous tensor that receives each row's value-check
+    numbers (min y, sum y, sum z * 0: `_check_tile`), from the loads the loss makes anyway."""
     n, c = z.shape
     loss = torch.empty(n, dtype=torch.float32, device=z.device)
     if n == 0:
@@ -390,15 +440,16 @@ def slam_launch(z: torch.Tensor, y: torch.Tensor, alpha: torch.Tensor, s: torch.
     strides = [z.stride(0), y.stride(0)] + ([dz.stride(0)] if dz is not None else [])
     lay = launch_layout(c, strides, z.element_size(), cfg.single, k_hint)
     dz_arg = dz if dz is not None else z  # never written when WRITE_GRAD is False
+    st_arg = stats if stats is not None else loss  # never written when CHECK is False
     grid = (triton.cdiv(n, cfg.rows),)
     _slam_kernel[grid](
-        z, y, dz_arg, alpha, s, k, gscale, loss, n, c // lay.align, z.stride(0) // lay.align,
-        y.stride(0) // lay.align, dz_arg.stride(0) // lay.align, alpha.stride(0), s.stride(0),
-        k.stride(0), gscale.stride(0), inv_t,
+        z, y, dz_arg, alpha, s, k, gscale, loss, st_arg, n, c // lay.align,
+        z.stride(0) // lay.align, y.stride(0) // lay.align, dz_arg.stride(0) // lay.align,
+        alpha.stride(0), s.stride(0), k.stride(0), gscale.stride(0), inv_t,
         MIXING=mixing, ALL_MIXED=bool(mixing and k_hint >= c), TAYLOR=taylor_order,
-        WRITE_GRAD=dz is not None, SINGLE=cfg.single, ROWS=cfg.rows, BLOCK=cfg.block,
-        ALIGN=lay.align, PEEL=lay.peel, VEC=lay.vec, KCAP=lay.kcap, EXTRACT_K=EXTRACT_K,
-        LOW_BIT=LOW_BIT[y.dtype], num_warps=cfg.num_warps)
+        WRITE_GRAD=dz is not None, CHECK=stats is not None, SINGLE=cfg.single, ROWS=cfg.rows,
+        BLOCK=cfg.block, ALIGN=lay.align, PEEL=lay.peel, VEC=lay.vec, KCAP=lay.kcap,
+        EXTRACT_K=EXTRACT_K, LOW_BIT=LOW_BIT[y.dtype], num_warps=cfg.num_warps)
     return loss
 
 

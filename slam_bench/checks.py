@@ -8,9 +8,11 @@ The (N, C) value checks are one pass over row chunks (`value_stats`): per chunk,
 row sums and minimum and the logits' minimum and maximum, all reductions with no N x C
 temporary (a NaN or inf anywhere shows up in those four numbers), read back with one host
 sync. On CPU the chunks run on the worker threads of slam_bench.chunks, so the checks cost
-about one read of the inputs. With the torch backend, `slam_loss` and `distill_loss` take the
-same four numbers inside their own loss pass, from each chunk while it is in cache
-(slam_bench.torch_backend), and raise the same errors before returning: no extra read.
+about one read of the inputs. `slam_loss` and `distill_loss` take the same four numbers inside
+their own loss pass instead, and raise the same errors before returning: no extra read. The
+torch backend takes them from each chunk while it is in cache (slam_bench.torch_backend); the
+Triton kernel writes per-row numbers (min y, sum y, sum z * 0) from its own loads, reduced on
+the device to these four and read with one copy (slam_bench.kernels.ops.combine_row_stats).
 
 Every error names the argument and what was expected.
 """

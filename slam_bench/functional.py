@@ -51,10 +51,11 @@ def _triton_kernel_available() -> bool:
 
 def _check_shared(z, y, temperature, weight, reduction, backend, check_values):
     """The checks both losses share, and the backend they run on. Returns (N, C, backend,
-    fused): with the torch backend the (N, C) value checks are fused into its loss pass."""
+    fused): on both backends the (N, C) value checks are fused into the loss pass (the torch
+    backend's chunks, the Triton kernel's per-row stats), which raises their errors."""
     if isinstance(z, Tensor):
         backend = _resolve_backend(backend, z.device, z.dtype)
-    fused = check_values and backend == "torch"
+    fused = check_values
     n, c = checks.check_loss_inputs(z, y, temperature, weight, reduction, check_values,
                                     defer_nc_values=fused)
     return n, c, backend, fused
@@ -69,9 +70,15 @@ def _run(z, y, alpha, k, normalize, temperature, weight, reduction, backend, mix
             from slam_bench.kernels import slam_loss_triton
         except ImportError as e:  # triton missing on this platform, or the kernel not built yet
             raise ValueError(f"backend='triton' is not available here: {e}") from e
-        return slam_loss_triton(z, y, alpha, k, normalize=normalize, temperature=temperature,
-                                weight=weight, reduction=reduction, mixing=mixing,
-                                overwrite_logits=overwrite_logits)
+        out = slam_loss_triton(z, y, alpha, k, normalize=normalize, temperature=temperature,
+                               weight=weight, reduction=reduction, mixing=mixing,
+                               overwrite_logits=overwrite_logits, value_stats=fused_checks)
+        if not fused_checks:
+            return out
+        out, stats = out
+        if stats is not None:  # None: N = 0, nothing to check
+            checks.raise_loss_value_errors(stats.tolist(), y.dtype)  # one small copy to host
+        return out
     return slam_loss_torch(z, y, alpha, k, normalize=normalize, temperature=temperature,
                            weight=weight, reduction=reduction, mixing=mixing,
                            value_checks=fused_checks)
@@ -102,8 +109,9 @@ def slam_loss(student_logits: Tensor, teacher_probs: Tensor, alpha: Union[float,
         reduction: "mean" (weighted row sum / N), "sum" or "none" (per-row losses of shape
             *, like F.cross_entropy's reduction="none").
         backend: "auto" (Triton kernel for CUDA tensors, else torch), "torch" or "triton".
-        check_values: read the tensors to validate alpha, k, weight and the teacher rows
-            (synchronises a GPU); shapes, dtypes and devices are always checked.
+        check_values: validate alpha, k, weight, the logits and the teacher rows
+            (synchronises a GPU; the logits and teacher are checked inside the loss pass,
+            with no read of their own); shapes, dtypes and devices are always checked.
         overwrite_logits: with backend="triton", write dL/dz into student_logits' own storage
             during the forward instead of a new buffer (saves one N x C buffer, as
             Liger-Kernel does; the logits' values are gone after the call, so use it only for

@@ -60,3 +60,30 @@ def test_compiled_model_gradients_match_eager(backend):
     for (name, p_ref), p in zip(eager.named_parameters(), compiled.parameters()):
         assert p.grad is not None, name
         torch.testing.assert_close(p.grad, p_ref.grad, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def _checked_step(z, y):
+    return slam_loss(z, y, 0.7, 3, backend="triton") + distill_loss(z, y, backend="triton")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_default_checks_under_compile(backend):
+    """With the default checks (fused into the kernel, their numbers read on the host: a graph
+    break, so no fullgraph) a compiled step gives eager's loss and gradient, and bad teacher
+    values raise the same error."""
+    torch._dynamo.reset()
+    gen = torch.Generator().manual_seed(1)
+    z = torch.randn(6, 10, generator=gen).to(DEVICE)
+    y = torch.softmax(torch.randn(6, 10, generator=gen), dim=1).to(DEVICE)
+    z_eager, z_comp = z.clone().requires_grad_(), z.clone().requires_grad_()
+    ref = _checked_step(z_eager, y)
+    ref.backward()
+    step = torch.compile(_checked_step, backend=backend)
+    out = step(z_comp, y)
+    out.backward()
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(z_comp.grad, z_eager.grad, rtol=1e-5, atol=1e-6)
+    bad = y.clone()
+    bad[2, 3] = float("nan")
+    with pytest.raises(ValueError, match="teacher_probs must be finite"):
+        step(z.clone().requires_grad_(), bad)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from unittest import mock
 from typing import Dict, Iterator
 
 import numpy as np
@@ -21,7 +22,7 @@ import torch
 
 from kernel_testlib import (DEVICE, assert_grad_close, assert_loss_close, oracle_inputs,
                             reference, row_grad_scale, small_blocks)
-from slam_bench.kernels import kth_largest_rows, slam_loss_triton
+from slam_bench.kernels import kth_largest_rows, ops, slam_loss_triton
 from slam_bench.kernels.threshold import LOW_BIT, radix_passes
 
 pytestmark = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1" or DEVICE != "cpu",
@@ -80,19 +81,27 @@ def test_streamed_threshold_beyond_the_slots_is_a_bounded_radix_select(y_dtype):
     assert seen["y"]["read"] == 1 + passes
 
 
-def _loss_traffic(c, k, dtype, teacher, grad):
+def _loss_traffic(c, k, dtype, teacher, grad, checked=False):
     """(z reads, y reads, dz writes) per element of one slam_loss_triton call on 2 rows,
-    checked against the float64 oracle."""
+    checked against the float64 oracle. checked: with the value checks' per-row stats (as
+    check_values=True calls it), whose buffer must be read 0 and written exactly once."""
     z, y = oracle_inputs(2, c, dtype, dtype, seed=1)
     if teacher == "uniform":  # every entry tied at the threshold
         y = torch.full_like(y, 1.0 / c)
     leaf = z.clone().requires_grad_(grad)
     x = leaf * 1.0 if grad else leaf  # overwrite_logits writes dz into x's storage
     kw = dict(normalize=False, temperature=1.0, weight=None, reduction="none", mixing=True)
-    with traffic(z=x, y=y) as seen:
-        out = slam_loss_triton(x, y, 0.7, k, overwrite_logits=grad, **kw)
+    stats = torch.empty((2, 3), dtype=torch.float32, device=DEVICE)
+    watched = dict(z=x, y=y, stats=stats) if checked else dict(z=x, y=y)
+    with traffic(**watched) as seen, \
+            mock.patch.object(ops, "_stats_buffer", lambda z, on: stats if on else None):
+        out = slam_loss_triton(x, y, 0.7, k, overwrite_logits=grad, value_stats=checked, **kw)
+        if checked:
+            out, _ = out
         if grad:
             out.sum().backward()
+    if checked:
+        assert seen["stats"] == {"read": 0, "write": 1}
     z64, ref = reference(z.cpu(), y.cpu(), 0.7, k.cpu() if torch.is_tensor(k) else k, **kw)
     assert_loss_close(out.detach().cpu(), ref)
     if grad:
@@ -126,6 +135,9 @@ def test_bytes_per_element_of_each_path(path, c, k, teacher, z_reads, y_reads):
         got = _loss_traffic(c, k, dtype, teacher, grad=True)
         fwd = _loss_traffic(c, k, dtype, teacher, grad=False)
     assert got == (z_reads, y_reads, 1), path
+    # The default value checks: the same passes over z and y, plus 12 B of stats per row.
+    with small_blocks():
+        assert _loss_traffic(c, k, dtype, teacher, grad=True, checked=True) == got, path
     # Forward only: no dz, and no gradient pass over z and y.
     extra = 0 if path == "rows on chip" else 1
     assert fwd == (z_reads - extra, y_reads - extra, 0), path
