@@ -12,11 +12,16 @@ this order:
    and the check stops (exit 1): it never measures the torch backend instead, and every
    measured row of this library asks for backend="triton" by name;
 3. the device's copy bandwidth;
-4. every kernel family's correctness rows against the float64 reference;
+4. every kernel family's correctness rows: against the float64 reference, and (loss family)
+   the default value checks fused into the Triton loss pass raising the torch backend's
+   errors for every bad-value case, and compile mode (torch.compile fullgraph=True of a small
+   model step on slam_loss(backend="triton") against eager, loss and gradients; the default
+   checks under torch.compile);
 5. the sweep rows every family's goals need, then the rest of the GPU sweep until the budget
    (rows left out are recorded as skipped, with the reason);
 6. DIR/<gpu-name>.csv and .png and DIR/correctness.csv, and last a summary: each goal, the
-   measured value, the threshold, and PASS/FAIL/MISSING computed from those two numbers.
+   measured value, the threshold, and PASS/FAIL/MISSING computed from those two numbers
+   and then the known gaps.
 Exit status 0 only when every goal passes.
 
 `--dry-run` runs the same steps on CPU tensors at tiny sizes, the kernels under Triton's
@@ -39,6 +44,9 @@ DEFAULT_BUDGET_S = 330.0
 # Seconds kept back from the sweep for writing files and the summary.
 RESERVE_S = 20.0
 PROG = "python -m slam_bench.gpu_check"
+# What the check does not cover because the library does not have it yet (issue 17).
+KNOWN_GAPS = ("known gap: split rows (small N, large C: one row over several programs) are not "
+              "implemented; no row or goal measures them")
 DESCRIPTION = ("Check the fused loss kernels on a CUDA GPU: correctness against a float64 "
                "reference, throughput, and PASS/FAIL for each goal.")
 
@@ -167,6 +175,7 @@ def _run(device, out_dir: Path, budget_s: float, dry_run: bool, start: float, lo
     log("")
     log(f"SUMMARY ({name}{', dry run: goals are not meaningful at tiny sizes' if dry_run else ''})")
     log(report.format_checks(checks))
+    log(KNOWN_GAPS)
     if dry_run:
         return 0
     return 0 if all(c["result"] == "PASS" for c in checks) else 1

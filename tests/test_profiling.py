@@ -24,7 +24,8 @@ import torch
 
 from slam_bench import chunks, distill_loss, slam_loss
 from slam_bench.cli import profile as cli
-from slam_bench.profiling import families, loss_checks, loss_family, report, sweep, timing
+from slam_bench.profiling import (families, loss_checks, loss_device_checks, loss_family, report,
+                                  sweep, timing)
 from slam_bench.reference import distill_loss_reference, slam_loss_reference
 from profiling_fixtures import tiny_cpu_sweep
 
@@ -62,6 +63,17 @@ def test_gpu_check_dry_run_writes_csv_plot_and_summary(tmp_path, capfd):
     assert {"per-row k", "k = C", "overwrite_logits"} <= set(corr["case"].dropna())
     assert set(corr["family"]) == {"loss", "topk", "fused_linear"}
     assert (corr["result"] == "PASS").all(), corr.to_string()
+    # The default (fused) checks raise the torch backend's errors through backend="triton",
+    # on chip and streamed, for both losses; compile mode traces and matches eager.
+    cases = set(corr["case"].dropna())
+    for label, _ in loss_device_checks.BAD_VALUES:
+        assert f"fused checks: {label}" in cases
+    fused = corr[corr["case"].fillna("").str.startswith("fused checks")]
+    assert set(fused["kernel"]) == {"slam", "distill"} and set(fused["C"]) == {13, 37}
+    assert {"compile (aot_eager): fullgraph model step, check_values=False: loss and gradients "
+            "vs eager", "compile (aot_eager): default checks: loss, gradient and error vs eager"
+            } <= cases
+    assert "known gap: split rows" in out
     # The summary is the last thing printed, one line per goal, each with its value.
     summary = out[out.rindex("SUMMARY"):]
     for goal in ("kernels vs float64 reference", "rows on chip", "streamed rows",

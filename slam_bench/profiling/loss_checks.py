@@ -186,7 +186,8 @@ def _reference(kernel, z, y, alpha, k, reduction, go, dtype=None):
 
 def correctness(device: torch.device, dry_run: bool, log: Callable[[str], None]) -> List[dict]:
     """One row per case: the fused kernel's (backend="triton") loss and gradient error
-    against the float64 reference, and the tolerance it is held to."""
+    against the float64 reference, and the tolerance it is held to; then the default value
+    checks' errors and compile mode (slam_bench.profiling.loss_device_checks)."""
     cases = []
     for dtype_name in ("fp32", "bf16", "fp16"):
         for kernel in ("slam", "distill"):
@@ -214,4 +215,8 @@ def correctness(device: torch.device, dry_run: bool, log: Callable[[str], None])
             return lowp_tol(rel_err(ll, l64)), lowp_tol(rel_err(gl, g64))
 
         rows.append(judge(row, name, errors, tolerances, log))
+    # The default (fused) value checks raise the torch backend's errors, and compile mode.
+    from slam_bench.profiling import loss_device_checks
+    rows += loss_device_checks.fused_check_rows(device, dry_run, log)
+    rows += loss_device_checks.compile_rows(device, dry_run, log)
     return rows
