@@ -21,7 +21,7 @@ this order:
    (rows left out are recorded as skipped, with the reason);
 6. DIR/<gpu-name>.csv and .png and DIR/correctness.csv, and last a summary: each goal, the
    measured value, the threshold, and PASS/FAIL/MISSING computed from those two numbers
-   and then the known gaps.
+   (among them the default checks' time over check_values=False's), then the known gaps.
 Exit status 0 only when every goal passes.
 
 `--dry-run` runs the same steps on CPU tensors at tiny sizes, the kernels under Triton's

@@ -77,10 +77,11 @@ def test_gpu_check_dry_run_writes_csv_plot_and_summary(tmp_path, capfd):
     # The summary is the last thing printed, one line per goal, each with its value.
     summary = out[out.rindex("SUMMARY"):]
     for goal in ("kernels vs float64 reference", "rows on chip", "streamed rows",
-                 "speed-up over eager", "speed-up over compile", "no cliff", "peak extra memory"):
+                 "speed-up over eager", "speed-up over compile", "no cliff", "peak extra memory",
+                 "default (fused) checks' time"):
         assert goal in summary
-    # 1 correctness line, 6 goals of the loss family, 2 of topk, 3 of fused_linear.
-    assert summary.count("PASS") + summary.count("FAIL") + summary.count("MISSING") == 12
+    # 1 correctness line, 7 goals of the loss family, 2 of topk, 3 of fused_linear.
+    assert summary.count("PASS") + summary.count("FAIL") + summary.count("MISSING") == 13
 
 
 def test_gpu_check_without_gpu_says_so(tmp_path, capsys):
@@ -337,13 +338,34 @@ def test_gpu_goals_detect_a_cliff_and_slow_rows():
     others = [_row("slam", p, ms, n=2048, c=c, dtype="bf16") for c in cs
               for p, ms in (("eager", 4.0), ("compile", 2.0))]
     goals = loss_checks.gpu_goals(pd.DataFrame(fine + others))
-    assert [g["result"] for g in goals] == ["PASS"] * 6
+    assert [g["result"] for g in goals] == ["PASS"] * 5 + ["MISSING", "PASS"]  # no checked rows
     cliff = [dict(r, gbps_floor=r["gbps_floor"] / 3, frac_copy_bw_floor=0.3)
              if r["C"] == 262144 else r for r in fine]
     goals = {g["goal"]: g["result"] for g in loss_checks.gpu_goals(pd.DataFrame(cliff + others))}
     assert goals[next(k for k in goals if "no cliff" in k)] == "FAIL"
     assert goals[next(k for k in goals if "streamed rows" in k)] == "FAIL"
     assert goals[next(k for k in goals if "rows on chip" in k)] == "PASS"
+
+
+def test_gpu_goal_for_the_fused_checks_overhead():
+    """The checked provider beside the unchecked one at C = 32000, N = 4096 and 8192: the
+    worst ratio against GPU_MAX_CHECKED_RATIO; MISSING unless every N was measured."""
+    def rows(checked_ms):
+        return [_row("slam", p, ms, n=n, c=32000, dtype="bf16") for n in (4096, 8192)
+                for p, ms in (("slam_bench", 1.0), ("slam_bench_checked", checked_ms))]
+
+    def result(df):
+        goals = {g["goal"]: g for g in loss_checks.gpu_goals(df)}
+        return goals[next(k for k in goals if "default (fused) checks" in k)]
+
+    ok = result(pd.DataFrame(rows(1.1)))
+    assert ok["result"] == "PASS" and ok["value"] == pytest.approx(1.1)
+    assert result(pd.DataFrame(rows(1.2)))["result"] == "FAIL"
+    assert result(pd.DataFrame(rows(1.1)[:2]))["result"] == "MISSING"
+    # The GPU check measures those rows among the goal rows, both providers side by side.
+    goal = {(c.n, c.c): c.providers for c in loss_family.goal_configs()}
+    for n in (4096, 8192):
+        assert {"slam_bench", "slam_bench_checked"} <= set(goal[(n, 32000)])
 
 
 def test_file_stem():

@@ -69,6 +69,12 @@ GPU_MIN_SPEEDUP_COMPILE = 1.5
 # the floor's GB/s never falls below half the previous C's. The step from rows on chip to
 # streamed rows costs at most 6/10 by design.
 GPU_CLIFF_RATIO = 0.5
+# The default value checks, fused into the loss pass, add per-row stats (12 B a row, nothing
+# next to the 2 x C x 2 B a bf16 row reads) and one small device-to-host read with its sync
+# (and, for a per-row alpha tensor, the host's alpha range check): about 10-30 us against a
+# ~0.4-1 ms step at N = 4096..8192, C = 32000, bf16. The checked step may take at most this
+# factor of the unchecked step's median time.
+GPU_MAX_CHECKED_RATIO = 1.15
 # Peak extra memory may exceed one gradient buffer by per-row vectors (64 B a row) and
 # allocator rounding (1 MiB).
 GPU_PEAK_ROW_SLACK_BYTES = 64
@@ -101,6 +107,18 @@ def gpu_goals(df: pd.DataFrame, kernel: str = "slam") -> List[dict]:
     out.append(check_row(f"{kernel} bf16 fwd+bwd: no cliff along C (worst GB/s ratio to the "
                          "previous C)", worst, f">= {GPU_CLIFF_RATIO}",
                          worst is not None and worst >= GPU_CLIFF_RATIO))
+    from slam_bench.profiling.loss_family import CHECKED_GOAL_C, CHECKED_GOAL_N
+    lo, hi = min(CHECKED_GOAL_N), max(CHECKED_GOAL_N)
+    at = ours[(ours["C"] == CHECKED_GOAL_C) & (ours["N"] >= lo) & (ours["N"] <= hi)]
+    checked = pick(df, kernel, "slam_bench_checked", "full", "bf16")
+    m = at.merge(checked, on=keys, suffixes=("", "_o"))
+    # Every N of the goal measured, or MISSING.
+    ratio = (float((m["ms_median_o"] / m["ms_median"]).max())
+             if set(CHECKED_GOAL_N) <= set(m["N"]) else None)
+    out.append(check_row(f"{kernel} bf16 fwd+bwd at C = {CHECKED_GOAL_C}, N = {lo}..{hi}: "
+                         "default (fused) checks' time / check_values=False's (max)", ratio,
+                         f"<= {GPU_MAX_CHECKED_RATIO}x",
+                         ratio is not None and ratio <= GPU_MAX_CHECKED_RATIO))
     full = df[(df["kernel"] == kernel) & (df["provider"] == "slam_bench") & (df["mode"] == "full")
               & (df["status"] == "ok")]
     if len(full):

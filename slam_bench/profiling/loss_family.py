@@ -54,6 +54,9 @@ GPU_C = (10, 100, 1000, 8192, 32000, 128256, 262144)
 # The C values of the goals: rows kept on chip (<= 8192) and streamed rows (>= 32000).
 GOAL_C_ON_CHIP = (1000, 8192)
 GOAL_C_STREAMED = (32000, 128256, 262144)
+# The default checks' goal: slam_bench_checked beside slam_bench at these sizes (bf16).
+CHECKED_GOAL_C = 32000
+CHECKED_GOAL_N = (4096, 8192)
 
 
 def gpu_n(c: int) -> int:
@@ -171,11 +174,18 @@ def floor_bytes(problem: Problem, mode: str) -> int:
 
 def goal_configs() -> List[Config]:
     """The rows the GPU goals read, in the order the GPU check runs them: bf16 SLaM, forward
-    + backward, on chip then streamed; torch.compile only where a goal compares with it."""
+    + backward, on chip then streamed; torch.compile only where a goal compares with it; the
+    default checks beside check_values=False at C = 32000, N = 4096 and 8192."""
     out = [Config("slam", "peaked", "bf16", gpu_n(c), c, ("full",), ("slam_bench", "eager"))
            for c in GOAL_C_ON_CHIP]
     out += [Config("slam", "peaked", "bf16", gpu_n(c), c, ("full",),
-                   ("slam_bench", "eager", "compile")) for c in GOAL_C_STREAMED]
+                   ("slam_bench", "slam_bench_checked", "eager", "compile")
+                   if c == CHECKED_GOAL_C else ("slam_bench", "eager", "compile"))
+            for c in GOAL_C_STREAMED]
+    # The default (fused) checks beside check_values=False over the goal's N range.
+    out += [Config("slam", "peaked", "bf16", n, CHECKED_GOAL_C, ("full",),
+                   ("slam_bench", "slam_bench_checked"))
+            for n in CHECKED_GOAL_N if n != gpu_n(CHECKED_GOAL_C)]
     return out
 
 
