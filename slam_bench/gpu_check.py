@@ -17,8 +17,10 @@ this order:
    errors for every bad-value case, and compile mode (torch.compile fullgraph=True of a small
    model step on slam_loss(backend="triton") against eager, loss and gradients; the default
    checks under torch.compile);
-5. the sweep rows every family's goals need, then the rest of the GPU sweep until the budget
-   (rows left out are recorded as skipped, with the reason);
+5. the sweep rows every family's goals need (among them slam_loss with the default checks
+   and in compile mode, "slam_bench_checked" and "slam_bench_compile", beside
+   check_values=False at C = 32000), then the rest of the GPU sweep until the budget (rows
+   left out are recorded as skipped, with the reason);
 6. DIR/<gpu-name>.csv and .png and DIR/correctness.csv, and last a summary: each goal, the
    measured value, the threshold, and PASS/FAIL/MISSING computed from those two numbers
    (among them the default checks' time over check_values=False's), then the known gaps.

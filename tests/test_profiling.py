@@ -74,6 +74,12 @@ def test_gpu_check_dry_run_writes_csv_plot_and_summary(tmp_path, capfd):
             "vs eager", "compile (aot_eager): default checks: loss, gradient and error vs eager"
             } <= cases
     assert "known gap: split rows" in out
+    # Compile mode is timed as a provider beside the plain call (aot_eager on CPU).
+    comp = ours[ours["provider"] == "slam_bench_compile"]
+    assert len(comp) == 1 and comp["mode"].tolist() == ["full"]
+    plain = ours[(ours["provider"] == "slam_bench") & (ours["N"] == comp["N"].iloc[0])
+                 & (ours["C"] == comp["C"].iloc[0]) & (ours["mode"] == "full")]
+    assert len(plain) == 1 and plain["kernel"].tolist() == ["slam"]
     # The summary is the last thing printed, one line per goal, each with its value.
     summary = out[out.rindex("SUMMARY"):]
     for goal in ("kernels vs float64 reference", "rows on chip", "streamed rows",
@@ -288,6 +294,22 @@ def test_compile_is_static_and_fresh_per_configuration(monkeypatch):
         p = loss_family.make_problem("slam", 4, c, "fp32", "cpu", "peaked")
         loss_family.loss_fn("compile", p)
     assert calls == [{"dynamic": False}, {"dynamic": False}]
+
+
+def test_compile_mode_provider_is_one_static_graph(monkeypatch):
+    """slam_bench_compile: torch.compile(fullgraph=True) of this library's loss, static and
+    afresh per configuration, aot_eager on CPU; the GPU check times it at C = 32000."""
+    calls = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: calls.append(kw) or fn)
+    for kernel in ("slam", "distill"):
+        p = loss_family.make_problem(kernel, 4, 10, "fp32", "cpu", "peaked")
+        loss = loss_family.loss_fn("slam_bench_compile", p)(p)
+        ref = loss_family.loss_fn("slam_bench", p)(p)
+        torch.testing.assert_close(loss, ref)
+    assert calls == [dict(dynamic=False, fullgraph=True, backend="aot_eager")] * 2
+    goal = {(c.n, c.c): c.providers for c in loss_family.goal_configs()}
+    assert "slam_bench_compile" in goal[(4096, 32000)]
+    assert "slam_bench_compile" not in loss_family.PROVIDERS  # the CPU sweeps do not time it
 
 
 def test_families_plug_in_by_registration():

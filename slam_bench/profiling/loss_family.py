@@ -9,6 +9,10 @@ Providers, each on its own copy of the inputs (Problem.own_copy):
   calls; on a GPU it asks for backend="triton" explicitly, so a kernel that fails to import
   or compile fails the row instead of silently running the torch backend);
 - "slam_bench_checked": the same with default arguments (value checks on);
+- "slam_bench_compile": compile mode, torch.compile(fullgraph=True, static shapes, afresh per
+  configuration) of a step calling the loss with check_values=False (Inductor; "aot_eager"
+  on CPU tensors, where the dry run only checks that the path runs); not in PROVIDERS: only
+  the configurations that name it measure it (a GPU goal row, the dry run's tiny row);
 - "eager": the formula a user writes (slam_bench.reference: softmax -> mix -> log -> sum)
   under autograd; "compile": torch.compile of it, static shapes, compiled afresh for each
   configuration (the compile time is the row's warmup_s, outside the timing);
@@ -105,6 +109,13 @@ def _compiled(fn):
     return torch.compile(fn, dynamic=False)
 
 
+def _compiled_ours(fn, device):
+    # Compile mode of this library's loss: one graph (fullgraph=True makes a break an error).
+    torch._dynamo.reset()
+    backend = "inductor" if torch.device(device).type == "cuda" else "aot_eager"
+    return torch.compile(fn, dynamic=False, fullgraph=True, backend=backend)
+
+
 def _liger(kernel: str):
     from liger_kernel.transformers import LigerCrossEntropyLoss, LigerKLDIVLoss
     if kernel == "distill_onehot":
@@ -128,6 +139,16 @@ def loss_fn(provider: str, problem: Problem):
                                        check_values=check, backend=p.backend)
         return lambda p: distill_loss(p.data["z"], p.data["y"], check_values=check,
                                       backend=p.backend)
+    if provider == "slam_bench_compile":
+        device = problem.data["z"].device
+        if kernel == "slam":
+            step = _compiled_ours(lambda z, y, alpha, k, backend: slam_loss(
+                z, y, alpha, k, check_values=False, backend=backend), device)
+            return lambda p: step(p.data["z"], p.data["y"], p.data["alpha"], p.data["k"],
+                                  p.backend)
+        step = _compiled_ours(lambda z, y, backend: distill_loss(
+            z, y, check_values=False, backend=backend), device)
+        return lambda p: step(p.data["z"], p.data["y"], p.backend)
     if provider in ("eager", "compile"):
         if kernel == "slam":
             ref = _compiled(slam_loss_reference) if provider == "compile" else slam_loss_reference
@@ -143,7 +164,8 @@ def loss_fn(provider: str, problem: Problem):
     if provider == "liger":
         require_liger(problem.data["z"].device)
         return _liger(kernel)
-    raise ValueError(f"provider must be one of {PROVIDERS}, got {provider!r}")
+    raise ValueError(f"provider must be one of {PROVIDERS + ('slam_bench_compile',)}, "
+                     f"got {provider!r}")
 
 
 def _reads_labels(provider: str, kernel: str) -> bool:
@@ -175,11 +197,12 @@ def floor_bytes(problem: Problem, mode: str) -> int:
 def goal_configs() -> List[Config]:
     """The rows the GPU goals read, in the order the GPU check runs them: bf16 SLaM, forward
     + backward, on chip then streamed; torch.compile only where a goal compares with it; the
-    default checks beside check_values=False at C = 32000, N = 4096 and 8192."""
+    default checks beside check_values=False at C = 32000, N = 4096 and 8192; compile mode of
+    this library's loss at C = 32000 (recorded, no goal)."""
     out = [Config("slam", "peaked", "bf16", gpu_n(c), c, ("full",), ("slam_bench", "eager"))
            for c in GOAL_C_ON_CHIP]
     out += [Config("slam", "peaked", "bf16", gpu_n(c), c, ("full",),
-                   ("slam_bench", "slam_bench_checked", "eager", "compile")
+                   ("slam_bench", "slam_bench_checked", "slam_bench_compile", "eager", "compile")
                    if c == CHECKED_GOAL_C else ("slam_bench", "eager", "compile"))
             for c in GOAL_C_STREAMED]
     # The default (fused) checks beside check_values=False over the goal's N range.
@@ -219,7 +242,10 @@ CPU_GRIDS = {
                       c_values=(10, 100, 1000, 10000), n_fixed=8192,
                       n_values=(1024, 4096, 16384), c_for_n_sweep=1000),),
     "dry-run": (Grid(kernels=("slam", "distill"), dtypes=("bf16",), teachers=("peaked",),
-                     c_values=(10, 100), n_fixed=16),),
+                     c_values=(10, 100), n_fixed=16),
+                Grid(kernels=("slam",), dtypes=("bf16",), teachers=("peaked",), c_values=(20,),
+                     n_fixed=16, modes=("full",),
+                     providers=("slam_bench", "slam_bench_compile"))),
 }
 
 
