@@ -19,7 +19,7 @@ def test_smoke_sweep_writes_summary_and_plot(tmp_path, capsys):
     folder = tmp_path / "sweeps"
     table = pd.read_csv(folder / "known_noise.forward.smoothing.csv")
     assert list(table.columns[:len(SUMMARY_COLUMNS)]) == SUMMARY_COLUMNS
-    assert table["value"].tolist() == [0, 4.5] and set(table["cell"]) == {"known_noise_100"}
+    assert table["value"].tolist() == [0, 4.5] and set(table["cell"]) == {"known_noise_100_model"}
     assert (table["n"] == 2).all() and table["mean"].between(0, 100).all()
     # The value reached the fit: the logged smoothing is the swept one, per value.
     assert table["transition_smoothing"].tolist() == [0.0, 4.5]

@@ -118,7 +118,7 @@ def main(args: argparse.Namespace) -> int:
 def _reproduce(args: argparse.Namespace, suite, path: Path) -> int:
     from slam_bench.pipeline.methods import METHODS
     from slam_bench.pipeline.runner import TrialsFailed, plan, resolve_device, run_suite
-    from slam_bench.report.cells import cell_name
+    from slam_bench.report.cells import DEFAULT_ESTIMATOR_DATA, cell_name
     from slam_bench.store import ids_of_frame_row, read_rows, runs_path
 
     variant = "smoke" if args.smoke else "full"
@@ -159,7 +159,11 @@ def _reproduce(args: argparse.Namespace, suite, path: Path) -> int:
             diffs = ["not recomputed (its trial failed)"]
         else:
             diffs = compare_rows(row, again[rid], tol)
-        cell = cell_name(rid.dataset, rid.labeled_size, rid.targets)
+        # The leaderboards' cell name (crossfit and scenario suffixes included).
+        est, scenario = row.get("estimator_data"), row.get("teacher_scenario")
+        cell = cell_name(rid.dataset, rid.labeled_size, rid.targets,
+                         est if isinstance(est, str) and est else DEFAULT_ESTIMATOR_DATA,
+                         scenario if isinstance(scenario, str) else "")
         counts = per_cell.setdefault(cell, [0, 0])
         counts[0] += not diffs
         counts[1] += 1

@@ -88,16 +88,17 @@ def summarise(rows: "pd.DataFrame", value: str, suite: str, method: str,
     value may carry a hyper-parameter's name, e.g. SLaM's k, "auto" until fitted)."""
     import pandas as pd
 
-    from slam_bench.report.cells import cell_name
+    from slam_bench.report.cells import with_cells
 
     fitted = [c for c in rows.columns
               if c not in _NOT_FITTED and not c.startswith("teacher_")
               and pd.api.types.is_numeric_dtype(rows[c]) and rows[c].notna().any()]
     out = []
-    for (dataset, labeled, targets), g in rows.groupby(["dataset", "labeled_size", "targets"]):
+    # Cells named as the leaderboards name them (scenario, hard and crossfit suffixes included).
+    for cell, g in with_cells(rows).groupby("cell"):
         acc = 100.0 * g["test_acc"].astype(float)
         line = {"suite": suite, "method": method, "param": param, "value": value,
-                "cell": cell_name(dataset, labeled, targets), "n": len(g),
+                "cell": cell, "n": len(g),
                 "mean": round(float(acc.mean()), 4),
                 "std": round(float(acc.std(ddof=1)), 4) if len(g) > 1 else math.nan}
         line.update({c: round(float(g[c].mean()), 6) for c in sorted(fitted)})
