@@ -41,6 +41,15 @@ STREAM_TOPK_MAX = 64
 STREAM_TOPK_ROW = 16
 # Widest vector load, bytes (LDG.128).
 VECTOR_BYTES = 16
+# Split streamed rows (kernels/split_rows.py) when there are fewer rows than this many per SM:
+# one program per row would leave most SMs idle. Each row is then cut into ranges of whole
+# STREAM_BLOCK tiles so that about SPLIT_ROWS_PER_SM x SMs programs run, at most MAX_SPLITS per
+# row (the combine step merges MAX_SPLITS x KCAP top-k slots in one program: 32 x 64 = 2048).
+SPLIT_ROWS_PER_SM = 2
+MAX_SPLITS = 32
+# The SM count used to decide, where the device cannot say: None means "do not split" (CPU:
+# the interpreter has no SMs to fill; tests set a count to run the split path at tiny sizes).
+SM_COUNT_OVERRIDE = None
 
 
 class BlockConfig(NamedTuple):
@@ -95,3 +104,17 @@ def launch_layout(n_cols: int, strides: Sequence[int], elem_size: int, single: b
     else:
         kcap = STREAM_TOPK_ROW
     return Layout(align=align, peel=peel, vec=vec, kcap=kcap)
+
+
+def split_parts(n_rows: int, n_cols: int, block: int, sm_count) -> tuple:
+    """(parts, span_blocks) for streamed rows: each of the n_rows rows cut into `parts` ranges of
+    `span_blocks` tiles of `block` columns, or (1, 0) for no split (sm_count None, enough rows
+    to fill the SMs, or a row of one tile). The ranges cover the row: parts = ceil(C / span)."""
+    if sm_count is None or n_rows <= 0 or n_rows >= SPLIT_ROWS_PER_SM * sm_count:
+        return 1, 0
+    tiles = -(-n_cols // block)
+    want = min(MAX_SPLITS, tiles, -(-SPLIT_ROWS_PER_SM * sm_count // n_rows))
+    if want < 2:
+        return 1, 0
+    span = -(-tiles // want)
+    return -(-tiles // span), span

@@ -30,6 +30,8 @@ Bytes per element moved by each path, bf16 z, y and dz (b_y bytes per teacher en
   table's bytes + 12 B per row; check_values=False writes no stats (CHECK=False).
 - Rows on chip: one program loads a tile of rows once, finds each row's top-k threshold in
   registers (threshold.kth_largest), and writes the loss and dz.
+- A few streamed rows on a large GPU (N < 2 x SMs): kernels/split_rows.py splits each row over
+  several programs (statistics per range, an exact combine per row, gradient per range).
 - Streamed rows: pass 1 reads z and y once: the online row max and sum of exp, sum y and
   sum y (z - m) (relative to the running max), and the row's largest teacher entries with their
   logits in KCAP slots (threshold.topk_insert). Outside the mask log q = log alpha + log f, so
@@ -69,12 +71,14 @@ before any product with log f, since 0 * -inf is NaN).
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import torch
 import triton
 import triton.language as tl
 
+from . import config
 from .config import BlockConfig, block_config, launch_layout
 from .threshold import LOW_BIT, kth_largest, kth_largest_radix, topk_insert
 
@@ -148,6 +152,23 @@ def _mixed_sums(z, y, m, log_l, b, c, log_a, t, inv_t):
     q = tl.where(sel, c[:, None] * tl.exp(logf) + b[:, None], 1.0)
     corr = tl.sum(tl.where(sel, y * (tl.log(q) - log_a[:, None] - logf), 0.0), axis=1)
     return corr, tl.sum(tl.where(sel, y * b[:, None] / q, 0.0), axis=1)
+
+
+@triton.jit
+def _mixed_sums_row(z_ptr, y_ptr, z_row, y_row, row_ok, cols, n_cols, m, log_l, b, c, log_a, t,
+                    inv_t):
+    """`_mixed_sums` over whole streamed rows (R,), one more pass over z and y in tiles as
+    wide as cols: the fallback when a row's mixed set did not fit its top-k slots."""
+    corr = tl.zeros(m.shape, tl.float32)
+    sbm = tl.zeros(m.shape, tl.float32)
+    for start in range(0, n_cols, cols.shape[0]):
+        valid = row_ok[:, None] & ((start + cols) < n_cols)[None, :]
+        z, y = _load(z_ptr, y_ptr, z_row[:, None] + start + cols[None, :],
+                     y_row[:, None] + start + cols[None, :], valid, True)
+        dc, ds = _mixed_sums(z, y, m, log_l, b, c, log_a, t, inv_t)
+        corr += dc
+        sbm += ds
+    return corr, sbm
 
 
 @triton.jit
@@ -333,15 +354,8 @@ def _slam_kernel(z_ptr, y_ptr, dz_ptr, alpha_ptr, s_ptr, k_ptr, gs_ptr, loss_ptr
                     # one more pass over z and y.
                     if tl.max(k, axis=0) > KCAP:
                         t = kth_largest_radix(y_ptr, y_row, n_cols, k, cols, LOW_BIT)
-                    corr = tl.zeros([ROWS], tl.float32)
-                    sbm = tl.zeros([ROWS], tl.float32)
-                    for start in range(0, n_cols, BLOCK):
-                        valid = row_ok[:, None] & ((start + cols) < n_cols)[None, :]
-                        z, y = _load(z_ptr, y_ptr, z_row[:, None] + start + cols[None, :],
-                                     y_row[:, None] + start + cols[None, :], valid, True)
-                        dc, ds = _mixed_sums(z, y, m, log_l, b, c, log_a, t, inv_t)
-                        corr += dc
-                        sbm += ds
+                    corr, sbm = _mixed_sums_row(z_ptr, y_ptr, z_row, y_row, row_ok, cols,
+                                                n_cols, m, log_l, b, c, log_a, t, inv_t)
                 else:
                     corr, sbm = _mixed_sums(buf_z, buf_y, m, log_l, b, c, log_a, t, inv_t)
                 loss -= log_a * sy + corr
@@ -439,6 +453,14 @@ def slam_launch(z: torch.Tensor, y: torch.Tensor, alpha: torch.Tensor, s: torch.
     cfg: BlockConfig = block_config(c)
     strides = [z.stride(0), y.stride(0)] + ([dz.stride(0)] if dz is not None else [])
     lay = launch_layout(c, strides, z.element_size(), cfg.single, k_hint)
+    all_mixed = bool(mixing and k_hint >= c)
+    if not cfg.single and taylor_order == 0 and not all_mixed:
+        parts, span = config.split_parts(n, c, cfg.block, sm_count(z.device))
+        if parts > 1:  # a few wide rows: each over several programs (kernels/split_rows.py)
+            from .split_rows import split_launch
+            return split_launch(z, y, alpha, s, k, gscale, inv_t, mixing, dz, stats, parts,
+                                span, cfg.block, lay.align, lay.kcap, LOW_BIT[y.dtype],
+                                cfg.num_warps)
     dz_arg = dz if dz is not None else z  # never written when WRITE_GRAD is False
     st_arg = stats if stats is not None else loss  # never written when CHECK is False
     grid = (triton.cdiv(n, cfg.rows),)
@@ -446,11 +468,26 @@ def slam_launch(z: torch.Tensor, y: torch.Tensor, alpha: torch.Tensor, s: torch.
         z, y, dz_arg, alpha, s, k, gscale, loss, st_arg, n, c // lay.align,
         z.stride(0) // lay.align, y.stride(0) // lay.align, dz_arg.stride(0) // lay.align,
         alpha.stride(0), s.stride(0), k.stride(0), gscale.stride(0), inv_t,
-        MIXING=mixing, ALL_MIXED=bool(mixing and k_hint >= c), TAYLOR=taylor_order,
+        MIXING=mixing, ALL_MIXED=all_mixed, TAYLOR=taylor_order,
         WRITE_GRAD=dz is not None, CHECK=stats is not None, SINGLE=cfg.single, ROWS=cfg.rows,
         BLOCK=cfg.block, ALIGN=lay.align, PEEL=lay.peel, VEC=lay.vec, KCAP=lay.kcap,
         EXTRACT_K=EXTRACT_K, LOW_BIT=LOW_BIT[y.dtype], num_warps=cfg.num_warps)
     return loss
+
+
+def sm_count(device: torch.device):
+    """The SM count that decides whether streamed rows are split: the CUDA device's own, or
+    config.SM_COUNT_OVERRIDE where set (tests), or None (CPU: no split)."""
+    if config.SM_COUNT_OVERRIDE is not None:
+        return config.SM_COUNT_OVERRIDE
+    if device.type != "cuda":
+        return None
+    return _cuda_sm_count(device.index if device.index is not None else torch.cuda.current_device())
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
 
 
 def scale_launch(dz: torch.Tensor, go: torch.Tensor, out: Optional[torch.Tensor] = None) -> None:

@@ -5,7 +5,9 @@ printed next to it with the threshold printed next to it.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Callable, List
+from unittest import mock
 
 import pandas as pd
 import torch
@@ -77,6 +79,9 @@ GPU_CLIFF_RATIO = 0.5
 GPU_MAX_CHECKED_RATIO = 1.15
 # Peak extra memory may exceed one gradient buffer by per-row vectors (64 B a row) and
 # allocator rounding (1 MiB).
+# Split rows (a few wide rows over several programs each) must be faster than one program
+# per row where they apply: at N = 8 an H100 would otherwise run 8 of its 132 SMs.
+GPU_MIN_SPLIT_SPEEDUP = 1.0
 GPU_PEAK_ROW_SLACK_BYTES = 64
 GPU_PEAK_FIXED_SLACK_BYTES = 1 << 20
 
@@ -119,6 +124,16 @@ def gpu_goals(df: pd.DataFrame, kernel: str = "slam") -> List[dict]:
                          "default (fused) checks' time / check_values=False's (max)", ratio,
                          f"<= {GPU_MAX_CHECKED_RATIO}x",
                          ratio is not None and ratio <= GPU_MAX_CHECKED_RATIO))
+    from slam_bench.profiling.loss_family import SPLIT_GOAL_C, SPLIT_GOAL_N
+    at = ours[(ours["C"] == SPLIT_GOAL_C) & ours["N"].isin(SPLIT_GOAL_N)]
+    unsplit = pick(df, kernel, "slam_bench_unsplit", "full", "bf16")
+    m = at.merge(unsplit, on=keys, suffixes=("", "_o"))
+    speedup = (float((m["ms_median_o"] / m["ms_median"]).min())
+               if set(SPLIT_GOAL_N) <= set(m["N"]) else None)
+    out.append(check_row(f"{kernel} bf16 fwd+bwd at C = {SPLIT_GOAL_C}, N in "
+                         f"{', '.join(map(str, SPLIT_GOAL_N))}: split rows' speed-up over one "
+                         "program per row (min)", speedup, f">= {GPU_MIN_SPLIT_SPEEDUP}x",
+                         speedup is not None and speedup >= GPU_MIN_SPLIT_SPEEDUP))
     full = df[(df["kernel"] == kernel) & (df["provider"] == "slam_bench") & (df["mode"] == "full")
               & (df["status"] == "ok")]
     if len(full):
@@ -147,13 +162,22 @@ GPU_SPECIAL = (
     ("ties overflow the top-k slots", 16, 32000, dict(teacher="uniform")),
     ("reduction none, grad_output != 1", 256, 1000, dict(reduction="none")),
     ("overwrite_logits", 256, 1000, dict(overwrite=True)),
+    # A few wide rows: each split over several programs (kernels/split_rows.py).
+    ("split rows", 8, 128256, dict(split=True)),
+    ("split rows, per-row k, odd C", 64, 50257, dict(split=True, k="rows")),
+    ("split rows, ties overflow the slots", 8, 32000, dict(split=True, teacher="uniform")),
 )
 DRY_SPECIAL = (
     ("per-row k", 4, 37, dict(k="rows")),
     ("k = C", 4, 37, dict(k="C")),
     ("reduction none, grad_output != 1", 4, 37, dict(reduction="none")),
     ("overwrite_logits", 4, 37, dict(overwrite=True)),
+    ("split rows", 3, 45, dict(split=True)),
+    ("split rows, per-row k", 3, 45, dict(split=True, k="rows")),
 )
+# The dry run splits rows as a 4-SM device would, in the tests' small blocks (the interpreter
+# has no SMs and cannot afford a streamed C).
+DRY_SPLIT_SMS = 4
 
 
 def _case(kernel, dtype_name, n, c, device, opts):
@@ -173,6 +197,32 @@ def _case(kernel, dtype_name, n, c, device, opts):
     go = (torch.randn(n, device=device, generator=torch.Generator(device=device).manual_seed(3))
           if reduction == "none" else torch.tensor(1.0, device=device))
     return z, y, alpha, k, reduction, go
+
+
+@contextlib.contextmanager
+def _split_rows(dry_run: bool):
+    """Where rows must be split: on a GPU as its SM count decides (the case's N is below
+    2 x SMs), in the dry run as a DRY_SPLIT_SMS-SM device in small blocks; raises if the
+    split launch did not run (a silent fallback would measure the other path)."""
+    from slam_bench.kernels import config
+    from slam_bench.kernels import split_rows
+    calls = []
+    real = split_rows.split_launch
+
+    def counted(*args, **kw):
+        calls.append(1)
+        return real(*args, **kw)
+
+    patches = [mock.patch.object(split_rows, "split_launch", counted)]
+    if dry_run:
+        patches += [mock.patch.multiple(config, MAX_SINGLE_BLOCK=16, STREAM_BLOCK=8,
+                                        TILE_ELEMENTS=64, SM_COUNT_OVERRIDE=DRY_SPLIT_SMS)]
+    with contextlib.ExitStack() as stack:
+        for patch in patches:
+            stack.enter_context(patch)
+        yield
+    if not calls:
+        raise AssertionError("the rows were not split (one program per row ran)")
 
 
 def _run_case(kernel, z, y, alpha, k, reduction, go, overwrite):
@@ -221,8 +271,9 @@ def correctness(device: torch.device, dry_run: bool, log: Callable[[str], None])
         l64, g64 = _reference(kernel, z, y, alpha, k, reduction, go)
 
         def errors():
-            loss, grad = _run_case(kernel, z, y, alpha, k, reduction, go,
-                                   opts.get("overwrite", False))
+            with _split_rows(dry_run) if opts.get("split") else contextlib.nullcontext():
+                loss, grad = _run_case(kernel, z, y, alpha, k, reduction, go,
+                                       opts.get("overwrite", False))
             return rel_err(loss, l64), rel_err(grad, g64)
 
         def tolerances():

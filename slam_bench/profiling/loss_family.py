@@ -13,6 +13,9 @@ Providers, each on its own copy of the inputs (Problem.own_copy):
   configuration) of a step calling the loss with check_values=False (Inductor; "aot_eager"
   on CPU tensors, where the dry run only checks that the path runs); not in PROVIDERS: only
   the configurations that name it measure it (a GPU goal row, the dry run's tiny row);
+- "slam_bench_unsplit": "slam_bench" with split rows turned off (one program per streamed row,
+  kernels/split_rows.py), beside it at a few wide rows (GPU goal rows; the dry run's tiny
+  row, where nothing is split on CPU);
 - "eager": the formula a user writes (slam_bench.reference: softmax -> mix -> log -> sum)
   under autograd; "compile": torch.compile of it, static shapes, compiled afresh for each
   configuration (the compile time is the row's warmup_s, outside the timing);
@@ -61,6 +64,10 @@ GOAL_C_STREAMED = (32000, 128256, 262144)
 # The default checks' goal: slam_bench_checked beside slam_bench at these sizes (bf16).
 CHECKED_GOAL_C = 32000
 CHECKED_GOAL_N = (4096, 8192)
+# The split rows' goal: slam_bench (split where N < 2 x SMs) beside "slam_bench_unsplit" (one
+# program per row) at these few wide rows (bf16).
+SPLIT_GOAL_C = 128256
+SPLIT_GOAL_N = (8, 64)
 
 
 def gpu_n(c: int) -> int:
@@ -139,6 +146,20 @@ def loss_fn(provider: str, problem: Problem):
                                        check_values=check, backend=p.backend)
         return lambda p: distill_loss(p.data["z"], p.data["y"], check_values=check,
                                       backend=p.backend)
+    if provider == "slam_bench_unsplit":
+        # The same call with the split turned off (kernels/config.py): one program per row.
+        from slam_bench.kernels import config
+
+        def unsplit(p):
+            saved, config.SPLIT_ROWS_PER_SM = config.SPLIT_ROWS_PER_SM, 0
+            try:
+                return slam_loss(p.data["z"], p.data["y"], p.data["alpha"], p.data["k"],
+                                 check_values=False, backend=p.backend)
+            finally:
+                config.SPLIT_ROWS_PER_SM = saved
+        if kernel != "slam":
+            raise Unavailable("the unsplit comparison is recorded for the slam kernel")
+        return unsplit
     if provider == "slam_bench_compile":
         device = problem.data["z"].device
         if kernel == "slam":
@@ -164,7 +185,8 @@ def loss_fn(provider: str, problem: Problem):
     if provider == "liger":
         require_liger(problem.data["z"].device)
         return _liger(kernel)
-    raise ValueError(f"provider must be one of {PROVIDERS + ('slam_bench_compile',)}, "
+    raise ValueError(f"provider must be one of "
+                     f"{PROVIDERS + ('slam_bench_compile', 'slam_bench_unsplit')}, "
                      f"got {provider!r}")
 
 
@@ -205,6 +227,9 @@ def goal_configs() -> List[Config]:
                    ("slam_bench", "slam_bench_checked", "slam_bench_compile", "eager", "compile")
                    if c == CHECKED_GOAL_C else ("slam_bench", "eager", "compile"))
             for c in GOAL_C_STREAMED]
+    # Split rows beside one program per row, at a few wide rows.
+    out += [Config("slam", "peaked", "bf16", n, SPLIT_GOAL_C, ("full",),
+                   ("slam_bench", "slam_bench_unsplit")) for n in SPLIT_GOAL_N]
     # The default (fused) checks beside check_values=False over the goal's N range.
     out += [Config("slam", "peaked", "bf16", n, CHECKED_GOAL_C, ("full",),
                    ("slam_bench", "slam_bench_checked"))
@@ -245,7 +270,7 @@ CPU_GRIDS = {
                      c_values=(10, 100), n_fixed=16),
                 Grid(kernels=("slam",), dtypes=("bf16",), teachers=("peaked",), c_values=(20,),
                      n_fixed=16, modes=("full",),
-                     providers=("slam_bench", "slam_bench_compile"))),
+                     providers=("slam_bench", "slam_bench_compile", "slam_bench_unsplit"))),
 }
 
 
