@@ -384,6 +384,8 @@ register_suite(Suite(
     description="known answer: a teacher that follows SLaM's noise model (true alpha known), "
                 "and cells where it breaks that model; MLP student"))
 
+from slam_bench.pipeline import vocab_suites as _vocab_suites  # noqa: E402,F401  (vocab_known_noise)
+
 # Everything registered so far runs on data shipped inside packages or generated (CPU-sized).
 EMBEDDED_SUITES = tuple(SUITES)
 
