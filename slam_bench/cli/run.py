@@ -81,10 +81,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the suite's")
     parser.add_argument("--teacher-topk", type=parse_topk, nargs="+", default=None,
                         metavar="K",
-                        help="teacher caches to run every trial on: K (the teacher's top-K ids "
-                             "and probabilities per row, the mass outside dropped; K <= the "
-                             "dataset's classes) and/or 'dense', e.g. --teacher-topk 20 or "
-                             "--teacher-topk 1 5 dense; each is its own cell (docs/vocab.md). "
+                        help="teacher caches to run every trial on, one or more of: K (the "
+                             "teacher's top-K ids and probabilities per row, the mass outside "
+                             "dropped; K <= the dataset's classes) or 'dense', e.g. "
+                             "--teacher-topk 20 or --teacher-topk 1 5 dense; each is its own "
+                             "cell (docs/vocab.md). "
                              "Methods that need the dense teacher are refused on a top-K cache. "
                              "Default: the suite's")
     parser.add_argument("--shard", type=parse_shard, default=None, metavar="I/N",
