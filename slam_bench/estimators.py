@@ -1,8 +1,12 @@
 """Noise estimators fitted on the validation set V (docs/estimators.md).
 
 Inputs are the teacher's probabilities on V (n, C), V's true labels (n,), and for prediction
-the teacher's probabilities elsewhere (U). numpy arrays or torch tensors are accepted; results
-are torch tensors (float32) on the device of the probabilities passed in (CPU for numpy).
+the teacher's probabilities elsewhere (U). numpy arrays, torch tensors or a top-K teacher
+(`slam_bench.vocab.teacher.TopKProbs`, what a top-K cache holds) are accepted; results are
+torch tensors (float32) on the device of the probabilities passed in (CPU for numpy). From a
+top-K teacher the estimators read its argmax, its margin and the rank of a label among its
+kept entries, each equal to the dense row's where the K entries hold all of the row's mass
+(docs/vocab.md); the transition matrix needs the dense rows and refuses it.
 Every fitted object has `params()`: plain floats/ints for a result row.
 
 - alpha(x): isotonic (non-decreasing) regression of 1[teacher argmax == label] on the
@@ -29,6 +33,7 @@ from torch import Tensor
 from slam_bench import checks
 # Forward correction's smoothing and prior (why these: see there).
 from slam_bench.estimator_defaults import TRANSITION_PRIOR, TRANSITION_SMOOTHING
+from slam_bench.vocab.teacher import Probs, TopKProbs, num_classes_of, teacher_argmax
 
 # Calibration error of the alpha estimate on V: expected calibration error (equal-width bins of
 # the predicted accuracy) of the isotonic fit before clipping, on out-of-fold predictions (an
@@ -39,8 +44,12 @@ CALIBRATION_FOLDS = 5
 CALIBRATION_SEED = 0
 
 
-def _as_probs(name: str, probs) -> Tensor:
-    """(n, C) probabilities (numpy or tensor) -> float64 tensor on the input's device."""
+def _as_probs(name: str, probs) -> Probs:
+    """(n, C) probabilities (numpy or tensor) -> float64 tensor on the input's device; a
+    `TopKProbs` -> checked, its probabilities in float64."""
+    if isinstance(probs, TopKProbs):
+        probs.check(name)
+        return probs.to(dtype=torch.float64)
     if isinstance(probs, np.ndarray):
         if not np.issubdtype(probs.dtype, np.floating):
             raise TypeError(f"{name} must hold floats, got dtype {probs.dtype}")
@@ -81,11 +90,15 @@ def _as_labels(name: str, labels, n: int, c: int, device) -> Tensor:
     return labels
 
 
-def _val_set(val_probs, val_labels) -> tuple[Tensor, Tensor]:
+def _device(p: Probs) -> torch.device:
+    return p.probs.device if isinstance(p, TopKProbs) else p.device
+
+
+def _val_set(val_probs, val_labels) -> tuple[Probs, Tensor]:
     p = _as_probs("val_probs", val_probs)
-    if p.shape[0] == 0:
+    if len(p) == 0:
         raise ValueError("val_probs must have at least one row (the validation set is empty)")
-    return p, _as_labels("val_labels", val_labels, p.shape[0], p.shape[1], p.device)
+    return p, _as_labels("val_labels", val_labels, len(p), num_classes_of(p), _device(p))
 
 
 def _unit_interval(name: str, value, *, low_open: bool) -> float:
@@ -98,13 +111,16 @@ def _unit_interval(name: str, value, *, low_open: bool) -> float:
     return v
 
 
-def _margin(p: Tensor) -> Tensor:
+def _margin(p: Probs) -> Tensor:
+    if isinstance(p, TopKProbs):
+        return p.margin()
     top2 = torch.topk(p, 2, dim=1).values
     return top2[:, 0] - top2[:, 1]
 
 
 def teacher_margin(probs) -> Tensor:
-    """(N, C) probabilities -> (N,) float32 margin: top-1 minus top-2 probability."""
+    """(N, C) probabilities or a `TopKProbs` -> (N,) float32 margin: top-1 minus top-2
+    probability (TopKProbs.margin for a top-K teacher)."""
     return _margin(_as_probs("probs", probs)).float()
 
 
@@ -137,16 +153,17 @@ class AlphaEstimator:
     num_classes: int
 
     def predict(self, probs) -> Tensor:
-        """(N, C) teacher probabilities -> (N,) float32 alpha in [lower_bound, 1]."""
+        """(N, C) teacher probabilities (or a `TopKProbs`) -> (N,) float32 alpha in
+        [lower_bound, 1]."""
         p = _as_probs("probs", probs)
-        if p.shape[1] != self.num_classes:
+        if num_classes_of(p) != self.num_classes:
             raise ValueError(f"probs must have the C={self.num_classes} classes the estimator was "
-                             f"fitted on, got {p.shape[1]}")
-        if p.shape[0] == 0:
-            return torch.empty(0, dtype=torch.float32, device=p.device)
+                             f"fitted on, got {num_classes_of(p)}")
+        if len(p) == 0:
+            return torch.empty(0, dtype=torch.float32, device=_device(p))
         a = self.model.predict(_margin(p).cpu().numpy())
         a = np.clip(a, self.lower_bound, 1.0)
-        return torch.from_numpy(a).to(device=p.device, dtype=torch.float32)
+        return torch.from_numpy(a).to(device=_device(p), dtype=torch.float32)
 
     def params(self) -> dict:
         """alpha_lower_bound; alpha_calibration_error (out-of-fold ECE on V of the unclipped
@@ -165,7 +182,7 @@ class AlphaEstimator:
 def _fit_accuracy(val_probs, val_labels, lower_bound: float) -> AlphaEstimator:
     p, labels = _val_set(val_probs, val_labels)
     margin = _margin(p).cpu().numpy()
-    correct = (p.argmax(dim=1) == labels).double().cpu().numpy()
+    correct = (teacher_argmax(p) == labels).double().cpu().numpy()
     model = _isotonic(margin, correct)
     n = margin.shape[0]
     # Out-of-fold predictions for the calibration error (in-sample isotonic is ~calibrated).
@@ -180,7 +197,7 @@ def _fit_accuracy(val_probs, val_labels, lower_bound: float) -> AlphaEstimator:
     fitted = np.clip(raw, lower_bound, 1.0)
     return AlphaEstimator(model, lower_bound, _ece(oof, correct, CALIBRATION_BINS), max(folds, 1),
                           float((raw < lower_bound).mean()), float(fitted.mean()),
-                          float(correct.mean()), int(n), int(p.shape[1]))
+                          float(correct.mean()), int(n), int(num_classes_of(p)))
 
 
 def fit_alpha(val_probs, val_labels, *, lower_bound: float = 0.6) -> AlphaEstimator:
@@ -213,8 +230,8 @@ def topk_accuracy(probs, labels) -> Tensor:
     with ties at the threshold included (the SLaM mask's rule)."""
     p, lab = _val_set(probs, labels)
     rank = _label_rank(p, lab)
-    counts = torch.bincount(rank.cpu(), minlength=p.shape[1]).double()
-    return counts.cumsum(0) / p.shape[0]
+    counts = torch.bincount(rank.cpu(), minlength=num_classes_of(p)).double()
+    return counts.cumsum(0) / len(p)
 
 
 def choose_k(val_probs, val_labels, *, target: float = 0.9, num_classes=None) -> KChoice:
@@ -229,7 +246,7 @@ def choose_k(val_probs, val_labels, *, target: float = 0.9, num_classes=None) ->
     """
     target = _unit_interval("target", target, low_open=True)
     p, labels = _val_set(val_probs, val_labels)
-    c = p.shape[1]
+    c = num_classes_of(p)
     if num_classes is not None and num_classes != c:
         raise ValueError(f"num_classes={num_classes} does not match val_probs' C={c}")
     acc = topk_accuracy(p, labels)
@@ -247,6 +264,9 @@ K_SCORE_TIE_RTOL = 1e-9
 # Prior on the share of the teacher's mistakes whose true label lies outside its top-k
 # (`choose_k_likelihood`): Beta(1/2, 1/2), the Jeffreys prior of a proportion.
 K_LEAK_PRIOR = 0.5
+# Scores of k = 1 .. K_SCORES_LOGGED in a row's `k_scores` (every k up to C = 100): at a
+# vocabulary's C = 32,768 every score would make one CSV cell of ~300 kB.
+K_SCORES_LOGGED = 100
 
 
 @dataclass
@@ -260,20 +280,23 @@ class KLikelihood:
 
     def params(self) -> dict:
         """k, the rule's name, its score at k and the gap to the best other k >= 2 (nats per
-        example of V; 0 on a tie or with C = 2), every k's score (';'-joined, k = 1 first), the teacher's
+        example of V; 0 on a tie or with C = 2), the scores of k = 1 .. K_SCORES_LOGGED
+        (';'-joined, k = 1 first; every k's for C <= K_SCORES_LOGGED), the teacher's
         top-k accuracy at k and the number of V's examples the teacher gets wrong."""
         best = self.scores[self.k - 1]
         # k = 1 is never chosen (it ties with k = C): the gap is to the best other k >= 2.
         others = [s for i, s in enumerate(self.scores) if i not in (0, self.k - 1)]
         return {"k": self.k, "k_rule": "likelihood", "k_score": best,
                 "k_score_gap": best - max(others) if others else 0.0,
-                "k_scores": ";".join(f"{s:.5f}" for s in self.scores),
+                "k_scores": ";".join(f"{s:.5f}" for s in self.scores[:K_SCORES_LOGGED]),
                 "k_topk_acc": self.topk_acc, "k_val_errors": self.errors}
 
 
-def _label_rank(p: Tensor, labels: Tensor) -> Tensor:
+def _label_rank(p: Probs, labels: Tensor) -> Tensor:
     """(n,) int64: classes with a strictly larger probability than the label's. The label is in
     the top-k (SLaM's mask, ties at the threshold included) iff its rank < k."""
+    if isinstance(p, TopKProbs):
+        return p.label_rank(labels)
     return (p > p.gather(1, labels[:, None])).sum(dim=1)
 
 
@@ -306,21 +329,25 @@ def choose_k_likelihood(val_probs, val_labels) -> KLikelihood:
         KLikelihood with k in [2, C].
     """
     p, labels = _val_set(val_probs, val_labels)
-    c = p.shape[1]
+    c = num_classes_of(p)
     rank = _label_rank(p, labels)
     hist = torch.bincount(rank.cpu(), minlength=c).double()  # hist[r]: labels at rank r
     errors = float(hist[1:].sum())
     half = K_LEAK_PRIOR
     log_beta = lambda a, b: math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)  # noqa: E731
+    # Counts are whole numbers in float64, so these running sums are exact: the same n_in and
+    # n_out as slicing hist for every k, in O(C) instead of O(C^2) (C = 32,768 in vocab suites).
+    inside = [0.0] + hist.cumsum(0).tolist()  # inside[k] = hist[:k].sum()
     scores = []
     for k in range(1, c + 1):
         if k in (1, c):
             score = -errors * math.log(c - 1)
         else:
-            n_in, n_out = float(hist[1:k].sum()), float(hist[k:].sum())
+            n_in = inside[k] - inside[1]
+            n_out = errors - n_in
             score = (log_beta(n_out + half, n_in + half) - log_beta(half, half)
                      - n_in * math.log(k - 1) - n_out * math.log(c - k))
-        scores.append(score / p.shape[0] + 0.0)  # + 0.0: no -0.0 in the log
+        scores.append(score / len(p) + 0.0)  # + 0.0: no -0.0 in the log
     top = max(scores)
     tol = K_SCORE_TIE_RTOL * max(1.0, abs(top))
     k = max(i + 1 for i, s in enumerate(scores) if s >= top - tol)
@@ -341,6 +368,10 @@ def fit_transition(val_probs, val_labels, *, smoothing: float = TRANSITION_SMOOT
     if isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)) \
             or not math.isfinite(smoothing) or smoothing < 0:
         raise ValueError(f"smoothing must be a finite float >= 0, got {smoothing!r}")
+    if isinstance(val_probs, TopKProbs):
+        raise ValueError("val_probs: fit_transition needs the teacher's dense (n, C) rows "
+                         "(forward correction's C x C transition); a top-K teacher "
+                         "(TopKProbs) does not hold them")
     p, labels = _val_set(val_probs, val_labels)
     c = p.shape[1]
     pred = p.argmax(dim=1)
@@ -379,9 +410,9 @@ def fit_weights(val_probs, val_labels, unlabeled_probs, *, lower_bound: float = 
     lower_bound = _unit_interval("lower_bound", lower_bound, low_open=False)
     est = _fit_accuracy(val_probs, val_labels, lower_bound)
     u = _as_probs("unlabeled_probs", unlabeled_probs)
-    if u.shape[1] != est.num_classes:
+    if num_classes_of(u) != est.num_classes:
         raise ValueError(f"unlabeled_probs must have the C={est.num_classes} of val_probs, "
-                         f"got {u.shape[1]}")
+                         f"got {num_classes_of(u)}")
     raw = est.predict(u)
     raw_mean = float(raw.double().mean()) if raw.numel() else 0.0
     if raw.numel() and raw_mean <= 0:

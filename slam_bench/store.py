@@ -1,8 +1,10 @@
 """The results store: raw result rows, one CSV per suite, `<out>/runs/<suite>.csv`.
 
 One row per (trial, method), identified by the typed `RowId` (`ID_COLUMNS`): suite, dataset,
-labeled size, method, targets ('soft' or 'hard' teacher labels), split seed, train seed and
-variant ('smoke' or 'full'), so a smoke run never replaces a full row. Recording a row with a
+labeled size, method, targets ('soft' or 'hard' teacher labels), split seed, train seed,
+variant ('smoke' or 'full'), so a smoke run never replaces a full row, and teacher_topk (the
+K of a top-K teacher cache, or 'dense'; a row without the column, written before top-K caches
+existed, is a dense row), so the rows of one trial at several K coexist. Recording a row with a
 new config hash replaces the row with the same id; a rerun skips ids whose config hash matches.
 
 Why a CSV: users read and diff these files in git, and every report is generated from them.
@@ -43,6 +45,7 @@ VARIANTS = ("smoke", "full")
 TARGETS = ("soft", "hard")
 ESTIMATOR_DATA = ("val", "crossfit")  # where estimators fit: a labeled V, or A cross-fitted
 DEFAULT_TARGETS = "soft"  # a row given to record_row without targets; legacy files (migrate)
+DENSE_TOPK = "dense"  # teacher_topk of a row on the dense teacher (and of rows without the column)
 LEGACY_VARIANT = "full"  # legacy files had no variant column, and came from full runs
 
 
@@ -56,23 +59,36 @@ class RowId(NamedTuple):
     split_seed: int
     train_seed: int
     variant: str
+    teacher_topk: str = DENSE_TOPK  # K as text ("20"), or "dense"
 
 
 ID_COLUMNS = RowId._fields
+# Id columns a row may leave empty, and the value they then take; an empty one stays empty
+# when the file is rewritten (its digest was computed without it).
+_ID_DEFAULTS = {"teacher_topk": DENSE_TOPK}
+
+
+def topk_label(k) -> str:
+    """The teacher_topk cell of a top-k cache (k an int), or DENSE_TOPK for None."""
+    return DENSE_TOPK if k is None else str(int(k))
+
+
 DIGEST = "row_digest"
 # Leading columns in this order; method-specific parameters follow, sorted by name, and the
 # row's digest comes last (a row cut anywhere loses it).
 CORE_COLUMNS = [
-    "suite", "variant", "dataset", "dataset_meta", "labeled_size", "n_unlabeled", "n_val", "n_test",
-    "split_seed", "train_seed", "teacher_arch", "student_arch", "teacher_test_acc",
-    "teacher_val_acc", "method", "targets", "config_hash", "teacher_key", "teacher_train",
-    "teacher_steps", "epochs", "steps", "batch_size", "lr", "optimizer", "weight_decay",
-    "labeled_weighting", "labeled_weight", "lr_schedule", "selection", "labels_used",
-    "estimator_data", "crossfit_folds", "test_acc", "student_fit_u", "wall_s",
-    "device", "git_sha", "slam_bench_version", "torch_version", "triton_version",
+    "suite", "variant", "dataset", "dataset_meta", "labeled_size", "n_unlabeled", "n_val",
+    "n_test", "split_seed", "train_seed", "teacher_arch", "student_arch", "teacher_test_acc",
+    "teacher_val_acc", "method", "targets", "teacher_topk", "config_hash", "teacher_key",
+    "teacher_train", "teacher_steps", "epochs", "steps", "batch_size", "lr", "optimizer",
+    "weight_decay", "labeled_weighting", "labeled_weight", "lr_schedule", "selection",
+    "labels_used", "estimator_data", "crossfit_folds", "test_acc", "student_fit_u",
+    "teacher_cache_bytes", "student_peak_bytes", "wall_s", "device", "git_sha",
+    "slam_bench_version", "torch_version", "triton_version",
 ]
 _INT = {"labeled_size", "split_seed", "train_seed", "n_unlabeled", "n_val", "n_test",
-        "teacher_steps", "epochs", "steps", "batch_size", "labels_used", "crossfit_folds"}
+        "teacher_steps", "epochs", "steps", "batch_size", "labels_used", "crossfit_folds",
+        "teacher_cache_bytes", "student_peak_bytes"}
 _ACCURACY = {"test_acc", "teacher_test_acc", "teacher_val_acc"}  # fractions in [0, 1]
 _FLOAT = {"lr", "weight_decay", "labeled_weight", "wall_s", "student_fit_u"}
 _ENUM = {"variant": VARIANTS, "targets": TARGETS, "estimator_data": ESTIMATOR_DATA}
@@ -81,6 +97,7 @@ REQUIRED = ("suite", "dataset", "labeled_size", "method", "targets", "split_seed
             "config_hash", "test_acc", "variant")
 _LEGACY_DEFAULTS = {"targets": DEFAULT_TARGETS, "variant": LEGACY_VARIANT}
 _INT_TEXT = re.compile(r"-?\d+")
+_TOPK_TEXT = re.compile(r"[1-9]\d*")
 
 
 class ResultsError(RuntimeError):
@@ -99,6 +116,13 @@ def runs_path(out: Path, suite: str) -> Path:
 
 def _parse(col: str, text: str):
     """The typed value of one cell; ValueError saying what was expected."""
+    if col == "teacher_topk":
+        if text == "":
+            return _ID_DEFAULTS[col]
+        if text != DENSE_TOPK and not _TOPK_TEXT.fullmatch(text):
+            raise ValueError(f"teacher_topk must be a positive integer K or {DENSE_TOPK!r}, "
+                             f"got {text!r}")
+        return text
     if text == "":
         if col in REQUIRED:
             raise ValueError(f"{col} is empty")
@@ -150,7 +174,7 @@ def _id_of(cells: Mapping[str, str]) -> RowId:
 
 
 def _check_cells(cells: Mapping[str, str]) -> RowId:
-    for col in ("config_hash", "test_acc", *_INT, *_ACCURACY, *_FLOAT, *_ENUM):
+    for col in ("config_hash", "test_acc", *_INT, *_ACCURACY, *_FLOAT, *_ENUM, *_ID_DEFAULTS):
         if col in cells:
             _parse(col, cells[col])
     for col in REQUIRED:
@@ -262,7 +286,7 @@ def _show(rid: RowId) -> str:
 def _sort_key(item: Tuple[RowId, Dict[str, str]]):
     r = item[0]
     return (r.variant, r.dataset, r.labeled_size, r.split_seed, r.train_seed, r.method,
-            r.targets, r.suite)
+            r.targets, r.suite, r.teacher_topk)
 
 
 def _write(path: Path, columns: Iterable[str], rows: List[Tuple[RowId, Dict[str, str]]]) -> None:
@@ -281,7 +305,8 @@ def _write(path: Path, columns: Iterable[str], rows: List[Tuple[RowId, Dict[str,
     w.writerow(ordered)
     for rid, cells in sorted(rows, key=_sort_key):
         full = {c: cells.get(c, "") for c in ordered}
-        full.update({k: _render(v) for k, v in rid._asdict().items()})
+        full.update({k: _render(v) for k, v in rid._asdict().items()
+                     if k not in _ID_DEFAULTS or full[k] != ""})
         digest = _digest(full)
         if cells.get(DIGEST, digest) != digest:  # a checked row changed on its way: a bug here
             raise RuntimeError(f"{path}: row {_show(rid)} no longer matches its digest")

@@ -13,6 +13,7 @@ method, paired trials) and, on `known_noise`, the estimators against the known a
 """
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
@@ -21,12 +22,12 @@ import pandas as pd
 import pytest
 
 from slam_bench.data import dataset_status
-from slam_bench.report.cells import cell_name, method_order
+from slam_bench.report.cells import cell_name, method_order, topk_rank
 from slam_bench.report.leaderboard import END, START, leaderboard_csv
 from slam_bench.pipeline.methods import METHODS
 from slam_bench.report.paired import PAIRED_COLUMNS, comparisons, paired_csv
 from slam_bench.report.regenerate import regenerate
-from slam_bench.store import read_rows
+from slam_bench.store import read_rows, topk_label
 from slam_bench.pipeline.runner import plan, run_suite, split_path
 from slam_bench.pipeline.splits import load_split
 from slam_bench.pipeline.suites import EMBEDDED_SUITES, get_suite
@@ -66,13 +67,32 @@ def check_known_noise_estimates(slam: pd.DataFrame, smoke: bool) -> None:
         assert (model.alpha_true_mae_raw < 0.1).all(), model.alpha_true_mae_raw.tolist()
 
 
+def check_topk_outputs(out: Path, suite, df: pd.DataFrame, smoke: bool) -> None:
+    """Every row names its teacher cache and its bytes (n rows x K x (int32 id + fp32 prob) on a
+    top-K cache), every student row its step's peak memory; a suite run on top-K caches gets
+    its accuracy-and-memory plot against K."""
+    topks = suite.sizes(smoke).teacher_topk
+    assert set(df.teacher_topk) == {topk_label(k) for k in topks}
+    assert (df.teacher_cache_bytes > 0).all()
+    top = df[df.teacher_topk != "dense"]
+    rows = top.n_val + top.n_unlabeled + top.n_test
+    assert (top.teacher_cache_bytes == rows * top.teacher_topk.astype(int) * 8).all()
+    assert (df[df.method != "teacher"].student_peak_bytes > 0).all()
+    png = out / "plots" / f"{suite.name}.topk.png"
+    assert (png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n") == (len(top) > 0)
+
+
 def check_outputs(out: Path, suite, smoke: bool) -> None:
     df = read_rows(out / "runs" / f"{suite.name}.csv")
-    # Every (trial, method, targets) has exactly one row.
-    expected = {(n, s, t, *r) for n, s, t in plan(suite, smoke) for r in suite.runs()}
-    got = [(int(r.labeled_size), int(r.split_seed), int(r.train_seed), r.method, r.targets)
-           for r in df.itertuples()]
+    topks = sorted((topk_label(k) for k in suite.sizes(smoke).teacher_topk), key=topk_rank)
+    # Every (trial, method, targets, teacher cache) has exactly one row.
+    expected = {(n, s, t, *r, k) for n, s, t in plan(suite, smoke) for r in suite.runs()
+                for k in topks}
+    got = [(int(r.labeled_size), int(r.split_seed), int(r.train_seed), r.method, r.targets,
+            r.teacher_topk) for r in df.itertuples()]
     assert sorted(got) == sorted(expected)
+    if topks != ["dense"]:
+        check_topk_outputs(out, suite, df, smoke)
     for col in REQUIRED:
         assert col in df.columns, col
         assert not df[col].isna().any(), col
@@ -106,12 +126,18 @@ def check_outputs(out: Path, suite, smoke: bool) -> None:
     teacher = df[df.method == "teacher"]
     assert (teacher.test_acc == teacher.teacher_test_acc).all()
     # One config per method and labeled size; the split seed differs from the train seed.
-    assert (df.groupby(["labeled_size", "method", "targets"]).config_hash.nunique() == 1).all()
+    assert (df.groupby(["labeled_size", "method", "targets", "teacher_topk"]).config_hash
+            .nunique() == 1).all()
     assert (df.split_seed != df.train_seed).all()
     slam = df[df.method == "slam"]
     assert slam.k.between(1, 1000).all() and (slam.alpha_lower_bound > 0.5).all()
-    if suite.dataset in ("noisy_teacher", "halfspace_rcn", "known_noise"):  # alpha vs the truth
+    if suite.dataset in ("noisy_teacher", "halfspace_rcn", "known_noise",
+                         "vocab_known_noise"):  # alpha vs the truth
         assert slam.alpha_true_mae.between(0, 1).all() and slam.alpha_true_mae_raw.between(0, 1).all()
+    if suite.dataset == "vocab_known_noise":  # the generator's ceiling, stated in every row
+        bayes = {json.loads(m)["bayes_test_acc"] for m in df.dataset_meta}
+        assert len(bayes) == 1 and 0 < bayes.pop() <= 1
+        assert students.student_err_vs_best.between(0, 1).all()
     if suite.name == "known_noise":  # the estimators on the known answer (not who wins)
         check_known_noise_estimates(slam, smoke)
     # The saved splits are disjoint and match the rows' sizes.
@@ -129,9 +155,9 @@ def check_outputs(out: Path, suite, smoke: bool) -> None:
     sizes = sorted({n for n, _, _ in plan(suite, smoke)})
     scenario = dict(zip(suite.sizes(smoke).labeled_sizes,
                         suite.sizes(smoke).teacher_scenario or ()))
-    cells = [cell_name(suite.dataset, n, t, suite.estimator_data, scenario.get(n, ""))
+    cells = [cell_name(suite.dataset, n, t, suite.estimator_data, scenario.get(n, ""), k)
              for t in sorted({t for _, t in suite.runs()}, key=["soft", "hard"].index)
-             for n in sizes]
+             for k in topks for n in sizes]
     assert list(lb.columns) == ["method"] + cells
     for col in lb.columns[1:]:
         ran = suite.hard_methods if col.endswith("_hard") else suite.methods
@@ -152,9 +178,9 @@ def check_outputs(out: Path, suite, smoke: bool) -> None:
     expected = set()
     for t in sorted({t for _, t in suite.runs()}):
         ran = [m for m, tt in suite.runs() if tt == t]
-        expected |= {(cell_name(suite.dataset, n, t, suite.estimator_data, scenario.get(n, "")),
-                      m, r)
-                     for n in sizes for m, r in comparisons(method_order(ran))}
+        expected |= {(cell_name(suite.dataset, n, t, suite.estimator_data, scenario.get(n, ""),
+                                k), m, r)
+                     for n in sizes for k in topks for m, r in comparisons(method_order(ran))}
     assert set(zip(paired.cell, paired.method, paired.reference)) == expected
     assert (paired.n == suite.sizes(smoke).trials).all() and paired.wins.between(0, paired.n).all()
     ci = paired.dropna(subset=["delta_ci_low"])

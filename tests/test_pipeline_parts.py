@@ -241,16 +241,17 @@ def test_suite_variants_differ_only_in_sizes():
         smoke, full = s.smoke, s.full
         assert dataclasses.fields(smoke) == dataclasses.fields(full)
         assert set(s.methods) >= {"teacher", "vanilla", "slam"}
-    # The embedded full runs sweep >= 3 labeled sizes with >= 10 paired trials each, their
-    # smoke runs >= 3 (the fewest for an interval). The paper-scale suites choose their trials
-    # per GPU budget (slam_bench/pipeline/paper_suites.py).
+    # The embedded full runs sweep >= 3 cells (labeled sizes, times teacher caches where a
+    # suite sweeps top-K caches) with >= 10 paired trials each, their smoke runs >= 3 (the
+    # fewest for an interval). The paper-scale suites choose their trials per GPU budget
+    # (slam_bench/pipeline/paper_suites.py).
     assert set(EMBEDDED_SUITES) == {"digits", "mnist", "mnist1d", "mnist1d_crossfit",
                                     "noisy_teacher", "halfspace_rcn", "halfspace_rcn_u1000",
-                                    "halfspace_rcn_u5000", "known_noise"}
+                                    "halfspace_rcn_u5000", "known_noise", "vocab_known_noise"}
     for name in EMBEDDED_SUITES:
         full = SUITES[name].full
         assert full.trials >= 10 and SUITES[name].smoke.trials >= 3, name
-        assert len(full.labeled_sizes) >= 3, name
+        assert len(full.labeled_sizes) * len(full.teacher_topk) >= 3, name
 
 
 def _record_many(path, split):

@@ -41,15 +41,19 @@ def _signed(df: pd.DataFrame) -> str:
 
 def test_the_identity_is_one_typed_tuple_with_targets_and_variant():
     assert R.ID_COLUMNS == ("suite", "dataset", "labeled_size", "method", "targets",
-                            "split_seed", "train_seed", "variant")
+                            "split_seed", "train_seed", "variant", "teacher_topk")
     rid = row_id(_row())
-    assert rid == RowId("s", "d", 10, "slam", "soft", 0, 1000, "full")  # targets defaults to soft
+    # targets defaults to soft, teacher_topk to the dense teacher
+    assert rid == RowId("s", "d", 10, "slam", "soft", 0, 1000, "full", "dense")
     assert row_id(_row(targets="hard")).targets == "hard"
+    assert row_id(_row(teacher_topk=20)).teacher_topk == "20"
     for bad, match in ((dict(labeled_size=float("nan")), "labeled_size"),
                        (dict(labeled_size="ten"), "labeled_size"),
                        (dict(split_seed=1.5), "split_seed"),
                        (dict(variant="medium"), "variant"),
-                       (dict(targets="soft-ish"), "targets")):
+                       (dict(targets="soft-ish"), "targets"),
+                       (dict(teacher_topk=0), "teacher_topk"),
+                       (dict(teacher_topk="top5"), "teacher_topk")):
         with pytest.raises(ValueError, match=match):
             row_id({**_row(), **bad})
 

@@ -29,9 +29,10 @@ from slam_bench.cli.run import build_suite, parse_methods
 from slam_bench.pipeline.suites import SUITES
 
 PROG = "slam-bench reproduce"
-# Not results: they differ between runs of the same computation.
+# Not results: they differ between runs of the same computation (a step's peak memory is a
+# measurement too: the allocator's and the profiler's own blocks vary with the process).
 NOT_COMPARED = {"wall_s", "device", "git_sha", "slam_bench_version", "torch_version",
-                "triton_version", "row_digest"}
+                "triton_version", "row_digest", "student_peak_bytes"}
 GPU_TOLERANCE = 0.01
 
 
@@ -159,11 +160,11 @@ def _reproduce(args: argparse.Namespace, suite, path: Path) -> int:
             diffs = ["not recomputed (its trial failed)"]
         else:
             diffs = compare_rows(row, again[rid], tol)
-        # The leaderboards' cell name (crossfit and scenario suffixes included).
+        # The leaderboards' cell name (crossfit, scenario and top-K suffixes included).
         est, scenario = row.get("estimator_data"), row.get("teacher_scenario")
         cell = cell_name(rid.dataset, rid.labeled_size, rid.targets,
                          est if isinstance(est, str) and est else DEFAULT_ESTIMATOR_DATA,
-                         scenario if isinstance(scenario, str) else "")
+                         scenario if isinstance(scenario, str) else "", rid.teacher_topk)
         counts = per_cell.setdefault(cell, [0, 0])
         counts[0] += not diffs
         counts[1] += 1

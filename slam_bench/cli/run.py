@@ -42,6 +42,19 @@ def parse_methods(text: str) -> Tuple[str, ...]:
     return names
 
 
+def parse_topk(text: str) -> Optional[int]:
+    """'dense' -> None (the dense teacher), 'K' -> K, an int >= 1 (a top-K teacher cache)."""
+    if text == "dense":
+        return None
+    try:
+        k = int(text)
+    except ValueError:
+        k = 0
+    if k < 1:
+        raise argparse.ArgumentTypeError(f"expected an int K >= 1 or 'dense', got {text!r}")
+    return k
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("suite", help=f"one of: {', '.join(SUITES)}")
     parser.add_argument("--trials", type=int, default=None,
@@ -66,6 +79,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where estimators fit: val (a labeled V, |V| labels spent) or "
                              "crossfit (out-of-fold teachers on A, no label beyond A); default: "
                              "the suite's")
+    parser.add_argument("--teacher-topk", type=parse_topk, nargs="+", default=None,
+                        metavar="K",
+                        help="teacher caches to run every trial on, one or more of: K (the "
+                             "teacher's top-K ids and probabilities per row, the mass outside "
+                             "dropped; K <= the dataset's classes) or 'dense', e.g. "
+                             "--teacher-topk 20 or --teacher-topk 1 5 dense; each is its own "
+                             "cell (docs/vocab.md). "
+                             "Methods that need the dense teacher are refused on a top-K cache. "
+                             "Default: the suite's")
     parser.add_argument("--shard", type=parse_shard, default=None, metavar="I/N",
                         help="run only part I of N of the suite's trials (I from 1 to N), e.g. "
                              "one per GPU or per Slurm array task, all with the same --out")
@@ -83,6 +105,8 @@ def build_suite(args: argparse.Namespace) -> Suite:
         if min(args.labeled) < 1:
             raise ValueError(f"--labeled sizes must be >= 1, got {args.labeled}")
         changes["labeled_sizes"] = tuple(args.labeled)
+    if getattr(args, "teacher_topk", None):
+        changes["teacher_topk"] = tuple(args.teacher_topk)
     if getattr(args, "estimator_data", None) is not None:  # reproduce's suites take the rows'
         suite = dataclasses.replace(suite, estimator_data=args.estimator_data)
     suite = suite.with_sizes(args.smoke, **changes) if changes else suite

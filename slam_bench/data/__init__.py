@@ -96,6 +96,8 @@ register_dataset("halfspace_rcn", "slam_bench.data.synthetic:load_halfspace_rcn"
                  description="synthetic halfspace with margin; teacher = random classification noise")
 register_dataset("known_noise", "slam_bench.data.known_noise:load_known_noise",
                  description="synthetic teacher that follows SLaM's noise model exactly")
+register_dataset("vocab_known_noise", "slam_bench.data.vocab_known_noise:load_vocab_known_noise",
+                 description="known_noise at a vocabulary's scale: Zipf classes, top-K teacher")
 for _name, _loader, _desc in (
         ("cifar10", "slam_bench.data.cifar:load_cifar10",
          "CIFAR-10, 50,000 + 10,000 32x32 images"),

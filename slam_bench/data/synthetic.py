@@ -54,11 +54,17 @@ class SyntheticDataset(Dataset):
     teacher (a noise model with the given mean accuracy on the training split).
     best_test_pred (N_test,) int64: the predictions of the best model of the student's class
     (e.g. the true halfspace), so the student's error against it can be logged.
+    A SyntheticTeacher's probs_train / probs_test may be TopKProbs where the dataset's
+    teacher_fn was asked for top-K rows (`sparse_teacher`).
     """
     posterior_train: Optional[Tensor] = None
     posterior_test: Optional[Tensor] = None
     teacher_fn: Optional[Callable[[float, int], SyntheticTeacher]] = None
     best_test_pred: Optional[Tensor] = None
+    # True when teacher_fn also takes `topk=K` and then returns its rows as top-K
+    # (slam_bench.vocab.teacher.TopKProbs) without forming the dense (N, C) rows: a large-class
+    # teacher whose dense rows would not fit (vocab_known_noise).
+    sparse_teacher: bool = False
 
 
 def _check_positive_int(name: str, value, minimum: int = 1) -> int:

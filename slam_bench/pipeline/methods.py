@@ -19,6 +19,12 @@ Every student method also has the hyper-parameter `targets` ("soft": the teacher
 vectors, the default; "hard": its one-hot argmax), logged and hashed like the others. It only
 changes what the loss sees (`Batch.teacher_probs`): `fit` always sees the teacher's soft
 probabilities, since the estimators need its confidence (docs/estimators.md).
+
+On a top-K teacher cache (a suite's `teacher_topk`, docs/vocab.md) the teacher's labels are a
+`TopKProbs` and a student method trains through its `topk_loss`, which gets the student's
+features and output layer instead of logits (`fused_linear_slam_loss`: the N x C logits are
+never formed). A method without one needs the dense teacher; its `dense_only` says why, and a
+run on a top-K cache refuses it before any training (`check_topk`).
 """
 from __future__ import annotations
 
@@ -47,13 +53,14 @@ LABELED_SETS = ("A", "A+V")
 class FitContext:
     """What a method may fit on. Teacher tensors are float32 on the training device.
 
-    probs_val (n, C), y_val (n,) int64: the estimator data, whose labels exist for fitting
+    probs_val (n, C) (a TopKProbs on a top-K cache, as probs_u), y_val (n,) int64: the
+    estimator data, whose labels exist for fitting
     only: with estimator_data "val" the teacher's probabilities on V and V's labels (n = |V|);
     with "crossfit" out-of-fold teacher probabilities on A and A's labels (n = |A|, see
     slam_bench.pipeline.teacher.crossfit_probs). Empty (0 rows) for a method whose
     `fits_on_labels` is False: what a method does not declare it cannot read.
     probs_u (|U|, C): the teacher's soft labels on U; mc_std_u (|U|, C): std over MC-dropout
-    passes; teacher_features_dim / student_features_dim: penultimate widths (for VID).
+    passes ((|U|, 0) on a top-K cache); teacher_features_dim / student_features_dim: penultimate widths (for VID).
     """
     probs_val: Tensor
     y_val: Tensor
@@ -80,15 +87,21 @@ class Batch:
     """One batch of U: its indices into U (B,) int64, student logits (B, C) and features (B, F),
     the teacher's labels (B, C) as the method's `targets` asks (soft probabilities or their
     one-hot argmax, see `loss_targets`) and features (B, F_t), the method's per-example
-    tensors sliced to the batch."""
+    tensors sliced to the batch.
+
+    On a top-K cache (`Method.topk_loss`): logits is None, teacher_probs a `TopKProbs` (B rows),
+    teacher_features (B, 0), head the student's output layer (nn.Linear, weight (C, F)) and
+    chunk_rows the rows of logits the fused loss forms at a time."""
     index: Tensor
-    logits: Tensor
+    logits: Optional[Tensor]
     features: Tensor
-    teacher_probs: Tensor
+    teacher_probs: object
     teacher_features: Tensor
     extra: Mapping[str, Tensor]
     fitted: Fitted
     hp: Mapping
+    head: Optional[nn.Module] = None
+    chunk_rows: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -102,6 +115,10 @@ class Method:
     # the method then spends |V| labels beyond A.
     fits_on_labels: bool = False
     labeled_set: str = "A"  # LABELED_SETS
+    # The loss on a top-K teacher cache (module docstring); None: the method needs the dense
+    # teacher, for the reason `dense_only` gives.
+    topk_loss: Optional[Callable[[Batch], Tensor]] = None
+    dense_only: str = ""
 
     def __post_init__(self):
         if self.labeled_set not in LABELED_SETS:
@@ -117,6 +134,12 @@ class Method:
     @property
     def trains_student(self) -> bool:
         return self.loss is not None
+
+    def check_topk(self, k: int) -> None:
+        """ValueError, saying why, unless this method runs on a top-`k` teacher cache."""
+        if self.trains_student and self.topk_loss is None:
+            raise ValueError(f"method {self.name!r} cannot run on a top-K teacher cache "
+                             f"(teacher_topk = {k}): {self.dense_only}")
 
     def hparams(self, overrides: Optional[Mapping] = None) -> Dict[str, object]:
         """Defaults (plus `targets` = "soft" for a student method) updated by `overrides`;
@@ -148,12 +171,18 @@ def get_method(name: str) -> Method:
     return METHODS[name]
 
 
-def loss_targets(probs_u: Tensor, hp: Mapping) -> Tensor:
-    """What the loss trains on: the teacher's soft probabilities (N, C) as given, or with
-    hp["targets"] == "hard" their one-hot argmax (N, C) in the same dtype."""
+def loss_targets(probs_u, hp: Mapping):
+    """What the loss trains on: the teacher's soft probabilities (N, C) (or TopKProbs) as
+    given, or with hp["targets"] == "hard" their one-hot argmax (N, C) in the same dtype (a
+    TopKProbs with K = 1 and probability 1)."""
     if hp.get("targets", "soft") == "soft":
         return probs_u
     import torch
+
+    from slam_bench.vocab.teacher import TopKProbs
+
+    if isinstance(probs_u, TopKProbs):
+        return probs_u.hard()
 
     return torch.nn.functional.one_hot(probs_u.argmax(dim=1), probs_u.shape[1]).to(probs_u.dtype)
 
@@ -213,7 +242,8 @@ def _choose_k(ctx: FitContext, minimum: int = 1) -> tuple[int, dict]:
     """k from the hyper-parameter: "auto" is SLaM's one rule in every suite, the likelihood of
     V's labels under the noise model (`estimators.choose_k_likelihood`: k = 2 on a binary
     task, never 1); an int (a registry default someone changed) is taken as given. Either way
-    k is raised to `minimum` and capped at C, and the chosen and used k are logged."""
+    k is raised to `minimum` and capped at C, or on a top-K cache at K (the loss's mask is
+    drawn from the K kept ids), and the chosen and used k are logged."""
     if ctx.hp["k"] == "auto":
         from slam_bench.estimators import choose_k_likelihood
 
@@ -221,7 +251,13 @@ def _choose_k(ctx: FitContext, minimum: int = 1) -> tuple[int, dict]:
         k, params = choice.k, choice.params()
     else:
         k, params = int(ctx.hp["k"]), {"k_rule": "fixed"}
-    k_used = min(max(k, minimum), ctx.num_classes)
+    from slam_bench.vocab.teacher import TopKProbs
+
+    cap = ctx.probs_u.k if isinstance(ctx.probs_u, TopKProbs) else ctx.num_classes
+    if minimum > cap:
+        raise ValueError(f"k must be at least {minimum} here, and a top-{cap} teacher cache "
+                         f"holds only {cap} id(s) per row; use teacher_topk >= {minimum}")
+    k_used = min(max(k, minimum), cap)
     return k_used, {**params, "k": k_used, "k_chosen": k}
 
 
@@ -331,13 +367,52 @@ def _slam_loss_fn(normalize: bool):
     return loss
 
 
+def _fused_loss(b: Batch, alpha, k, *, normalize: bool = False,
+                weight: Optional[Tensor] = None) -> Tensor:
+    """SLaM's loss against the batch's top-K teacher, through the student's output layer
+    without its logits (alpha = 1: distillation over the K ids)."""
+    from slam_bench.vocab import fused_linear_slam_loss
+
+    t = b.teacher_probs
+    return fused_linear_slam_loss(b.features, b.head.weight, t.ids, t.probs, alpha, k,
+                                  bias=b.head.bias, normalize=normalize,
+                                  temperature=b.hp["temperature"], weight=weight,
+                                  chunk_size=b.chunk_rows, check_values=False)
+
+
+def _vanilla_topk(b: Batch) -> Tensor:
+    return _fused_loss(b, 1.0, 1)
+
+
+def _weighted_topk(b: Batch) -> Tensor:
+    return _fused_loss(b, 1.0, 1, weight=b.extra["weight"])
+
+
+def _slam_topk_fn(normalize: bool):
+    def loss(b: Batch) -> Tensor:
+        return _fused_loss(b, b.extra["alpha"], b.fitted.params["k"], normalize=normalize)
+    return loss
+
+
+# Why the other methods need the dense teacher (Method.dense_only).
+_DENSE_ONLY = {
+    "taylor_ce": "its series sums (1 - f_j)^n over the student's probabilities f_j, which the "
+                 "fused output layer never forms (no top-K form is implemented)",
+    "ups": "its negative labels are the classes of teacher probability <= tau_n, with their "
+           "MC-dropout spread, and a top-K cache drops every class but K",
+    "vid": "it regresses the teacher's penultimate features, which a top-K cache (the "
+           "teacher's output distribution only) does not hold",
+    "forward": "its C x C transition matrix multiplies the student's full probability row, "
+               "which the fused output layer never forms, and is fitted on the dense teacher",
+}
+
 # k = "auto": the likelihood rule (`_choose_k`), the same in every suite; no suite sets it.
 _SLAM_DEFAULTS = {"alpha_lower_bound": 0.6, "alpha_auto_margin": 0.02, "k": "auto",
                   "temperature": 1.0}
 
 register_method(Method("teacher", description="the teacher's own test accuracy"))
 register_method(Method("vanilla", {"temperature": 1.0}, _fit_nothing, _vanilla_loss,
-                       "soft cross-entropy on U"))
+                       "soft cross-entropy on U", topk_loss=_vanilla_topk))
 # The label-budget reference: V's labels spent on training instead of on estimators. Where the
 # suite trains a teacher, a teacher trained on A + V labels U and the vanilla student trains
 # on A + V (cross-entropy) and U (its soft labels). Where the dataset defines the teacher (a
@@ -346,25 +421,30 @@ register_method(Method("vanilla", {"temperature": 1.0}, _fit_nothing, _vanilla_l
 # labeled set. Its labels_used is |A| + |V| either way.
 register_method(Method("vanilla_av", {"temperature": 1.0}, _fit_nothing, _vanilla_loss,
                        "vanilla distillation with V's labels spent on training (A + V)",
-                       labeled_set="A+V"))
+                       labeled_set="A+V", topk_loss=_vanilla_topk))
 register_method(Method("taylor_ce", {"order": 2, "temperature": 1.0}, _fit_nothing,
-                       _taylor_loss, "truncated Taylor series of -log p (Feng et al. 2020)"))
+                       _taylor_loss, "truncated Taylor series of -log p (Feng et al. 2020)",
+                       dense_only=_DENSE_ONLY["taylor_ce"]))
 # UPS's thresholds are the paper's defaults (Rizve et al. 2021); rows log the fraction of U
 # with a positive label (`ups_pos_fraction`) and with any label (`ups_labeled_fraction`).
 register_method(Method("ups", {"tau_p": 0.7, "kappa_p": 0.05, "tau_n": 0.05,
                                "kappa_n": 0.005, "rounds": 1},
-                       _fit_ups, _ups_loss, "uncertainty-aware pseudo-label selection, one round"))
+                       _fit_ups, _ups_loss, "uncertainty-aware pseudo-label selection, one round",
+                       dense_only=_DENSE_ONLY["ups"]))
 register_method(Method("vid", {"vid_beta": 1.0, "vid_hidden": None, "temperature": 1.0},
-                       _fit_vid, _vid_loss, "vanilla + variational information distillation"))
+                       _fit_vid, _vid_loss, "vanilla + variational information distillation",
+                       dense_only=_DENSE_ONLY["vid"]))
 register_method(Method("weighted", {"weight_lower_bound": 0.0, "temperature": 1.0},
                        _fit_weighted,
                        _weighted_loss, "vanilla with per-example weights from the estimator data",
-                       fits_on_labels=True))
+                       fits_on_labels=True, topk_loss=_weighted_topk))
 register_method(Method("forward", {"smoothing": TRANSITION_SMOOTHING, "temperature": 1.0},
                        _fit_forward, _forward_loss, "global transition-matrix forward correction",
-                       fits_on_labels=True))
+                       fits_on_labels=True, dense_only=_DENSE_ONLY["forward"]))
 register_method(Method("slam", dict(_SLAM_DEFAULTS), _slam_fitter(False),
-                       _slam_loss_fn(False), "student-label mixing, s = 1", fits_on_labels=True))
+                       _slam_loss_fn(False), "student-label mixing, s = 1", fits_on_labels=True,
+                       topk_loss=_slam_topk_fn(False)))
 register_method(Method("slam_normalized", {**_SLAM_DEFAULTS, "alpha_lower_bound": "auto"},
                        _slam_fitter(True), _slam_loss_fn(True),
-                       "student-label mixing, s = 1/(k-1)", fits_on_labels=True))
+                       "student-label mixing, s = 1/(k-1)", fits_on_labels=True,
+                       topk_loss=_slam_topk_fn(True)))

@@ -13,6 +13,13 @@ suite's estimator_data "crossfit") out-of-fold predictions of K fold teachers on
 logs the labels its method saw (`labels_used`) and where its estimators fit
 (`estimator_data`, `crossfit_folds`); docs/protocol.md describes the protocol.
 
+Top-K teacher caches (`Sizes.teacher_topk`, docs/vocab.md): every trial runs its methods on
+each listed teacher cache, the dense one (None) and each top-K, from the same teacher; a row
+names its cache (`teacher_topk`, part of its id), its bytes (`teacher_cache_bytes`) and the
+peak extra memory of one student step (`student_peak_bytes`). On a top-K cache the student's
+output layer trains through the fused top-K loss, and methods that need the dense teacher are
+refused before anything runs.
+
 `shard=(i, n)` runs every n-th trial of the plan starting at the i-th (1-based): each trial
 has its own teacher, so each teacher is trained by exactly one shard, and n processes (one per
 GPU, or a Slurm job array) writing into one `out` produce the rows of a single run.
@@ -42,14 +49,15 @@ from slam_bench.pipeline import methods as M
 from slam_bench.pipeline.hashing import PIPELINE_VERSION, stable_hash, tensor_digest
 from slam_bench.provenance import row_fields
 from slam_bench.store import (RowId, check_store, delete_rows, done_keys, prune_rows, read_rows,
-                              record_row, row_id, runs_path)
+                              record_row, row_id, runs_path, topk_label)
 from slam_bench.pipeline.splits import Split, make_split, save_split
 from slam_bench.pipeline.suites import Suite
 from slam_bench.pipeline.teacher import (TeacherOutputs, crossfit_probs, derived_key,
                                          labeled_av_split, synthetic_teacher_outputs,
                                          teacher_key, teacher_outputs)
-from slam_bench.pipeline.train import (NonFiniteLoss, StudentStep, accuracy, sharded_predict,
-                                       train_student)
+from slam_bench.pipeline.train import (NonFiniteLoss, StudentStep, accuracy, first_batch,
+                                       sharded_predict_labels, step_peak_bytes, train_student)
+from slam_bench.vocab.teacher import TopKProbs, teacher_argmax
 
 SPLIT_SEED_BASE = 0
 TRAIN_SEED_BASE = 1000
@@ -89,7 +97,7 @@ def _alpha_truth(ds, split, teacher, fitted) -> Dict[str, float]:
     if teacher.alpha_true_u is not None:
         truth = teacher.alpha_true_u.float()
     else:
-        top1 = teacher.probs_u.argmax(dim=1, keepdim=True)
+        top1 = teacher_argmax(teacher.probs_u)[:, None]
         truth = post[split.u].gather(1, top1).squeeze(1).float()
     out = {"alpha_true_mean": round(float(truth.mean()), 6),
            "alpha_true_mae": round(float((fitted.per_example["alpha"].cpu() - truth).abs().mean()), 6)}
@@ -186,6 +194,11 @@ def _run_suite(ctx: DistContext, suite, out, smoke, data_root, force, prune, pro
                                              "targets": t}
                                             if methods[name].trains_student else {})
            for name, t in runs}
+    topks = sizes.teacher_topk
+    for k in topks:  # a method that needs the dense teacher is refused before anything runs
+        for name in methods:
+            if k is not None:
+                methods[name].check_topk(k)
     # The rows first: an invalid results file stops the run before the data is loaded.
     out = Path(out)
     csv_path = runs_path(out, suite.name)
@@ -194,11 +207,16 @@ def _run_suite(ctx: DistContext, suite, out, smoke, data_root, force, prune, pro
     recorded = read_rows(csv_path, known_methods=M.METHODS)
     done = set() if force else done_keys(recorded)
     ctx.barrier()  # every rank has read the rows before rank 0 starts adding to them
-    ds = load_dataset(suite.dataset, data_root, **suite.dataset_options)
-    dataset_id = {"name": ds.name, "options": dict(suite.dataset_options),
+    options = {**suite.dataset_options, **sizes.dataset_options}
+    ds = load_dataset(suite.dataset, data_root, **options)
+    too_many = [k for k in topks if k is not None and k > ds.num_classes]
+    if too_many:
+        raise ValueError(f"teacher_topk {too_many} exceeds the C = {ds.num_classes} classes of "
+                         f"dataset {ds.name!r}; K = C keeps every class")
+    dataset_id = {"name": ds.name, "options": options,
                   "digest": tensor_digest(ds.x_train, ds.y_train, ds.x_test, ds.y_test)}
     # The loader's options and scalar facts (e.g. a synthetic set's Bayes accuracy), logged.
-    meta_json = json.dumps({**dict(suite.dataset_options),
+    meta_json = json.dumps({**options,
                             **{k: v for k, v in ds.meta.items()
                                if isinstance(v, (int, float, str, bool))}}, sort_keys=True)
     x_train, y_train = ds.x_train.to(dev), ds.y_train.to(dev)
@@ -220,24 +238,32 @@ def _run_suite(ctx: DistContext, suite, out, smoke, data_root, force, prune, pro
     teacher_acc = dict(zip(sizes.labeled_sizes, sizes.teacher_accuracy or ()))
     # ... and of this named scenario (hashed only where a suite names one).
     scenario = dict(zip(sizes.labeled_sizes, sizes.teacher_scenario or ()))
-    cfg_hash = {(n, r): stable_hash({**common_cfg, "labeled_size": n, "method": r[0],
-                                     "hp": hps[r],
-                                     **({"teacher_accuracy": teacher_acc[n]}
-                                        if teacher_acc else {}),
-                                     **({"teacher_scenario": scenario[n]} if scenario else {})})
-                for n in sizes.labeled_sizes for r in runs}
+    # A top-K cache (and the fused layer's chunking) enters only its own rows' hash, so the
+    # dense rows keep the hash they had before top-K caches existed.
+    cfg_hash = {(n, r, k): stable_hash({**common_cfg, "labeled_size": n, "method": r[0],
+                                        "hp": hps[r],
+                                        **({"teacher_accuracy": teacher_acc[n]}
+                                           if teacher_acc else {}),
+                                        **({"teacher_scenario": scenario[n]} if scenario else {}),
+                                        **({"teacher_topk": k,
+                                            "fused_chunk_rows": sizes.fused_chunk_rows}
+                                           if k is not None else {})})
+                for n in sizes.labeled_sizes for r in runs for k in topks}
 
-    def id_row(labeled: int, split_seed: int, train_seed: int, r: Tuple[str, str]) -> dict:
+    def id_row(labeled: int, split_seed: int, train_seed: int, r: Tuple[str, str],
+               topk: Optional[int]) -> dict:
         # Every id column of the row (results.ID_COLUMNS), plus the run's hyper-parameters.
         return {"suite": suite.name, "variant": variant, "dataset": ds.name,
                 "labeled_size": labeled, "split_seed": split_seed, "train_seed": train_seed,
-                **{k: _loggable(v) for k, v in hps[r].items()}, "method": r[0], "targets": r[1]}
+                **{k: _loggable(v) for k, v in hps[r].items()}, "method": r[0], "targets": r[1],
+                "teacher_topk": topk_label(topk)}
 
-    def trial_ids(labeled, split_seed, train_seed) -> Dict[Tuple[str, str], RowId]:
-        return {r: row_id(id_row(labeled, split_seed, train_seed, r)) for r in runs}
+    def trial_ids(labeled, split_seed, train_seed) -> Dict[Tuple, RowId]:
+        return {(r, k): row_id(id_row(labeled, split_seed, train_seed, r, k))
+                for k in topks for r in runs}
 
     # Every trial of the plan counts as produced, whichever shard runs it (for --prune).
-    keep = {(rid, cfg_hash[(t[0], r)]) for t in trials for r, rid in trial_ids(*t).items()}
+    keep = {(rid, cfg_hash[(t[0], *rk)]) for t in trials for rk, rid in trial_ids(*t).items()}
     device_label = f"{dev} (ddp x{ctx.world_size})" if ctx.distributed else str(dev)
     report = _Report(suite.name, variant, len(mine), len(trials), shard, progress and ctx.is_main,
                      log if ctx.is_main else (lambda s: None))
@@ -247,8 +273,9 @@ def _run_suite(ctx: DistContext, suite, out, smoke, data_root, force, prune, pro
             t_trial = time.perf_counter()
             split = make_split(len(ds.y_train), labeled, sizes.n_val, split_seed, sizes.max_unlabeled)
             ids = trial_ids(labeled, split_seed, train_seed)
-            pending = [r for r in runs if (ids[r], cfg_hash[(labeled, r)]) not in done]
-            if not pending:
+            pending = {k: [r for r in runs if (ids[(r, k)], cfg_hash[(labeled, r, k)]) not in done]
+                       for k in topks}
+            if not any(pending.values()):
                 report.skipped()
                 continue
             accs: Dict[str, float] = {}
@@ -261,63 +288,77 @@ def _run_suite(ctx: DistContext, suite, out, smoke, data_root, force, prune, pro
                 if teacher_acc:  # the dataset's own teacher, a noise model of this accuracy
                     tkey = stable_hash({"trained_key": tkey, "accuracy": teacher_acc[labeled],
                                         **({"scenario": scenario[labeled]} if scenario else {})})
-                    teacher = synthetic_teacher_outputs(ds, split, teacher_acc[labeled],
-                                                        train_seed, tkey, scenario.get(labeled))
-                else:
-                    teacher = teacher_outputs(ctx, ds, x_train, y_train, x_test, y_test, split,
-                                              tkey, suite.teacher_model, sizes.teacher,
-                                              train_seed, sizes.mc_passes, out / "cache",
-                                              force=force)
-                teachers = _Teachers(ctx, ds, x_train, y_train, x_test, y_test, split, tkey,
-                                     teacher, suite, sizes, teacher_acc.get(labeled), train_seed,
-                                     out / "cache", force)
-                base = {
-                    "suite": suite.name, "variant": variant, "dataset": ds.name,
-                    "dataset_meta": meta_json, "labeled_size": labeled,
-                    "n_unlabeled": len(split.u), "n_val": len(split.v), "n_test": len(ds.y_test),
-                    "split_seed": split_seed, "train_seed": train_seed,
-                    "teacher_arch": suite.teacher_model.describe(),
-                    "student_arch": suite.student_model.describe(),
-                    "teacher_test_acc": round(teacher.test_acc, 6),
-                    "teacher_val_acc": round(teacher.val_acc, 6), "teacher_key": tkey,
-                    "teacher_steps": teacher.steps,
-                    "teacher_train": ("none (noise model)" if teacher_acc
-                                      else _describe(sizes.teacher)),
-                    "labeled_weight": suite.labeled_weight,
-                    "labeled_weighting": suite.labeled_weighting,
-                    "weight_decay": sizes.student.weight_decay,
-                    "selection": "last", "device": device_label, **row_fields(),
-                    "mc_passes": sizes.mc_passes, **teacher.params,
-                    "estimator_data": suite.estimator_data,
-                    # A named teacher scenario (known_noise's stress cells) names its cell.
-                    **({"teacher_scenario": scenario[labeled]} if scenario else {}),
-                }
-                for r in pending:
-                    m, t0 = methods[r[0]], time.perf_counter()
-                    row = {**base, **id_row(labeled, split_seed, train_seed, r),
-                           "config_hash": cfg_hash[(labeled, r)],
-                           "labels_used": m.labels_used(len(split.a), len(split.v),
-                                                        suite.estimator_data)}
-                    if m.trains_student:
-                        row.update(teachers.describe(m))
-                        acc, steps, params = _run_student(ctx, m, hps[r], ds, split, teachers,
-                                                          x_train, y_train, x_test, y_test,
-                                                          input_shape, suite, sizes, train_seed)
-                        row.update(params)
-                        row.update(epochs=sizes.student.epochs, steps=steps,
-                                   batch_size=sizes.student.batch_size, lr=sizes.student.lr,
-                                   optimizer=sizes.student.optimizer,
-                                   lr_schedule=sizes.student.lr_schedule, test_acc=round(acc, 6),
-                                   wall_s=round(time.perf_counter() - t0, 3))
-                    else:  # the teacher row reports the teacher itself
-                        row.update(epochs=sizes.teacher.epochs, steps=teacher.steps,
-                                   batch_size=sizes.teacher.batch_size, lr=sizes.teacher.lr,
-                                   optimizer=sizes.teacher.optimizer,
-                                   lr_schedule=sizes.teacher.lr_schedule,
-                                   test_acc=round(teacher.test_acc, 6), wall_s=teacher.wall_s)
-                    if ctx.is_main:
-                        record_row(csv_path, row)
-                    accs[m.name if r[1] == "soft" else f"{m.name}/{r[1]}"] = row["test_acc"]
+                for topk in topks:
+                    if not pending[topk]:
+                        continue
+                    if teacher_acc:
+                        teacher = synthetic_teacher_outputs(ds, split, teacher_acc[labeled],
+                                                            train_seed, tkey,
+                                                            scenario.get(labeled), topk=topk)
+                    else:
+                        teacher = teacher_outputs(ctx, ds, x_train, y_train, x_test, y_test, split,
+                                                  _topk_key(tkey, topk), suite.teacher_model,
+                                                  sizes.teacher, train_seed, sizes.mc_passes,
+                                                  out / "cache", force=force, topk=topk,
+                                                  dense_key=tkey)
+                    teachers = _Teachers(ctx, ds, x_train, y_train, x_test, y_test, split, tkey,
+                                         teacher, suite, sizes, teacher_acc.get(labeled),
+                                         train_seed, out / "cache", force, topk)
+                    base = {
+                        "suite": suite.name, "variant": variant, "dataset": ds.name,
+                        "dataset_meta": meta_json, "labeled_size": labeled,
+                        "n_unlabeled": len(split.u), "n_val": len(split.v),
+                        "n_test": len(ds.y_test),
+                        "split_seed": split_seed, "train_seed": train_seed,
+                        "teacher_arch": suite.teacher_model.describe(),
+                        "student_arch": suite.student_model.describe(),
+                        "teacher_test_acc": round(teacher.test_acc, 6),
+                        "teacher_val_acc": round(teacher.val_acc, 6), "teacher_key": teacher.key,
+                        "teacher_steps": teacher.steps,
+                        "teacher_train": ("none (noise model)" if teacher_acc
+                                          else _describe(sizes.teacher)),
+                        "labeled_weight": suite.labeled_weight,
+                        "labeled_weighting": suite.labeled_weighting,
+                        "weight_decay": sizes.student.weight_decay,
+                        "selection": "last", "device": device_label, **row_fields(),
+                        "mc_passes": sizes.mc_passes, **teacher.params,
+                        "estimator_data": suite.estimator_data,
+                        # A named teacher scenario (known_noise's stress cells) names its cell.
+                        **({"teacher_scenario": scenario[labeled]} if scenario else {}),
+                        "teacher_cache_bytes": teacher.cache_bytes(),
+                        **({"fused_chunk_rows": sizes.fused_chunk_rows}
+                           if topk is not None else {}),
+                    }
+                    for r in pending[topk]:
+                        m, t0 = methods[r[0]], time.perf_counter()
+                        row = {**base, **id_row(labeled, split_seed, train_seed, r, topk),
+                               "config_hash": cfg_hash[(labeled, r, topk)],
+                               "labels_used": m.labels_used(len(split.a), len(split.v),
+                                                            suite.estimator_data)}
+                        if m.trains_student:
+                            row.update(teachers.describe(m))
+                            acc, steps, params = _run_student(ctx, m, hps[r], ds, split, teachers,
+                                                              x_train, y_train, x_test, y_test,
+                                                              input_shape, suite, sizes,
+                                                              train_seed)
+                            row.update(params)
+                            row.update(epochs=sizes.student.epochs, steps=steps,
+                                       batch_size=sizes.student.batch_size, lr=sizes.student.lr,
+                                       optimizer=sizes.student.optimizer,
+                                       lr_schedule=sizes.student.lr_schedule,
+                                       test_acc=round(acc, 6),
+                                       wall_s=round(time.perf_counter() - t0, 3))
+                        else:  # the teacher row reports the teacher itself
+                            row.update(epochs=sizes.teacher.epochs, steps=teacher.steps,
+                                       batch_size=sizes.teacher.batch_size, lr=sizes.teacher.lr,
+                                       optimizer=sizes.teacher.optimizer,
+                                       lr_schedule=sizes.teacher.lr_schedule,
+                                       test_acc=round(teacher.test_acc, 6), wall_s=teacher.wall_s)
+                        if ctx.is_main:
+                            record_row(csv_path, row)
+                        name = m.name if r[1] == "soft" else f"{m.name}/{r[1]}"
+                        accs[name if len(topks) == 1 else f"{name}@{topk_label(topk)}"] = \
+                            row["test_acc"]
             except NonFiniteLoss as e:
                 # Rows of this trial already recorded were trained on the same teacher outputs
                 # as the one that failed: none of the trial survives (every rank gets here).
@@ -350,15 +391,18 @@ class _Teachers:
       int64 on the device, fold teachers trained or None): V under "val"; out-of-fold
       predictions on A under "crossfit" (K fold teachers; 0 for a dataset-defined teacher,
       which never saw A, so its predictions on A are out of sample already).
+
+    topk: the trial's teacher cache (`Sizes.teacher_topk`): every teacher output handed out is
+    that top-K cache (`TopKProbs` rows), or dense for None; `key` is the dense teacher's key.
     """
 
     def __init__(self, ctx, ds, x_train, y_train, x_test, y_test, split, key, teacher,
                  suite: Suite, sizes, accuracy: Optional[float], seed: int, cache: Path,
-                 force: bool):
+                 force: bool, topk: Optional[int] = None):
         self.ctx, self.ds, self.split, self.key, self.teacher = ctx, ds, split, key, teacher
         self.data = (x_train, y_train, x_test, y_test)
         self.suite, self.sizes, self.accuracy, self.seed = suite, sizes, accuracy, seed
-        self.cache, self.force = cache, force
+        self.cache, self.force, self.topk = cache, force, topk
         self._av, self._est = None, None
 
     def labeled(self, m: M.Method):
@@ -373,9 +417,10 @@ class _Teachers:
         return self._av
 
     def _trained(self, split, key) -> TeacherOutputs:
-        return teacher_outputs(self.ctx, self.ds, *self.data, split, key, self.suite.teacher_model,
-                               self.sizes.teacher, self.seed, self.sizes.mc_passes, self.cache,
-                               force=self.force)
+        return teacher_outputs(self.ctx, self.ds, *self.data, split, _topk_key(key, self.topk),
+                               self.suite.teacher_model, self.sizes.teacher, self.seed,
+                               self.sizes.mc_passes, self.cache, force=self.force,
+                               topk=self.topk, dense_key=key)
 
     def estimator_data(self):
         y_train, split = self.data[1], self.split
@@ -385,13 +430,15 @@ class _Teachers:
             if self.accuracy is not None:  # the same draw of the dataset's teacher, read on A
                 on_a = Split(split.a, split.a, split.u, split.split_seed)
                 self._est = (synthetic_teacher_outputs(self.ds, on_a, self.accuracy, self.seed,
-                                                       self.key).probs_val, 0)
+                                                       self.key, topk=self.topk).probs_val, 0)
             else:
-                self._est = (crossfit_probs(self.ctx, self.ds, *self.data, split, self.key,
-                                            self.suite.teacher_model, self.sizes.teacher,
-                                            self.seed, self.sizes.mc_passes, self.cache,
-                                            self.suite.crossfit_folds, force=self.force),
-                             self.suite.crossfit_folds)
+                probs = crossfit_probs(self.ctx, self.ds, *self.data, split, self.key,
+                                       self.suite.teacher_model, self.sizes.teacher, self.seed,
+                                       self.sizes.mc_passes, self.cache, self.suite.crossfit_folds,
+                                       force=self.force)
+                if self.topk is not None:  # A is small: its dense rows are cut here
+                    probs = TopKProbs.from_dense(probs, self.topk)
+                self._est = (probs, self.suite.crossfit_folds)
         return self._est[0], y_train[split.a.to(y_train.device)], self._est[1]
 
     def describe(self, m: M.Method) -> dict:
@@ -427,6 +474,7 @@ def _run_student(ctx: DistContext, method: M.Method, hp: dict, ds, split, teache
     """
     dev = ctx.device
     teacher = teachers.for_method(method)
+    topk = teachers.topk
     probs_u = teacher.probs_u.to(dev)
     targets_u = M.loss_targets(probs_u, hp)
     feats_u = teacher.features_u.to(dev)
@@ -437,7 +485,7 @@ def _run_student(ctx: DistContext, method: M.Method, hp: dict, ds, split, teache
     if method.fits_on_labels:
         probs_est, y_est, _ = teachers.estimator_data()
     else:
-        probs_est, y_est = teacher.probs_val[:0], y_train[:0]
+        probs_est, y_est = _rows(teacher.probs_val, slice(0, 0)), y_train[:0]
     fctx = M.FitContext(probs_val=probs_est.to(dev), y_val=y_est, probs_u=probs_u, mc_std_u=teacher.mc_std_u.to(dev),
                         num_classes=ds.num_classes, teacher_feature_dim=feats_u.shape[1],
                         student_feature_dim=student.feature_dim, hp=hp)
@@ -447,24 +495,42 @@ def _run_student(ctx: DistContext, method: M.Method, hp: dict, ds, split, teache
     per_example = {k: v.to(dev) for k, v in fitted.per_example.items()}
 
     def unlabeled_loss(idx, logits, feats):
-        batch = M.Batch(index=idx, logits=logits, features=feats, teacher_probs=targets_u[idx],
-                        teacher_features=feats_u[idx],
-                        extra={k: v[idx] for k, v in per_example.items()}, fitted=fitted, hp=hp)
-        return method.loss(batch)
+        batch = M.Batch(index=idx, logits=logits, features=feats,
+                        teacher_probs=_rows(targets_u, idx), teacher_features=feats_u[idx],
+                        extra={k: v[idx] for k, v in per_example.items()}, fitted=fitted, hp=hp,
+                        head=student.head, chunk_rows=sizes.fused_chunk_rows)
+        # On a top-K cache the logits are never formed: the fused loss takes the head.
+        return method.loss(batch) if topk is None else method.topk_loss(batch)
 
     a, u = teachers.labeled(method).to(dev), split.u.to(dev)
+    x_a, y_a, x_u = x_train[a], y_train[a], x_train[u]
     step = StudentStep(student, fitted.module, unlabeled_loss, suite.labeled_weight,
-                       suite.labeled_weighting)
-    steps = train_student(ctx, step, x_train[a], y_train[a], x_train[u], sizes.student, train_seed)
-    pred_u = sharded_predict(ctx, student, x_train[u]).argmax(dim=1)
-    params["student_fit_u"] = round(float((pred_u == probs_u.argmax(dim=1)).float().mean()), 6)
-    probs_test = sharded_predict(ctx, student, x_test)
+                       suite.labeled_weighting,
+                       fused_head=None if topk is None else sizes.fused_chunk_rows)
+    # One step's peak memory, on the batch training starts with; the probe leaves the step,
+    # the random state and the training that follows as they were.
+    params["student_peak_bytes"] = step_peak_bytes(
+        step, *first_batch(step, x_a, y_a, x_u, sizes.student, train_seed))
+    steps = train_student(ctx, step, x_a, y_a, x_u, sizes.student, train_seed)
+    pred_u = sharded_predict_labels(ctx, student, x_u)
+    params["student_fit_u"] = round(float((pred_u == teacher_argmax(probs_u)).float().mean()), 6)
+    pred_test = sharded_predict_labels(ctx, student, x_test)
     best = getattr(ds, "best_test_pred", None)
     if best is not None:
         best = best.to(dev)
         params["best_test_error"] = round(float((best != y_test).float().mean()), 6)
-        params["student_err_vs_best"] = round(float((probs_test.argmax(dim=1) != best).float().mean()), 6)
-    return accuracy(probs_test, y_test), steps, params
+        params["student_err_vs_best"] = round(float((pred_test != best).float().mean()), 6)
+    return accuracy(pred_test, y_test), steps, params
+
+
+def _rows(p, index):
+    """Rows of dense (N, C) teacher probabilities or of a TopKProbs."""
+    return p.rows(index) if isinstance(p, TopKProbs) else p[index]
+
+
+def _topk_key(key: str, topk: Optional[int]) -> str:
+    """The cache key of the top-`topk` cache cut from the teacher of `key` (itself for None)."""
+    return key if topk is None else derived_key(key, teacher_topk=topk)
 
 
 def _describe(t) -> str:

@@ -73,6 +73,16 @@ class TrainSpec:
         return max(self.epochs * -(-n // self.batch_size), self.min_steps)
 
 
+def check_teacher_topk(value) -> Tuple[Optional[int], ...]:
+    """A tuple of distinct entries, each None (the dense teacher) or an int K >= 1."""
+    ok = isinstance(value, tuple) and len(value) >= 1 and len(set(value)) == len(value) and all(
+        k is None or (isinstance(k, int) and not isinstance(k, bool) and k >= 1) for k in value)
+    if not ok:
+        raise ValueError(f"teacher_topk must be a non-empty tuple of distinct entries, each None "
+                         f"(dense) or an int K >= 1, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Sizes:
     """Everything the smoke and full variants of a suite may differ in."""
@@ -91,8 +101,22 @@ class Sizes:
     # known_noise's "model", "wide", ...), aligned with `labeled_sizes`, so each scenario is
     # its own cell. None: the dataset's default teacher.
     teacher_scenario: Optional[Tuple[str, ...]] = None
+    # The teacher caches every trial's students run on (docs/vocab.md): None, the dense
+    # teacher rows; K, the rows' top-K ids and probabilities, the mass outside dropped. Each
+    # entry is its own cell (`_top<K>`), on the same splits, teachers and seeds.
+    teacher_topk: Tuple[Optional[int], ...] = (None,)
+    # Rows of logits the fused output layer forms at a time on a top-K cache (memory only:
+    # peak extra memory is one fused_chunk_rows x C buffer, not the batch's). [ours, logged]
+    fused_chunk_rows: int = 32
+    # Options merged over the suite's `dataset_options` for this variant only (e.g. a smaller
+    # vocabulary for the smoke run of a large-class suite); {} for none.
+    dataset_options: Mapping = field(default_factory=dict)
 
     def __post_init__(self):
+        check_teacher_topk(self.teacher_topk)
+        c = self.fused_chunk_rows
+        if isinstance(c, bool) or not isinstance(c, int) or c < 1:
+            raise ValueError(f"fused_chunk_rows must be an int >= 1, got {c!r}")
         for name in PER_SIZE_FIELDS:
             table = getattr(self, name)
             if table is not None and len(table) != len(self.labeled_sizes):
@@ -365,6 +389,8 @@ register_suite(Suite(
     # A stress grid of the estimators: no hard-label runs (see mnist1d).
     description="known answer: a teacher that follows SLaM's noise model (true alpha known), "
                 "and cells where it breaks that model; MLP student"))
+
+from slam_bench.pipeline import vocab_suites as _vocab_suites  # noqa: E402,F401  (vocab_known_noise)
 
 # Everything registered so far runs on data shipped inside packages or generated (CPU-sized).
 EMBEDDED_SUITES = tuple(SUITES)

@@ -18,8 +18,12 @@ from torch import Tensor, nn
 
 from slam_bench.distributed import DistContext
 from slam_bench.pipeline.suites import LABELED_WEIGHTINGS, LR_SCHEDULES, TrainSpec
+from slam_bench.vocab.teacher import TopKProbs, teacher_argmax
 
 EVAL_BATCH = 1024  # rows per forward pass when evaluating (memory only; results unaffected)
+# ... and at most about this many logits per pass (16 MiB in fp32), so that evaluating a
+# student with C = 32,768 classes holds 128 rows of logits at a time, never N x C.
+EVAL_LOGITS = 1 << 22
 # Steps between host-side checks that the loss is finite on CUDA (each check syncs; NaN stays
 # NaN, so a late check loses nothing but the wasted steps). On CPU every step is checked.
 CHECK_EVERY_CUDA = 50
@@ -148,30 +152,103 @@ class StudentStep(nn.Module):
       "pooled":    (b_u * L_U + w * sum_i CE_i) / (b_u + b_a)   (one example, one vote)
       "per_batch": L_U + w * mean_i CE_i
     Both batches go through the student in one forward pass; an empty part contributes 0.
+
+    fused_head (rows per chunk, or None): train the output layer through
+    `fused_linear_slam_loss` (the top-K teacher caches, docs/vocab.md), so that the batch's
+    (b, C) logits are never formed, only `fused_head` rows of them at a time. unlabeled_loss
+    then gets None for the logits, and CE_i is the same loss with a one-hot target (alpha = 1:
+    exactly the cross-entropy).
     """
 
     def __init__(self, student: nn.Module, extra: Optional[nn.Module],
-                 unlabeled_loss: Callable[[Tensor, Tensor, Tensor], Tensor], labeled_weight: float,
-                 labeled_weighting: str = "pooled"):
+                 unlabeled_loss: Callable[[Tensor, Optional[Tensor], Tensor], Tensor],
+                 labeled_weight: float, labeled_weighting: str = "pooled",
+                 fused_head: Optional[int] = None):
         super().__init__()
         self.student, self.extra = student, extra
         self.unlabeled_loss, self.labeled_weight = unlabeled_loss, labeled_weight
         self.labeled_weighting = check_labeled_weighting(labeled_weighting)
+        if fused_head is not None and (isinstance(fused_head, bool) or
+                                       not isinstance(fused_head, int) or fused_head < 1):
+            raise ValueError(f"fused_head must be None or an int >= 1 (rows of logits per "
+                             f"chunk), got {fused_head!r}")
+        self.fused_head = fused_head
 
     def forward(self, iu: Tensor, x_u: Tensor, x_a: Tensor, y_a: Tensor) -> Tensor:
         feats = self.student.forward_features(torch.cat([x_u, x_a]))
-        logits = self.student.head(feats)
         nu, na = len(x_u), len(x_a)
+        if self.fused_head is not None:
+            return self._combine(*self._fused_parts(iu, feats, nu, y_a), nu, na)
+        logits = self.student.head(feats)
         if nu:
             loss_u = self.unlabeled_loss(iu, logits[:nu], feats[:nu])
         else:  # a pooled batch drawn from A only; keep every parameter in the graph for DDP
-            loss_u = logits.sum() * 0.0
-            if self.extra is not None:
-                loss_u = loss_u + sum(p.sum() for p in self.extra.parameters()) * 0.0
+            loss_u = self._zero(logits)
         ce_a = F.cross_entropy(logits[nu:], y_a, reduction="sum")
+        return self._combine(loss_u, ce_a, nu, na)
+
+    def _zero(self, t: Tensor) -> Tensor:
+        """0, with t and every parameter of `extra` (and, fused, of the head) in the graph."""
+        loss = t.sum() * 0.0
+        mods = [m for m in (self.extra, self.student.head if self.fused_head is not None else None)
+                if m is not None]
+        for m in mods:
+            loss = loss + sum(p.sum() for p in m.parameters()) * 0.0
+        return loss
+
+    def _fused_parts(self, iu: Tensor, feats: Tensor, nu: int, y_a: Tensor):
+        from slam_bench.vocab import fused_linear_slam_loss
+
+        head = self.student.head
+        loss_u = self.unlabeled_loss(iu, None, feats[:nu]) if nu else self._zero(feats)
+        if len(y_a):
+            ones = torch.ones(len(y_a), 1, dtype=feats.dtype, device=feats.device)
+            ce_a = fused_linear_slam_loss(feats[nu:], head.weight, y_a[:, None], ones, 1.0, 1,
+                                          bias=head.bias, reduction="sum",
+                                          chunk_size=self.fused_head, check_values=False)
+        else:
+            ce_a = self._zero(feats)
+        return loss_u, ce_a
+
+    def _combine(self, loss_u: Tensor, ce_a: Tensor, nu: int, na: int) -> Tensor:
         if self.labeled_weighting == "pooled":
             return (nu * loss_u + self.labeled_weight * ce_a) / (nu + na)
         return loss_u + self.labeled_weight * ce_a / max(na, 1)
+
+
+def step_peak_bytes(step: StudentStep, iu: Tensor, x_u: Tensor, x_a: Tensor, y_a: Tensor) -> int:
+    """Peak extra bytes of one forward and backward of `step` on this batch
+    (slam_bench.memory.peak_extra_bytes: the CPU allocator through torch.profiler, or CUDA's
+    peak statistics), the parameters' gradients included. The step leaves nothing behind: the
+    random state and the buffers (e.g. BatchNorm's running statistics) are restored and the
+    gradients dropped, so training after the probe is what it would have been without it."""
+    from slam_bench.memory import peak_extra_bytes
+
+    dev = x_u.device
+    buffers = [(b, b.detach().clone()) for b in step.buffers()]
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        step.train()
+        peak = peak_extra_bytes(lambda: step(iu, x_u, x_a, y_a).backward(), dev)
+    with torch.no_grad():
+        for b, saved in buffers:
+            b.copy_(saved)
+    for p in step.parameters():
+        p.grad = None
+    return peak
+
+
+def first_batch(step: StudentStep, x_a: Tensor, y_a: Tensor, x_u: Tensor, spec: TrainSpec,
+                seed: int):
+    """The first batch `train_student` draws with this seed: (iu, x_u, x_a, y_a)."""
+    g = torch.Generator().manual_seed(seed)
+    na, nu = len(x_a), len(x_u)
+    if step.labeled_weighting == "pooled":
+        idx = _Batches(na + nu, spec.batch_size, g, x_u.device).next()
+        ia, iu = idx[idx < na], idx[idx >= na] - na
+    else:
+        iu = _Batches(nu, spec.batch_size, g, x_u.device).next()
+        ia = _Batches(na, spec.batch_size, g, x_a.device).next()
+    return iu, x_u[iu], x_a[ia], y_a[ia]
 
 
 def student_steps(spec: TrainSpec, n_labeled: int, n_unlabeled: int, labeled_weighting: str) -> int:
@@ -229,31 +306,74 @@ def train_student(ctx: DistContext, step: StudentStep, x_a: Tensor, y_a: Tensor,
     return steps
 
 
+def eval_rows(num_classes: int) -> int:
+    """Rows per evaluation pass: EVAL_BATCH, fewer where that many rows of logits would pass
+    EVAL_LOGITS (only beyond 4,096 classes)."""
+    return max(1, min(EVAL_BATCH, EVAL_LOGITS // num_classes))
+
+
 @torch.no_grad()
-def predict(model: nn.Module, x: Tensor, *, features: bool = False):
-    """Eval-mode softmax probabilities (N, C) float32, and penultimate features (N, F) if asked."""
+def predict(model: nn.Module, x: Tensor, *, features: bool = False, topk: Optional[int] = None):
+    """Eval-mode softmax probabilities (N, C) float32, and penultimate features (N, F) if asked.
+
+    topk: instead of the (N, C) probabilities, their top-`topk` per row as a `TopKProbs` (ids
+    int32, probs float32), taken pass by pass, so the N x C rows never exist."""
     model.eval()
     probs, feats = [], []
-    for i in range(0, len(x), EVAL_BATCH):
-        f = model.forward_features(x[i:i + EVAL_BATCH])
-        probs.append(torch.softmax(model.head(f).float(), dim=1))
+    step = eval_rows(model.head.out_features)
+    for i in range(0, len(x), step):
+        f = model.forward_features(x[i:i + step])
+        p = torch.softmax(model.head(f).float(), dim=1)
+        probs.append(p if topk is None else TopKProbs.from_dense(p, topk))
         if features:
             feats.append(f.float())
-    p = torch.cat(probs) if probs else torch.empty(0)
+    if topk is not None:
+        c = model.head.out_features
+        p = TopKProbs(torch.cat([t.ids for t in probs]), torch.cat([t.probs for t in probs]), c) \
+            if probs else TopKProbs.from_dense(torch.empty(0, c, device=x.device), topk)
+    else:
+        p = torch.cat(probs) if probs else torch.empty(0)
     return (p, torch.cat(feats)) if features else p
 
 
-def sharded_predict(ctx: DistContext, model: nn.Module, x: Tensor, *, features: bool = False):
+@torch.no_grad()
+def predict_labels(model: nn.Module, x: Tensor) -> Tensor:
+    """(N,) int64: the eval-mode argmax of the softmax probabilities (as `predict(...).argmax`,
+    the same ties), one pass of `eval_rows(C)` rows at a time (never N x C)."""
+    model.eval()
+    step = eval_rows(model.head.out_features)
+    out = [torch.softmax(model(x[i:i + step]).float(), dim=1).argmax(dim=1)
+           for i in range(0, len(x), step)]
+    return torch.cat(out) if out else torch.empty(0, dtype=torch.int64, device=x.device)
+
+
+def _check_shardable(ctx: DistContext, n: int) -> None:
+    if ctx.distributed and n < ctx.world_size:
+        raise ValueError(f"cannot shard {n} rows over {ctx.world_size} ranks")
+
+
+def sharded_predict(ctx: DistContext, model: nn.Module, x: Tensor, *, features: bool = False,
+                    topk: Optional[int] = None):
     """`predict` with the rows of x split across ranks; every rank gets the full result, in
     row order. With one process it is `predict`."""
-    if ctx.distributed and len(x) < ctx.world_size:
-        raise ValueError(f"cannot shard {len(x)} rows over {ctx.world_size} ranks")
+    _check_shardable(ctx, len(x))
     n = len(x)
-    out = predict(model, x[ctx.shard(n)], features=features)
-    if features:
-        return ctx.gather_rows(out[0], n), ctx.gather_rows(out[1], n)
-    return ctx.gather_rows(out, n)
+    out = predict(model, x[ctx.shard(n)], features=features, topk=topk)
+    p = out[0] if features else out
+    if isinstance(p, TopKProbs):
+        p = TopKProbs(ctx.gather_rows(p.ids, n), ctx.gather_rows(p.probs, n), p.num_classes)
+    else:
+        p = ctx.gather_rows(p, n)
+    return (p, ctx.gather_rows(out[1], n)) if features else p
 
 
-def accuracy(probs: Tensor, labels: Tensor) -> float:
-    return float((probs.argmax(dim=1) == labels).float().mean()) if len(labels) else float("nan")
+def sharded_predict_labels(ctx: DistContext, model: nn.Module, x: Tensor) -> Tensor:
+    """`predict_labels` with the rows of x split across ranks, gathered in row order."""
+    _check_shardable(ctx, len(x))
+    return ctx.gather_rows(predict_labels(model, x[ctx.shard(len(x))]), len(x))
+
+
+def accuracy(probs, labels: Tensor) -> float:
+    """Accuracy of the argmax of probs (N, C) or a TopKProbs, or of (N,) int64 labels."""
+    pred = probs if isinstance(probs, Tensor) and probs.dim() == 1 else teacher_argmax(probs)
+    return float((pred == labels).float().mean()) if len(labels) else float("nan")

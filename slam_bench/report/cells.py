@@ -1,9 +1,11 @@
 """Leaderboard cells: one per (dataset, labeled size, targets, estimator data), named
 `<dataset>_<labeled size>`, then `_<scenario>` for rows of a named teacher scenario (rows'
 `teacher_scenario`: known_noise's stress cells, each a way the teacher departs from SLaM's
-noise model), `_hard` for runs on the teacher's hard labels and `_crossfit` for runs whose
-estimators were fitted on out-of-fold teacher predictions on A instead of a labeled V (rows'
-`estimator_data`; rows without the column, or with `val`, get no suffix).
+noise model), `_top<K>` for runs on a top-K teacher cache (rows' `teacher_topk`; `dense`
+rows, and rows without the column, get no suffix), `_hard` for runs on the teacher's hard
+labels and `_crossfit` for runs whose estimators were fitted on out-of-fold teacher predictions
+on A instead of a labeled V (rows' `estimator_data`; rows without the column, or with `val`,
+get no suffix).
 
 Every table and plot derived from the raw rows names and orders its cells here, so the wide
 leaderboard's columns, the paired and summary files' `cell` values and the plots' panels are the
@@ -17,7 +19,7 @@ from typing import Iterable, List
 import pandas as pd
 
 from slam_bench.pipeline.methods import METHODS, TARGETS
-from slam_bench.store import DEFAULT_TARGETS
+from slam_bench.store import DEFAULT_TARGETS, DENSE_TOPK
 
 HARD_SUFFIX = "_hard"
 DEFAULT_ESTIMATOR_DATA = "val"  # rows written before cross-fitting existed fitted on V
@@ -28,16 +30,21 @@ ESTIMATOR_ORDER = (DEFAULT_ESTIMATOR_DATA, "crossfit")
 
 
 def cell_suffix(targets: str = DEFAULT_TARGETS,
-                estimator_data: str = DEFAULT_ESTIMATOR_DATA, scenario: str = "") -> str:
-    """`_<scenario>` for a named teacher scenario, `_hard` for hard targets, then the
-    estimator data's suffix (empty for `val`)."""
-    return (f"_{scenario}" if scenario else "") + (HARD_SUFFIX if targets == "hard" else "") + \
+                estimator_data: str = DEFAULT_ESTIMATOR_DATA, scenario: str = "",
+                teacher_topk: str = DENSE_TOPK) -> str:
+    """`_<scenario>` for a named teacher scenario, `_top<K>` for a top-K teacher cache,
+    `_hard` for hard targets, then the estimator data's suffix (empty for `val`)."""
+    return (f"_{scenario}" if scenario else "") + \
+        (f"_top{teacher_topk}" if str(teacher_topk) != DENSE_TOPK else "") + \
+        (HARD_SUFFIX if targets == "hard" else "") + \
         ESTIMATOR_SUFFIX.get(estimator_data, f"_{estimator_data}")
 
 
 def cell_name(dataset: str, labeled_size: int, targets: str = DEFAULT_TARGETS,
-              estimator_data: str = DEFAULT_ESTIMATOR_DATA, scenario: str = "") -> str:
-    return f"{dataset}_{int(labeled_size)}" + cell_suffix(targets, estimator_data, scenario)
+              estimator_data: str = DEFAULT_ESTIMATOR_DATA, scenario: str = "",
+              teacher_topk: str = DENSE_TOPK) -> str:
+    return f"{dataset}_{int(labeled_size)}" + cell_suffix(targets, estimator_data, scenario,
+                                                          teacher_topk)
 
 
 def _column(df: pd.DataFrame, name: str, default: str) -> pd.Series:
@@ -49,17 +56,24 @@ def _column(df: pd.DataFrame, name: str, default: str) -> pd.Series:
 
 
 def with_cells(df: pd.DataFrame) -> pd.DataFrame:
-    """The rows with `targets` (soft where absent) and `estimator_data` (val where absent)
-    columns, their `cell` name and their cell `family` (the name without the labeled size)."""
+    """The rows with `targets` (soft where absent), `estimator_data` (val where absent) and
+    `teacher_topk` (dense where absent) columns, their `cell` name and their cell `family`
+    (the name without the labeled size)."""
     targets = _column(df, "targets", DEFAULT_TARGETS)
     est = _column(df, "estimator_data", DEFAULT_ESTIMATOR_DATA)
     scen = _column(df, "teacher_scenario", "")
+    topk = _column(df, "teacher_topk", DENSE_TOPK)
     datasets = df["dataset"].astype(str)
-    return df.assign(targets=targets, estimator_data=est,
-                     cell=[cell_name(d, n, t, e, c) for d, n, t, e, c in
-                           zip(datasets, df["labeled_size"], targets, est, scen)],
-                     family=[d + cell_suffix(t, e, c)
-                             for d, t, e, c in zip(datasets, targets, est, scen)])
+    return df.assign(targets=targets, estimator_data=est, teacher_topk=topk,
+                     cell=[cell_name(d, n, t, e, c, k) for d, n, t, e, c, k in
+                           zip(datasets, df["labeled_size"], targets, est, scen, topk)],
+                     family=[d + cell_suffix(t, e, c, k)
+                             for d, t, e, c, k in zip(datasets, targets, est, scen, topk)])
+
+
+def topk_rank(teacher_topk: str) -> float:
+    """Sort key of a teacher_topk value: K ascending, the dense teacher last."""
+    return float("inf") if str(teacher_topk) == DENSE_TOPK else float(teacher_topk)
 
 
 def _rank(order, value: str):
@@ -68,9 +82,11 @@ def _rank(order, value: str):
 
 def family_order(df: pd.DataFrame) -> List[str]:
     """Cell families of `with_cells(df)` ordered by dataset, targets (soft first), estimator
-    data (val first)."""
-    keys = {(str(d), _rank(TARGETS, t), _rank(ESTIMATOR_ORDER, e), f)
-            for d, t, e, f in zip(df["dataset"], df["targets"], df["estimator_data"], df["family"])}
+    data (val first), top-K cache (K ascending, dense last)."""
+    topk = df["teacher_topk"] if "teacher_topk" in df.columns else [DENSE_TOPK] * len(df)
+    keys = {(str(d), _rank(TARGETS, t), _rank(ESTIMATOR_ORDER, e), topk_rank(k), f)
+            for d, t, e, k, f in zip(df["dataset"], df["targets"], df["estimator_data"], topk,
+                                     df["family"])}
     return [f for *_, f in sorted(keys)]
 
 

@@ -12,10 +12,10 @@ from slam_bench.store import read_rows, runs_path, select_variant, suites_with_r
 
 
 def write_per_suite(out: Path, suites: Optional[Iterable[str]], relpath: str,
-                    render: Callable[[str, pd.DataFrame], bytes]) -> List[Path]:
+                    render: Callable[[str, pd.DataFrame], Optional[bytes]]) -> List[Path]:
     """For every suite with rows under `out` (or only `suites`), write
-    `out / relpath.format(suite=...)` = render(suite, rows of the variant reports show);
-    returns the paths written.
+    `out / relpath.format(suite=...)` = render(suite, rows of the variant reports show),
+    unless render returns None (a file that suite has nothing for); returns the paths written.
 
     The rows are read through the store's strict reader (registered method names only) and
     the file is written under the rows' lock, so shards finishing at the same time cannot
@@ -27,6 +27,9 @@ def write_per_suite(out: Path, suites: Optional[Iterable[str]], relpath: str,
             if df.empty:
                 continue
             path = Path(out) / relpath.format(suite=suite)
-            atomic_write(path, render(suite, select_variant(df)))
+            data = render(suite, select_variant(df))
+            if data is None:
+                continue
+            atomic_write(path, data)
         paths.append(path)
     return paths

@@ -10,6 +10,9 @@ to vanilla (tens of points on small A) would set the top panel's scale and flatt
 method's. Intervals follow the report's rule (n >= 3, non-zero
 spread; slam_bench.report.stats): with fewer trials a point is drawn without a bar and the axis
 label says so. Smoke runs say "smoke" in every title. The same rows give the same bytes.
+
+A suite whose rows ran on top-K teacher caches also gets `<suite>.topk.png` (`plot_topk`):
+accuracy, the student step's peak memory and the cache's bytes against K (docs/vocab.md).
 """
 from __future__ import annotations
 
@@ -134,11 +137,10 @@ def suite_figure(suite: str, df: pd.DataFrame):
     return fig
 
 
-def plot_suite(suite: str, df: pd.DataFrame) -> bytes:
-    """PNG bytes of `suite_figure(suite, df)`."""
+def _png(fig) -> bytes:
+    """PNG bytes of a figure, which is then closed."""
     import matplotlib.pyplot as plt
 
-    fig = suite_figure(suite, df)
     buf = io.BytesIO()
     # No timestamp/software metadata: the same rows give the same file.
     fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
@@ -146,6 +148,94 @@ def plot_suite(suite: str, df: pd.DataFrame) -> bytes:
     return buf.getvalue()
 
 
+def plot_suite(suite: str, df: pd.DataFrame) -> bytes:
+    """PNG bytes of `suite_figure(suite, df)`."""
+    return _png(suite_figure(suite, df))
+
+
 def write_plots(out: Path, suites: Optional[Iterable[str]] = None) -> List[Path]:
     """Rewrite <out>/plots/<suite>.png for every suite with raw rows."""
     return write_per_suite(out, suites, "plots/{suite}.png", plot_suite)
+
+
+# ------------------------------------------------------------------ top-K teacher caches
+
+def _has_topk(df: pd.DataFrame) -> bool:
+    return "teacher_topk" in df.columns and bool((df["teacher_topk"].fillna("dense")
+                                                  != "dense").any())
+
+
+def topk_figure(suite: str, df: pd.DataFrame):
+    """The matplotlib Figure of a suite's rows against their teacher cache (docs/vocab.md):
+    one column per (labeled size, targets, estimator data); top, each method's test accuracy
+    (mean, t-interval bars as in the suite plot) against K; bottom, the student step's peak
+    extra memory (`student_peak_bytes`, mean over the cell's student rows) and the teacher
+    cache's bytes (`teacher_cache_bytes`), in MiB on a log scale. The dense cache sits right of
+    the largest K, labeled "dense". The caller closes it."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    from slam_bench.report.cells import topk_rank, with_cells
+
+    rows = with_cells(df)
+    s = summary(df)
+    smoke = variant_of(df) == "smoke"
+    ks = sorted(set(rows["teacher_topk"]), key=topk_rank)
+    numeric = [int(k) for k in ks if k != "dense"]
+    dense_x = max(numeric) * 4 if numeric else 1
+    xpos = {k: (dense_x if k == "dense" else int(k)) for k in ks}
+    groups = sorted({(int(n), t, e) for n, t, e in
+                     zip(rows["labeled_size"], rows["targets"], rows["estimator_data"])})
+    fig, axes = plt.subplots(2, len(groups), figsize=(5.5 * len(groups), 8), squeeze=False)
+    for col, (n, t, e) in enumerate(groups):
+        top, bottom = axes[0][col], axes[1][col]
+        sg = s[(s["labeled_size"] == n) & (s["targets"] == t) & (s["estimator_data"] == e)]
+        any_bar = False
+        for m in method_order(sg["method"].unique()):
+            r = sg[sg["method"] == m].sort_values("teacher_topk", key=lambda c: c.map(topk_rank))
+            half = [t_half_width(std, int(k)) for std, k in zip(r["std"], r["n"])]
+            mean = list(r["mean"])
+            any_bar |= _draw(top, [xpos[k] for k in r["teacher_topk"]], mean,
+                             [a - h for a, h in zip(mean, half)],
+                             [a + h for a, h in zip(mean, half)], m)
+        rg = rows[(rows["labeled_size"] == n) & (rows["targets"] == t)
+                  & (rows["estimator_data"] == e)]
+        students = rg[rg["method"] != TEACHER]
+        for column, label, style in (("student_peak_bytes", "student step peak", "-"),
+                                     ("teacher_cache_bytes", "teacher cache", "--")):
+            if column not in rg.columns:
+                continue
+            src = students if column == "student_peak_bytes" else rg
+            mib = src.groupby("teacher_topk")[column].mean() / 2 ** 20
+            order = sorted(mib.index, key=topk_rank)
+            bottom.plot([xpos[k] for k in order], [mib[k] for k in order], marker="o",
+                        linestyle=style, color="black", label=f"{label} (MiB)")
+        teacher_acc = rg.loc[rg["method"] == TEACHER, "teacher_test_acc"]
+        acc_note = f", teacher {100 * teacher_acc.mean():.0f}%" if len(teacher_acc) else ""
+        where = f"|A| = {n}{acc_note} ({t} labels" + \
+            ("" if e == "val" else f", estimators on {e}") + ")"
+        top.set_title(f"{suite}{' (smoke)' if smoke else ''}\n{where}")
+        for ax, ylabel in ((top, f"test accuracy (%), mean\n{_bar_note(any_bar)}"),
+                           (bottom, "MiB (log scale)")):
+            ax.set_xscale("log")
+            ax.set_xticks([xpos[k] for k in ks], [("dense" if k == "dense" else k) for k in ks])
+            ax.minorticks_off()
+            ax.set_xlabel("teacher cache: top-K ids and probabilities per row")
+            ax.set_ylabel(ylabel)
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize=7)
+        bottom.set_yscale("log")
+    fig.tight_layout()
+    return fig
+
+
+def plot_topk(suite: str, df: pd.DataFrame) -> Optional[bytes]:
+    """PNG bytes of `topk_figure(suite, df)`, or None when no row ran on a top-K cache."""
+    return _png(topk_figure(suite, df)) if _has_topk(df) else None
+
+
+def write_topk_plots(out: Path, suites: Optional[Iterable[str]] = None) -> List[Path]:
+    """Rewrite <out>/plots/<suite>.topk.png for every suite with rows on a top-K cache."""
+    return write_per_suite(out, suites, "plots/{suite}.topk.png", plot_topk)

@@ -33,15 +33,16 @@ def variant_of(df: pd.DataFrame) -> str:
 
 def summary(df: pd.DataFrame) -> pd.DataFrame:
     """Per (cell, method) of one variant's rows (typed as `results.read_rows` returns them):
-    dataset, labeled_size, targets, estimator_data, family, cell, method, then float64 mean and
-    std (ddof=1; NaN for n < 2) of the test accuracy in %, and int n. Sorted by cell order, then
-    method order."""
+    dataset, labeled_size, targets, estimator_data, teacher_topk, family, cell, method, then
+    float64 mean and std (ddof=1; NaN for n < 2) of the test accuracy in %, and int n. Sorted
+    by cell order, then method order."""
     variant_of(df)
     rows = with_cells(df)
     rows = rows.assign(acc=100.0 * rows["test_acc"].astype(float))
     seeds = [c for c in ("split_seed", "train_seed") if c in rows.columns]
     rows = rows.sort_values(["cell", "method"] + seeds + ["acc"], kind="stable")
-    keys = ["dataset", "labeled_size", "targets", "estimator_data", "family", "cell", "method"]
+    keys = ["dataset", "labeled_size", "targets", "estimator_data", "teacher_topk", "family",
+            "cell", "method"]
     s = rows.groupby(keys, sort=True)["acc"].agg(
         mean="mean", std=lambda a: a.std(ddof=1), n="count").reset_index()
     cells = {c: i for i, c in enumerate(cell_order(s))}
