@@ -6,8 +6,9 @@ rows without the dense N x C ones. Every trial runs its methods on each teacher 
 `teacher_topk`: K = 1 (the teacher's label and its confidence only), K = 5 (part of the
 8-class candidate set), K = 20 (the candidate set and the largest tail entries), and in the
 smoke run the dense rows too (at 32,768 classes the generator's dense rows of the training and
-test splits would be 11,000 x 32,768 floats, 1.4 GB, which the full variant leaves out). Each K is its own cell (`<dataset>_<|A|>_top<K>`), on the same
-splits, teachers and seeds; the rows log each cache's bytes and a student step's peak memory.
+test splits would be 4,000 x 32,768 floats, 0.52 GB, and a fourth cache would not fit the
+budget). Each K is its own cell (`<dataset>_<|A|>_top<K>`), on the same splits, teachers and
+seeds; the rows log each cache's bytes and a student step's peak memory.
 
 Two teacher accuracies, one per labeled size as in halfspace_rcn (the stand-in for the better
 teacher more labels would train): 0.6 at |A| = 200 and 0.8 at |A| = 400. The student is
