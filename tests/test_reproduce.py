@@ -82,6 +82,11 @@ def test_compare_rows_is_exact_or_within_the_tolerance():
     assert compare_rows(row, {**row, "test_acc": 0.5001}, 0.001) == []
     assert compare_rows(row, {**row, "rule": "fixed"}, 1.0) == ["rule auto -> fixed"]
     assert compare_rows(row, {**row, "alpha": 0.1}, 1.0) == ["alpha (empty) -> 0.1"]
+    # A column the recorded file lacks (added to the rows later) is not a difference; one it
+    # has is compared, also when the recomputation lacks it.
+    assert compare_rows(row, {**row, "teacher_cache_bytes": 64}, 0.0) == []
+    less = {c: v for c, v in row.items() if c != "k"}
+    assert compare_rows(row, less, 0.0) == ["k 3 -> (empty)"]
     assert compare_rows(row, {**row, "config_hash": "g", "test_acc": 0.1}, 1.0)[0].startswith(
         "config_hash h -> g (the configuration changed")
 
