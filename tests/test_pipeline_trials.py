@@ -225,7 +225,9 @@ def test_one_progress_line_per_finished_trial_when_stdout_is_not_a_terminal(tmp_
 
 
 def test_ctrl_c_says_what_was_kept_and_how_to_resume(tmp_path):
-    proc = _driver(["run", "digits3", "--smoke", "--trials", "30", "--out", str(tmp_path)],
+    # Far more trials than can finish before the interrupt, however the machine schedules the
+    # two processes: with 30 tiny trials a starved test process once saw the run end first.
+    proc = _driver(["run", "digits3", "--smoke", "--trials", "1000", "--out", str(tmp_path)],
                    tmp_path / "tmp")
     csv = tmp_path / "runs" / "digits3.csv"
     deadline = time.monotonic() + 120

@@ -365,7 +365,20 @@ def test_gpu_goals_detect_a_cliff_and_slow_rows():
     others = [_row("slam", p, ms, n=2048, c=c, dtype="bf16") for c in cs
               for p, ms in (("eager", 4.0), ("compile", 2.0))]
     goals = loss_checks.gpu_goals(pd.DataFrame(fine + others))
-    assert [g["result"] for g in goals] == ["PASS"] * 5 + ["MISSING", "PASS"]  # no checked rows
+    # No checked rows, no unsplit rows: those two goals are MISSING, never PASS.
+    assert [g["result"] for g in goals] == ["PASS"] * 5 + ["MISSING", "MISSING", "PASS"]
+    # Split rows beside one program per row at N = 8 and 64, C = 128,256: faster passes,
+    # slower fails, one N missing is MISSING.
+    def split_rows(split_ms, n_values=(8, 64)):
+        return [_row("slam", prov, ms, n=n, c=128256, dtype="bf16")
+                for n in n_values for prov, ms in (("slam_bench", split_ms), ("slam_bench_unsplit", 1.0))]
+
+    def split_goal(rows):
+        out = {g["goal"]: g["result"] for g in loss_checks.gpu_goals(pd.DataFrame(fine + others + rows))}
+        return out[next(k for k in out if "split rows' speed-up" in k)]
+    assert split_goal(split_rows(0.5)) == "PASS"
+    assert split_goal(split_rows(1.5)) == "FAIL"
+    assert split_goal(split_rows(0.5, n_values=(8,))) == "MISSING"
     cliff = [dict(r, gbps_floor=r["gbps_floor"] / 3, frac_copy_bw_floor=0.3)
              if r["C"] == 262144 else r for r in fine]
     goals = {g["goal"]: g["result"] for g in loss_checks.gpu_goals(pd.DataFrame(cliff + others))}
