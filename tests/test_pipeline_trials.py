@@ -175,8 +175,13 @@ def small_suite():
 
 
 # The real CLI in a fresh process, with that suite registered (a run takes a few seconds).
+# The driver restores Python's own SIGINT handler: a process started in the background by a
+# shell without job control (e.g. `nohup .ci/run &`) inherits SIGINT ignored, and the Ctrl-C
+# test would then see a run that never hears its interrupt.
 DRIVER = textwrap.dedent("""
+    import signal
     import sys
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.path.insert(0, sys.argv[1])
     from test_pipeline_trials import small_suite
     from slam_bench.cli import main
@@ -226,7 +231,7 @@ def test_one_progress_line_per_finished_trial_when_stdout_is_not_a_terminal(tmp_
 
 def test_ctrl_c_says_what_was_kept_and_how_to_resume(tmp_path):
     # Far more trials than can finish before the interrupt, however the machine schedules the
-    # two processes: with 30 tiny trials a starved test process once saw the run end first.
+    # two processes.
     proc = _driver(["run", "digits3", "--smoke", "--trials", "1000", "--out", str(tmp_path)],
                    tmp_path / "tmp")
     csv = tmp_path / "runs" / "digits3.csv"
