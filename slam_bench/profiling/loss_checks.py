@@ -206,6 +206,7 @@ def _split_rows(dry_run: bool):
     split launch did not run (a silent fallback would measure the other path)."""
     from slam_bench.kernels import config
     from slam_bench.kernels import split_rows
+    from slam_bench.profiling.loss_device_checks import _small_blocks
     calls = []
     real = split_rows.split_launch
 
@@ -213,13 +214,11 @@ def _split_rows(dry_run: bool):
         calls.append(1)
         return real(*args, **kw)
 
-    patches = [mock.patch.object(split_rows, "split_launch", counted)]
-    if dry_run:
-        patches += [mock.patch.multiple(config, MAX_SINGLE_BLOCK=16, STREAM_BLOCK=8,
-                                        TILE_ELEMENTS=64, SM_COUNT_OVERRIDE=DRY_SPLIT_SMS)]
     with contextlib.ExitStack() as stack:
-        for patch in patches:
-            stack.enter_context(patch)
+        stack.enter_context(mock.patch.object(split_rows, "split_launch", counted))
+        if dry_run:  # the dry run's small blocks (the fused-check rows' own), a 4-SM device
+            stack.enter_context(_small_blocks(True))
+            stack.enter_context(mock.patch.object(config, "SM_COUNT_OVERRIDE", DRY_SPLIT_SMS))
         yield
     if not calls:
         raise AssertionError("the rows were not split (one program per row ran)")
