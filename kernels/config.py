@@ -8,7 +8,8 @@ sm_90 (H100/H200) are checked ahead of time by `python -m slam_bench.kernels.cod
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+import contextlib
+from typing import Iterator, NamedTuple, Sequence
 
 import triton
 
@@ -104,6 +105,20 @@ def launch_layout(n_cols: int, strides: Sequence[int], elem_size: int, single: b
     else:
         kcap = STREAM_TOPK_ROW
     return Layout(align=align, peel=peel, vec=vec, kcap=kcap)
+
+
+@contextlib.contextmanager
+def no_split() -> Iterator[None]:
+    """Within the block no streamed row is split (one program per row, as before split rows
+    existed), e.g. to time the split against the unsplit launch; the setting is restored on
+    exit, also after an error. Process-wide, like every constant here: not for threads that
+    launch kernels concurrently."""
+    global SPLIT_ROWS_PER_SM
+    saved, SPLIT_ROWS_PER_SM = SPLIT_ROWS_PER_SM, 0
+    try:
+        yield
+    finally:
+        SPLIT_ROWS_PER_SM = saved
 
 
 def split_parts(n_rows: int, n_cols: int, block: int, sm_count) -> tuple:

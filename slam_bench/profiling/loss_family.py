@@ -151,12 +151,9 @@ def loss_fn(provider: str, problem: Problem):
         from slam_bench.kernels import config
 
         def unsplit(p):
-            saved, config.SPLIT_ROWS_PER_SM = config.SPLIT_ROWS_PER_SM, 0
-            try:
+            with config.no_split():
                 return slam_loss(p.data["z"], p.data["y"], p.data["alpha"], p.data["k"],
                                  check_values=False, backend=p.backend)
-            finally:
-                config.SPLIT_ROWS_PER_SM = saved
         if kernel != "slam":
             raise Unavailable("the unsplit comparison is recorded for the slam kernel")
         return unsplit

@@ -59,6 +59,15 @@ def test_split_parts_cover_each_row_with_whole_tiles(n, c, blocks, parts, span):
     assert config.split_parts(n, c, blocks, None) == (1, 0)  # CPU: never split
 
 
+def test_no_split_turns_the_split_off_and_restores_it_after_an_error():
+    assert config.split_parts(1, 10 ** 6, 8, SMS) == (8, 15625)
+    with pytest.raises(RuntimeError, match="inside"):
+        with config.no_split():
+            assert config.split_parts(1, 10 ** 6, 8, SMS) == (1, 0)
+            raise RuntimeError("inside")
+    assert config.split_parts(1, 10 ** 6, 8, SMS) == (8, 15625)
+
+
 def test_split_parts_are_capped_for_the_combine_step():
     assert config.split_parts(1, 10 ** 6, 8, 1000) == (config.MAX_SPLITS, 3907)
 
@@ -69,6 +78,22 @@ def test_cpu_default_never_splits():
             mock.patch.object(SR, "split_launch", side_effect=AssertionError("split on CPU")):
         slam_loss_triton(z, y, 0.7, 2, normalize=False, temperature=1.0, weight=None,
                          reduction="sum")
+
+
+def test_no_split_launches_one_program_per_row_with_the_same_loss():
+    """config.no_split() (the profiler's unsplit provider) really takes the unsplit kernel on a
+    case that splits, and gives the split launch's loss and gradient."""
+    z, y = oracle_inputs(3, 45, torch.float32, torch.float32, seed=3)
+    results = []
+    for off in (False, True):
+        with split() as calls, (config.no_split() if off else contextlib.nullcontext()):
+            zz = z.clone().requires_grad_(True)
+            loss = slam_loss(zz, y, 0.7, 3, backend="triton", reduction="sum")
+            loss.backward()
+        assert len(calls) == (0 if off else 1)
+        results.append((loss.detach(), zz.grad))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.every_kernel
