@@ -189,7 +189,7 @@ def test_fitted_slam_normalized_clips_alpha_just_above_one_over_k():
 GENERATED = ("mnist1d", "noisy_teacher", "halfspace_rcn", "known_noise", "vocab_known_noise")
 # Suites in a language model's regime, one pass over a large pool instead of 30 epochs of a
 # smaller one: at 32,768 Zipf classes a student learns a class only from examples of it, so
-# at equal cost a pool 15x larger beats 30 epochs (slam_bench/pipeline/vocab_suites.py).
+# a pool 15x larger, seen once, beats 30 epochs of a small one (slam_bench/pipeline/vocab_suites.py).
 ONE_PASS = ("vocab_known_noise",)
 HARD_LABELS = ("noisy_teacher", "halfspace_rcn")
 

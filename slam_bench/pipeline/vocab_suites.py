@@ -20,8 +20,8 @@ as in known_noise), so every cell has the protocol's label-budget reference.
 The regime is a language model's, not the 30 epochs of the other embedded suites: one pass
 over a large pool (|U| = 29,300 and 29,100 of a 30,000-example training split). At 32,768 Zipf
 classes a student learns a class only from the examples of it that it sees, so data, not
-epochs, is what it lacks: at the same cost per student, 30 epochs of a 2,000-example split gave
-34% at teacher accuracy 0.8, one pass over 30,000 examples 51% (docs/vocab.md, "Cost"). The
+epochs, is what it lacks: in a probe at teacher accuracy 0.8, 30 epochs of a 2,000-example split
+gave vanilla 34%, one pass over 30,000 examples (1.4 times the time) 51% (docs/vocab.md). The
 pass uses batches of 128 and Adam at 3e-2 decayed to zero (the same for every method): in
 one-trial probes at |A| = 400 (batch 64), 3e-2 gave vanilla 51.2% and slam 39.2% where 1e-2
 gave 46.2% and 32.6%.
