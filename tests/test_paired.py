@@ -172,6 +172,11 @@ def test_cells_names_and_order():
                                    "estimator_data": ["crossfit", "crossfit", "val", None]}))
     assert list(est.cell) == ["d_20_crossfit", "d_20_hard_crossfit", "d_20", "d_20"]
     assert cell_order(est) == ["d_20", "d_20_crossfit", "d_20_hard_crossfit"]
+    # One teacher scenario per labeled size (known_noise's stress grid): the suite's order,
+    # by labeled size, not the scenarios' alphabetical order.
+    grid = with_cells(pd.DataFrame({"dataset": ["k"] * 4, "labeled_size": [303, 300, 302, 301],
+                                    "teacher_scenario": ["folded", "model", "uneven", "wide"]}))
+    assert cell_order(grid) == ["k_300_model", "k_301_wide", "k_302_uneven", "k_303_folded"]
 
 
 def test_crossfit_rows_are_paired_within_their_own_cell():

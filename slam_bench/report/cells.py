@@ -82,9 +82,12 @@ def _rank(order, value: str):
 
 def family_order(df: pd.DataFrame) -> List[str]:
     """Cell families of `with_cells(df)` ordered by dataset, targets (soft first), estimator
-    data (val first), top-K cache (K ascending, dense last)."""
+    data (val first), top-K cache (K ascending, dense last), then the smallest labeled size
+    in the family: a suite that names one teacher scenario per labeled size (known_noise's
+    stress grid) keeps the order it lists them in, not the scenarios' alphabetical one."""
     topk = df["teacher_topk"] if "teacher_topk" in df.columns else [DENSE_TOPK] * len(df)
-    keys = {(str(d), _rank(TARGETS, t), _rank(ESTIMATOR_ORDER, e), topk_rank(k), f)
+    first = df.groupby("family")["labeled_size"].min().astype(int).to_dict()
+    keys = {(str(d), _rank(TARGETS, t), _rank(ESTIMATOR_ORDER, e), topk_rank(k), first[f], f)
             for d, t, e, k, f in zip(df["dataset"], df["targets"], df["estimator_data"], topk,
                                      df["family"])}
     return [f for *_, f in sorted(keys)]
