@@ -27,8 +27,8 @@ one-trial probes at |A| = 400 (batch 64), 3e-2 gave vanilla 51.2% and slam 39.2%
 gave 46.2% and 32.6%.
 slam_normalized needs k >= 2, which a top-1 cache cannot give (refused there), weighted is
 left out for the budget, and the other baselines need the dense teacher. The dense cache runs
-in the smoke variant only: at full size its rows on U, V and test would be 32,000 x 32,768
-floats, 4.2 GB.
+in the smoke variant only: at full size its rows on U, V and test would be 31,600-31,800 x
+32,768 floats, 4.1-4.2 GB.
 """
 from __future__ import annotations
 
