@@ -27,10 +27,11 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from slam_bench import cpu_fused
+from slam_bench.profiling import loss_checks as G
 from slam_bench.profiling import loss_family as L
 from slam_bench.profiling import sweep, timing
 
-N, C = 8192, 1000
+N, C = G.CPU_TARGET_SIZE
 # (name, kernel, provider, variant): variant "eager" runs slam_bench's eager body
 # (SLAM_BENCH_CPU_KERNEL=0, the code before the compiled body), "omp" the compiled body with
 # at::parallel_for's static split instead of its row blocks.
@@ -45,17 +46,19 @@ PROVIDERS = (
     ("F.cross_entropy soft targets", "distill", "torch_ce", None),
     ("torch.compile distill formula", "distill", "compile", None),
 )
-# (measured, baseline, target speed-up)
+# (measured, baseline, target speed-up): the thresholds are loss_checks' CPU targets, the same
+# ones `slam-bench profile --check-targets` and suites/test_throughput.py apply.
 TARGETS = (
-    ("slam_loss", "slam eager formula", 3.0),
-    ("slam_loss check_values=False", "slam eager formula", 3.5),
-    ("distill_loss", "F.cross_entropy soft targets", 1.2),
-    ("distill_loss", "torch.compile distill formula", 1.2),
-    ("distill_loss check_values=False", "F.cross_entropy soft targets", 1.2),
+    ("slam_loss", "slam eager formula", G.CPU_MIN_SPEEDUP_DEFAULT),
+    ("slam_loss check_values=False", "slam eager formula", G.CPU_MIN_SPEEDUP_NO_CHECKS),
+    ("distill_loss", "F.cross_entropy soft targets", G.CPU_MIN_SPEEDUP_VS_TORCH_CE),
+    ("distill_loss", "torch.compile distill formula", G.CPU_MIN_SPEEDUP_VS_COMPILE),
+    ("distill_loss check_values=False", "F.cross_entropy soft targets",
+     G.CPU_MIN_SPEEDUP_VS_TORCH_CE),
     ("slam_loss eager body (before)", "slam eager formula", None),
     ("slam_loss", "slam_loss at::parallel_for", None),
 )
-LOADED_TARGET = ("slam_loss", "slam eager formula", 1.5)
+LOADED_TARGET = ("slam_loss", "slam eager formula", G.CPU_MIN_SPEEDUP_LOADED)
 
 
 class OpCounter(TorchDispatchMode):
@@ -235,7 +238,7 @@ def run(reps: int, threads: int, load: int, compile_: bool, rows: int = N, cols:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--reps", type=int, default=9)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=G.CPU_TARGET_THREADS)
     ap.add_argument("--load", type=int, default=4, help="busy processes for the loaded run (0: none)")
     ap.add_argument("--n", type=int, default=N)
     ap.add_argument("--c", type=int, default=C)

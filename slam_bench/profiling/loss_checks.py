@@ -24,6 +24,8 @@ CPU_MIN_SPEEDUP_DEFAULT = 3.0           # slam_loss(...) vs the eager formula
 CPU_MIN_SPEEDUP_NO_CHECKS = 3.5         # slam_loss(..., check_values=False) vs the eager formula
 CPU_MAX_PEAK_BUFFERS = 2.0              # peak extra memory, in N x C float32 buffers
 CPU_MIN_SPEEDUP_VS_TORCH_CE = 1.2       # distill_loss vs soft-target F.cross_entropy
+CPU_MIN_SPEEDUP_VS_COMPILE = 1.2        # distill_loss vs torch.compile of the distill formula
+CPU_MIN_SPEEDUP_LOADED = 1.5            # slam_loss vs the eager formula, cores oversubscribed 3x
 
 
 def cpu_targets(df: pd.DataFrame) -> List[dict]:
