@@ -24,21 +24,37 @@ def version(dist: str) -> str:
         return ABSENT
 
 
+# The runs' own output: rows written into a checkout's results/ do not make the code they
+# came from "dirty" (a benchmark that writes suite after suite would otherwise sign its later
+# suites' rows with "-dirty" while the code was unchanged).
+OUTPUT_DIR = "results"
+
+
 @functools.lru_cache(maxsize=1)
 def git_sha() -> str:
-    """The commit (12 hex digits, "-dirty" with uncommitted changes) of the checkout this
-    package runs from, or "none" when it is not one: a package installed into a folder that
-    happens to lie in some other repository does not take that repository's commit."""
+    """The commit (12 hex digits, "-dirty" with uncommitted changes to tracked files outside
+    results/) of the checkout this package runs from, or "none" when it is not one: a package
+    installed into a folder that happens to lie in some other repository does not take that
+    repository's commit."""
     package = Path(__file__).resolve().parent
     try:
         top = subprocess.run(["git", "-C", str(package), "rev-parse", "--show-toplevel"],
                              capture_output=True, text=True, timeout=10)
         if top.returncode != 0 or Path(top.stdout.strip()).resolve() / "slam_bench" != package:
             return ABSENT
-        sha = subprocess.run(["git", "-C", str(package), "describe", "--always", "--dirty",
-                              "--abbrev=12", "--exclude=*"], capture_output=True, text=True,
-                             timeout=10)
-        return sha.stdout.strip() or ABSENT
+        root = top.stdout.strip()
+        sha = subprocess.run(["git", "-C", root, "describe", "--always", "--abbrev=12",
+                              "--exclude=*"], capture_output=True, text=True, timeout=10)
+        if sha.returncode != 0 or not sha.stdout.strip():
+            return ABSENT
+        # Tracked files only, as `git describe --dirty` counts them.
+        changed = subprocess.run(["git", "-C", root, "status", "--porcelain",
+                                  "--untracked-files=no", "--", ".",
+                                  f":(exclude){OUTPUT_DIR}"],
+                                 capture_output=True, text=True, timeout=10)
+        if changed.returncode != 0:
+            return ABSENT
+        return sha.stdout.strip() + ("-dirty" if changed.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return ABSENT
 

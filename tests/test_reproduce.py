@@ -127,3 +127,41 @@ def test_a_package_outside_its_checkout_records_no_commit(tmp_path, inside_a_rep
                           env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"}, check=True)
     assert proc.stdout.strip() == "none"
     assert Path(prov.__file__).parent.name == "slam_bench"
+
+
+def test_dirty_means_the_code_changed_not_the_results(tmp_path):
+    """A benchmark writes results/ suite after suite: those rows must not make the checkout
+    "-dirty" for the suites that follow; a change to tracked code must."""
+    import shutil
+    import subprocess
+    import sys
+
+    import slam_bench.provenance as prov
+
+    (tmp_path / "slam_bench").mkdir()
+    shutil.copy(prov.__file__, tmp_path / "slam_bench" / "provenance.py")
+    (tmp_path / "slam_bench" / "__init__.py").write_text("")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "digits.csv").write_text("a\n1\n")
+    git = ["git", "-C", str(tmp_path)]
+    subprocess.run(git + ["init", "-q"], check=True)
+    subprocess.run(git + ["add", "."], check=True)
+    subprocess.run(git + ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"],
+                   check=True)
+    head = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+    def sha():
+        return subprocess.run([sys.executable, "-c", "from slam_bench.provenance import "
+                               "git_sha; print(git_sha())"], capture_output=True, text=True,
+                              cwd=tmp_path, env={"PYTHONPATH": str(tmp_path),
+                                                 "PATH": "/usr/bin:/bin"},
+                              check=True).stdout.strip()
+
+    assert sha() == head[:12]
+    (tmp_path / "results" / "digits.csv").write_text("a\n1\n2\n")  # a run's new row
+    (tmp_path / "results" / "new.csv").write_text("a\n")  # untracked output
+    assert sha() == head[:12]
+    with open(tmp_path / "slam_bench" / "__init__.py", "a") as f:
+        f.write("# edited\n")
+    assert sha() == head[:12] + "-dirty"
