@@ -2,18 +2,19 @@
 
 `slam-bench profile` (slam_bench/cli/profile.py) and `python -m slam_bench.gpu_check` both drive
 `sweep.run_sweep` over every registered kernel family and write with `report`; the conventions
-are those of docs/kernels.md ("Benchmarking conventions"): one long CSV row per (family,
-kernel, provider, mode, dtype, N, C, teacher, params), with the bytes the provider moves, the
-problem's floor, GB/s and the fraction of the measured copy bandwidth against both, and FLOPs
-and TFLOP/s for compute-bound families.
+are those of docs/kernels.md ("Benchmarking"): one long CSV row per (family, kernel, provider,
+mode, dtype, N, C, teacher, params), with the bytes the provider moves, the problem's floor,
+GB/s and the fraction of the measured copy bandwidth against both, and FLOPs and TFLOP/s for
+compute-bound families.
 
 Files: `families.py` (the plug-in interface below); the families, each a `<name>_family.py`
 (problems, providers, bytes, sweeps) with a `<name>_checks.py` (correctness rows, goals,
-targets): `loss` (slam, distill, distill_onehot), `topk` (slam_loss_topk; teachers in
-`topk_problems.py`), `fused_linear` (fused_linear_slam_loss; its memory claim in
-`fused_linear_memory.py`); `accuracy.py` (tolerances against the float64 reference),
-`sweep.py` (sweeps and measuring), `timing.py` (timers, peak memory, copy bandwidth),
-`report.py` (CSV, plot, tables).
+targets): `loss` (slam, distill, distill_onehot; the GPU check's value-check and compile-mode
+rows in `loss_device_checks.py`), `topk` (slam_loss_topk; teachers in `topk_problems.py`),
+`fused_linear` (fused_linear_slam_loss; its memory claim in `fused_linear_memory.py`);
+`accuracy.py` (tolerances against the float64 reference), `sweep.py` (sweeps and measuring),
+`timing.py` (timers, peak memory, copy bandwidth), `report.py` (CSV, plot, tables),
+`cpu_targets.py` (the CPU targets measured side by side in one process).
 
 Adding a kernel family:
 1. In a new module `slam_bench/profiling/<name>_family.py`, build a
