@@ -14,36 +14,11 @@
 // nothing, where a static split (at::parallel_for, OpenMP's barrier) waits for the slowest
 // thread and collapsed on a loaded machine. Each participant keeps its own value-check
 // numbers, merged at the end with NaN propagation.
-#include <ATen/Parallel.h>
-#include <ATen/cpu/vec/vec.h>
-
-#include <unistd.h>
-
-#include <algorithm>
-#include <atomic>
-#include <condition_variable>
-#include <functional>
-#include <mutex>
-#include <thread>
-#include <cmath>
-#include <cstdint>
-#include <limits>
-#include <vector>
+#include "cpu_common.h"
 
 namespace {
 
-template <typename T>
-inline T nan_min(T a, T b) { return (std::isnan(a) || std::isnan(b)) ? std::numeric_limits<T>::quiet_NaN() : std::min(a, b); }
-template <typename T>
-inline T nan_max(T a, T b) { return (std::isnan(a) || std::isnan(b)) ? std::numeric_limits<T>::quiet_NaN() : std::max(a, b); }
-
-// Lanes of `mask` (an all-ones/all-zeros comparison result) that are set, as a bit field.
-template <typename T>
-inline uint64_t lanes(const at::vec::Vectorized<T>& mask) {
-  constexpr int W = at::vec::Vectorized<T>::size();
-  const uint64_t all = (W >= 64) ? ~uint64_t(0) : ((uint64_t(1) << W) - 1);
-  return ~uint64_t(mask.zero_mask()) & all;
-}
+using namespace slam_cpu;
 
 // The k-th largest of the values fed (counted with multiplicity), 1 <= k <= 32: the k largest so
 // far, descending; a value enters only when above the current k-th, which after the first few
@@ -99,94 +74,6 @@ struct Stats {  // value-check numbers: min y, max |row sum - 1|, min z, max z
 };
 
 template <typename T>
-inline T reduce_sum(const at::vec::Vectorized<T>& v) {
-  using Vec = at::vec::Vectorized<T>;
-  alignas(64) T tmp[Vec::size()];
-  v.store(tmp);
-  T s = 0;
-  for (int l = 0; l < Vec::size(); ++l) s += tmp[l];
-  return s;
-}
-
-template <typename T, bool MAX>
-inline T reduce_ext(const at::vec::Vectorized<T>& v) {
-  using Vec = at::vec::Vectorized<T>;
-  alignas(64) T tmp[Vec::size()];
-  v.store(tmp);
-  T s = tmp[0];
-  for (int l = 1; l < Vec::size(); ++l) s = MAX ? nan_max(s, tmp[l]) : nan_min(s, tmp[l]);
-  return s;
-}
-
-// 0: the row blocks of `run_shared` (default); 1: at::parallel_for (slam_cpu_set_scheduler).
-int g_scheduler = 0;
-constexpr int64_t kBlockElements = int64_t(1) << 14;     // rows per block: ~16K elements
-constexpr int64_t kMinParallelElements = int64_t(1) << 15;  // torch's grain size
-
-// Helper threads that join a running job when they get a core. They sleep on a condition
-// variable between jobs (no spinning), and the caller waits only for helpers that joined.
-struct Pool {
-  std::mutex mu;
-  std::condition_variable wake, done;
-  std::vector<std::thread> threads;
-  const std::function<void()>* job = nullptr;
-  uint64_t gen = 0;
-  bool open = false;
-  int wanted = 0, joined = 0, active = 0;
-
-  void loop() {
-    uint64_t seen = 0;
-    std::unique_lock<std::mutex> lk(mu);
-    for (;;) {
-      wake.wait(lk, [&] { return gen != seen; });
-      seen = gen;
-      if (!open || joined >= wanted) continue;
-      ++joined;
-      ++active;
-      const std::function<void()>* j = job;
-      lk.unlock();
-      (*j)();
-      lk.lock();
-      if (--active == 0) done.notify_all();
-    }
-  }
-};
-
-Pool* g_pool = nullptr;
-pid_t g_pool_pid = 0;
-std::mutex g_run_mu;  // one job at a time; a concurrent caller runs its rows alone
-
-void run_shared(int helpers, const std::function<void()>& work) {
-  std::unique_lock<std::mutex> run_lk(g_run_mu, std::try_to_lock);
-  if (helpers <= 0 || !run_lk.owns_lock()) {
-    work();
-    return;
-  }
-  if (g_pool == nullptr || g_pool_pid != getpid()) {  // a forked child has no threads: new pool
-    g_pool = new Pool();  // never freed: helpers live as long as the process
-    g_pool_pid = getpid();
-  }
-  Pool& p = *g_pool;
-  {
-    std::lock_guard<std::mutex> lk(p.mu);
-    while (int(p.threads.size()) < helpers) {
-      p.threads.emplace_back([&p] { p.loop(); });
-      p.threads.back().detach();
-    }
-    p.job = &work;
-    p.open = true;
-    p.wanted = helpers;
-    p.joined = 0;
-    ++p.gen;
-  }
-  p.wake.notify_all();
-  work();
-  std::unique_lock<std::mutex> lk(p.mu);
-  p.open = false;  // late helpers no longer join
-  p.done.wait(lk, [&] { return p.active == 0; });
-}
-
-template <typename T>
 void slam_rows(int64_t n, int64_t c, const T* z, const T* y, const T* alpha, const T* s,
                const int64_t* k_rows, int64_t k_all, const T* weight, double inv_t_d,
                double inv_n_d, int mixing, int checks, T* rows, T* grad, double* stats_out) {
@@ -219,20 +106,10 @@ void slam_rows(int64_t n, int64_t c, const T* z, const T* y, const T* alpha, con
       }
       const bool small_k = mixed_row && k <= TopK<T>::kMax;
       if (small_k) topk.reset(k);
-      Vec vmax(-inf), vmin(inf);
-      int64_t j = 0;
-      for (; j + W <= c; j += W) {
-        Vec v = Vec::loadu(zr + j);
-        vmax = at::vec::maximum(vmax, v);
-        if (checks) vmin = at::vec::minimum(vmin, v);
-        if (small_k) topk.feed(Vec::loadu(yr + j), yr + j);
-      }
-      T m = reduce_ext<T, true>(vmax), zlo = reduce_ext<T, false>(vmin);
-      for (; j < c; ++j) {
-        m = nan_max(m, zr[j]);
-        zlo = nan_min(zlo, zr[j]);
-        if (small_k) topk.feed(yr[j]);
-      }
+      T m, zlo;
+      row_extrema(zr, c, checks, m, zlo,
+                  [&](int64_t j) { if (small_k) topk.feed(Vec::loadu(yr + j), yr + j); },
+                  [&](int64_t j) { if (small_k) topk.feed(yr[j]); });
       if (checks) { st.zmin = nan_min(st.zmin, zlo); st.zmax = nan_max(st.zmax, m); }
       T t = 0;
       if (small_k) t = topk.kth();
@@ -242,7 +119,7 @@ void slam_rows(int64_t n, int64_t c, const T* z, const T* y, const T* alpha, con
       const Vec vm(m), vit(inv_t), vt(t), zero(T(0));
       Vec vs(0), vsy(0), vyx(0), vymin(inf);
       midx.clear();
-      j = 0;
+      int64_t j = 0;
       for (; j + W <= c; j += W) {
         Vec xs = (Vec::loadu(zr + j) - vm) * vit;
         Vec e = xs.exp_u20();
@@ -313,7 +190,6 @@ void slam_rows(int64_t n, int64_t c, const T* z, const T* y, const T* alpha, con
     std::lock_guard<std::mutex> g(all_mu);
     all.merge(st);
   };
-  const int threads = std::max(1, at::get_num_threads());
   if (g_scheduler == 1) {
     // torch's OpenMP threads, one static split (kept to measure against; see the note above).
     const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(c, 1));
@@ -323,21 +199,11 @@ void slam_rows(int64_t n, int64_t c, const T* z, const T* y, const T* alpha, con
       merge(st);
     });
   } else {
-    // Blocks of rows taken from a shared counter by whoever is running: the caller starts at
-    // once and helpers join when they get a core, so a helper that is late (a busy machine)
-    // costs at most the block it holds, never a barrier for the whole pass.
-    const int64_t block = std::max<int64_t>(1, kBlockElements / std::max<int64_t>(c, 1));
-    const int64_t nblocks = (n + block - 1) / block;
-    std::atomic<int64_t> next{0};
-    auto work = [&]() {
+    for_row_blocks(n, c, [&](auto& take) {
       Stats<T> st;
-      for (int64_t b; (b = next.fetch_add(1, std::memory_order_relaxed)) < nblocks;)
-        body(b * block, std::min(n, (b + 1) * block), st);
+      for (int64_t r0, r1; take(r0, r1);) body(r0, r1, st);
       merge(st);
-    };
-    const int helpers = (n * c >= kMinParallelElements && nblocks > 1)
-        ? int(std::min<int64_t>(threads - 1, nblocks - 1)) : 0;
-    run_shared(helpers, work);
+    });
   }
 
   stats_out[0] = double(all.ymin);

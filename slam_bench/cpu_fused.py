@@ -1,5 +1,6 @@
-"""The compiled CPU body of the torch backend: the SLaM / distillation loss and dL/dz in one
-parallel region (one at::parallel_for over rows, at::vec inside; source in cpu_fused.cpp).
+"""The compiled CPU bodies of the torch backend, each the loss and dL/dz in one parallel region
+over row blocks, at::vec inside: the dense SLaM / distillation loss (cpu_fused.cpp) and the
+sparse top-K SLaM loss (cpu_topk.cpp), with what they share in cpu_common.h.
 
 Why compiled: the eager body dispatches about a thousand aten ops per call, each threaded op
 with its own barrier, and on a loaded machine every barrier waits for the slowest thread
@@ -33,7 +34,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-_SOURCE = Path(__file__).with_name("cpu_fused.cpp")
+_SOURCES = tuple(Path(__file__).with_name(f) for f in ("cpu_fused.cpp", "cpu_topk.cpp"))
+_HEADERS = (Path(__file__).with_name("cpu_common.h"),)
 _LOCK = threading.Lock()
 _LIB: Optional[ctypes.CDLL] = None
 _TRIED = False
@@ -67,7 +69,7 @@ def cache_dir() -> Path:
 
 def library_path() -> Path:
     """The cached library for this source, torch version and CPU capability."""
-    src = _SOURCE.read_bytes()
+    src = b"".join(f.read_bytes() for f in _HEADERS + _SOURCES)
     key = hashlib.sha256(src + torch.__version__.encode() + _capability().encode()
                          + str(torch._C._GLIBCXX_USE_CXX11_ABI).encode()).hexdigest()[:16]
     tag = f"{torch.__version__.replace('+', '_')}-{_capability().lower()}-{key}"
@@ -82,7 +84,7 @@ def _compiler() -> Optional[str]:
 
 
 def build(out: Path) -> None:
-    """Compile cpu_fused.cpp into `out` (atomically: concurrent builders each write a temporary
+    """Compile the C++ sources into one library `out` (atomically: concurrent builders each write a temporary
     file and rename it). Raises RuntimeError with the compiler's message on failure."""
     cxx = _compiler()
     if cxx is None:
@@ -94,7 +96,7 @@ def build(out: Path) -> None:
     cmd = [cxx, "-O3", "-std=c++17", "-shared", "-fPIC", "-fopenmp", "-fno-math-errno",
            f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
            *_CAPABILITY_FLAGS.get(_capability(), []),
-           f"-I{tdir / 'include'}", str(_SOURCE), "-o", tmp,
+           f"-I{tdir / 'include'}", *map(str, _SOURCES), "-o", tmp,
            # torch's own libgomp (same soname, already loaded by torch): one OpenMP runtime.
            f"-L{tdir / 'lib'}", "-lc10", "-ltorch_cpu", f"-Wl,-rpath,{tdir / 'lib'}"]
     try:
@@ -112,6 +114,10 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     for name in ("slam_cpu_f32", "slam_cpu_f64"):
         fn = getattr(lib, name)
         fn.argtypes = [i64, i64, p, p, p, p, p, i64, p, f64, f64, i32, i32, p, p, p]
+        fn.restype = ctypes.c_int
+    for name in ("slam_topk_cpu_f32", "slam_topk_cpu_f64"):
+        fn = getattr(lib, name)
+        fn.argtypes = [i64, i64, i64, p, p, p, p, p, p, p, f64, i64, i32, i32, p, p, p]
         fn.restype = ctypes.c_int
     lib.slam_cpu_set_scheduler.argtypes = [ctypes.c_int]
     lib.slam_cpu_set_scheduler.restype = None
@@ -166,6 +172,27 @@ def fused_rows(lib: ctypes.CDLL, z: Tensor, y: Tensor, alpha: Optional[Tensor],
     if rc != 0:
         raise RuntimeError("the compiled CPU loss failed (out of memory?)")
     return rows, grad, list(stats)
+
+
+def topk_rows(lib: ctypes.CDLL, z: Tensor, ids: Tensor, p: Tensor, alpha: Tensor, s: Tensor,
+              thresh: Tensor, scale: Optional[Tensor], inv_t: float, ignore_index: int,
+              mixing: bool, value_checks: bool, out: Optional[Tensor]):
+    """One call of the compiled top-K body (the math: slam_bench/vocab/torch_backend.py).
+    z (N, V) contiguous CPU float32 or float64; ids (N, K) contiguous int64; p (N, K) and
+    alpha, s, thresh (N,) contiguous, of z's dtype; scale (N,) of z's dtype or None (no
+    gradient); out None or an (N, V) contiguous buffer of z's dtype, z itself to work in place,
+    that ends up holding scale_i * dloss_i/dz when scale is given (untouched otherwise).
+    Returns (row losses (N,) of z's dtype, (min z, max z) when value_checks, else None)."""
+    n, v = z.shape
+    rows = torch.empty(n, dtype=z.dtype)
+    stats = (ctypes.c_double * 2)()
+    fn = lib.slam_topk_cpu_f64 if z.dtype == torch.float64 else lib.slam_topk_cpu_f32
+    rc = fn(n, v, ids.shape[1], z.data_ptr(), ids.data_ptr(), p.data_ptr(), alpha.data_ptr(),
+            s.data_ptr(), thresh.data_ptr(), _ptr(scale), inv_t, ignore_index, int(mixing),
+            int(value_checks), rows.data_ptr(), _ptr(out), stats)
+    if rc != 0:
+        raise RuntimeError("the compiled CPU loss failed (out of memory?)")
+    return rows, (tuple(stats) if value_checks else None)
 
 
 if __name__ == "__main__":  # python -m slam_bench.cpu_fused: build now, print where

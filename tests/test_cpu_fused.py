@@ -236,3 +236,97 @@ def test_cpu_targets_script_runs(capsys):
     out = capsys.readouterr().out
     assert "load average" in out and "aten ops per forward + backward, slam_loss:" in out
     assert "oversubscribed: 1 busy" in out and "% of memcpy" in out
+
+
+# ---------------------------------------------------------------- the top-K body (cpu_topk.cpp)
+
+def _topk_problem(n=40, v=333, kk=7, seed=5, dtype=torch.float64, ignored=(3, 17)):
+    from slam_bench.profiling.topk_problems import random_topk_teacher
+    gen = torch.Generator().manual_seed(seed)
+    ids, probs, _ = random_topk_teacher(n, v, kk, kind="peaked", gen=gen, n_ignored=0)
+    ids[list(ignored), 0] = -100
+    z = (torch.randn(n, v, generator=gen, dtype=torch.float64) * 3).to(dtype)
+    return z, ids, probs.to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("alpha,k,temperature", [(0.7, 3, 1.0), (1.0, 1, 1.0), (0.6, 7, 2.5),
+                                                 ("rows", "rows", 0.5)])
+def test_compiled_topk_and_eager_chunks_agree(monkeypatch, dtype, alpha, k, temperature):
+    """The compiled body and the eager chunks (SLAM_BENCH_CPU_KERNEL=0) compute one formula:
+    loss, d(logits) and, through fused_linear_slam_loss's in-place chunk step, d(hidden)."""
+    from slam_bench import fused_linear_slam_loss, slam_loss_topk
+    z, ids, probs = _topk_problem(dtype=dtype)
+    gen = torch.Generator().manual_seed(9)
+    if alpha == "rows":
+        alpha = (0.5 + 0.5 * torch.rand(z.shape[0], generator=gen)).to(dtype)
+        k = torch.randint(1, ids.shape[1] + 1, (z.shape[0],), generator=gen)
+    weight = torch.rand(z.shape[0], generator=gen).to(dtype)
+    kw = dict(temperature=temperature, weight=weight)
+    hidden = torch.randn(z.shape[0], 16, generator=gen).to(dtype)
+    lm_weight = (torch.randn(z.shape[1], 16, generator=gen) * 0.7).to(dtype)
+
+    def run():
+        out, g = _grad(lambda zz: slam_loss_topk(zz, ids, probs, alpha, k, **kw), z)
+        h = hidden.clone().requires_grad_(True)
+        fused_linear_slam_loss(h, lm_weight, ids, probs, alpha, k, chunk_size=16,
+                               **kw).backward()
+        return out, g, h.grad
+
+    calls = []
+    real = cpu_fused.topk_rows
+    monkeypatch.setattr(cpu_fused, "topk_rows", lambda *a, **kw_: calls.append(1) or real(*a, **kw_))
+    compiled = run()
+    assert len(calls) == 1 + 3  # slam_loss_topk, and fused_linear's three chunks of 16 rows
+    monkeypatch.setenv("SLAM_BENCH_CPU_KERNEL", "0")
+    eager = run()
+    assert len(calls) == 4
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-11, atol=1e-13)
+    for a, b in zip(compiled, eager):
+        torch.testing.assert_close(a, b, **tol)
+    assert (compiled[1][[3, 17]] == 0).all()  # ignored rows: zero gradient
+
+
+def test_compiled_topk_forward_only_leaves_no_gradient_buffer():
+    from slam_bench import slam_loss_topk
+    z, ids, probs = _topk_problem()
+    with torch.no_grad():
+        out = slam_loss_topk(z, ids, probs, 0.7, 3, reduction="none")
+    ref = slam_loss_topk(z.clone().requires_grad_(True), ids, probs, 0.7, 3, reduction="none")
+    torch.testing.assert_close(out, ref.detach(), rtol=1e-12, atol=1e-14)
+    assert out[3] == 0 and out[17] == 0
+
+
+def test_unchecked_out_of_range_topk_ids_are_memory_safe():
+    # With check_values=False nothing reads the ids before the body: it clamps them to [0, V),
+    # so ids of V or 10**6 give some finite result, never a read outside the row.
+    from slam_bench import slam_loss_topk
+    z, ids, probs = _topk_problem(n=4, v=50, kk=3, dtype=torch.float32, ignored=())
+    ids[0, 1], ids[1, 0], ids[2, 2] = 50, 10**6, -7
+    zz = z.clone().requires_grad_(True)
+    out = slam_loss_topk(zz, ids, probs, 0.8, 2, check_values=False, reduction="none")
+    out.sum().backward()
+    assert torch.isfinite(out).all() and torch.isfinite(zz.grad).all()
+    ref = slam_loss_topk(z[3:], ids[3:], probs[3:], 0.8, 2, reduction="none")
+    torch.testing.assert_close(out[3:], ref, rtol=1e-6, atol=1e-6)  # valid rows unaffected
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_compiled_topk_checks_the_logits_in_its_own_pass(monkeypatch, bad):
+    """The default check of the logits comes from the body's first pass: no pass of its own
+    (checks.check_finite is not called for them), the API's error word for word."""
+    from slam_bench import checks, slam_loss_topk
+    z, ids, probs = _topk_problem(dtype=torch.float32)
+    real = checks.check_finite
+    seen = []
+    monkeypatch.setattr(checks, "check_finite",
+                        lambda name, t: seen.append(name) or real(name, t))
+    slam_loss_topk(z.clone().requires_grad_(True), ids, probs, 0.7, 3).backward()
+    assert "student_logits" not in seen
+    z[17, 5] = bad  # an ignored row: still checked, as the separate pass did
+    with pytest.raises(ValueError, match=r"^student_logits must be finite \(found NaN or inf\)$"):
+        slam_loss_topk(z.clone().requires_grad_(True), ids, probs, 0.7, 3)
+    monkeypatch.setenv("SLAM_BENCH_CPU_KERNEL", "0")  # the eager chunks: the separate pass
+    with pytest.raises(ValueError, match=r"^student_logits must be finite \(found NaN or inf\)$"):
+        slam_loss_topk(z.clone().requires_grad_(True), ids, probs, 0.7, 3)
+    assert "student_logits" in seen

@@ -25,7 +25,7 @@ from slam_bench.vocab import checks
 from slam_bench.functional import _resolve_backend
 from slam_bench.vocab.fused_linear import (default_chunk_size, fused_linear_slam_op,
                                      fused_linear_slam_rows_op)
-from slam_bench.vocab.torch_backend import slam_loss_topk_torch, work_dtype
+from slam_bench.vocab.torch_backend import compiled_body_for, slam_loss_topk_torch, work_dtype
 
 
 def kth_largest(p: Tensor, k: Union[int, Tensor]) -> Tensor:
@@ -106,13 +106,18 @@ def slam_loss_topk(student_logits: Tensor, teacher_ids: Tensor, teacher_probs: T
     Returns float32 (float64 for float64 logits on the torch backend); gradients flow to
     student_logits only.
     """
-    n, v = checks.check_logits(student_logits, check_values)
+    n, v = checks.check_logits(student_logits, False)
     dev = student_logits.device
     k_ids = checks.check_teacher(teacher_ids, teacher_probs, n, v, ignore_index, dev,
                                       check_values)
     checks.check_common(alpha, k, normalize, temperature, weight, reduction, n, k_ids, dev,
                              check_values)
     backend = _resolve_backend(backend, dev, student_logits.dtype)
+    # "student_logits must be finite": the compiled CPU body finds it in its own pass over the
+    # logits (the error comes after the teacher's); every other path reads them once for it.
+    fold_check = check_values and backend == "torch" and compiled_body_for(student_logits)
+    if check_values and not fold_check:
+        checks.check_logits(student_logits, True)
     wd = torch.float32 if backend == "triton" else work_dtype(student_logits.dtype)
     if backend == "triton":
         _kernel_dtype_check("student_logits", student_logits.dtype)
@@ -127,7 +132,7 @@ def slam_loss_topk(student_logits: Tensor, teacher_ids: Tensor, teacher_probs: T
         out = rows * scale
         return out if reduction == "none" else out.sum()
     return slam_loss_topk_torch(student_logits, teacher_ids, p, a, s, thresh, scale, inv_t,
-                                ignore_index, mixing, reduction)
+                                ignore_index, mixing, reduction, value_checks=fold_check)
 
 
 def _needs(hidden: Tensor, lm_weight: Tensor, bias: Optional[Tensor]) -> Tuple[bool, bool, bool]:

@@ -21,11 +21,13 @@ are slam_bench.torch_backend's. Inputs are checked by slam_bench.vocab.
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
 from torch import Tensor
 
+from slam_bench import cpu_fused
 from slam_bench.chunks import for_each_chunk, row_step
 from slam_bench.torch_backend import (apply_grad_output, mix_terms, refuse_create_graph,
                                       work_dtype)
@@ -71,14 +73,26 @@ def _chunk_(buf: Tensor, ids: Tensor, p: Tensor, alpha: Tensor, s: Tensor, thres
 
 def topk_rows(z: Tensor, ids: Tensor, p: Tensor, alpha: Tensor, s: Tensor, thresh: Tensor,
               scale: Optional[Tensor], inv_t: float, ignore_index: int, mixing: bool,
-              out: Optional[Tensor] = None) -> Tensor:
-    """Row losses (n,) in the work dtype of logits z (n, V), row chunk by row chunk.
+              out: Optional[Tensor] = None, value_checks: bool = False) -> Tensor:
+    """Row losses (n,) in the work dtype of logits z (n, V): in one call of the compiled body
+    (slam_bench/cpu_topk.cpp) where `compiled_body_for(z)`, else row chunk by row chunk.
 
     out: None (each chunk works on a copy of its own), or an (n, V) buffer in the work dtype
     (z itself to work in place) that ends up holding scale_i * dloss_i/dz where `scale` (n,)
-    is given, scratch values otherwise. Other arguments as in `_chunk_`."""
+    is given, scratch values otherwise. value_checks (compiled body only): raise the API's
+    error when z holds a NaN or inf, from the min and max the body's first pass keeps. Other
+    arguments as in `_chunk_`."""
     n, v = z.shape
     wd = work_dtype(z.dtype)
+    if compiled_body_for(z) and (out is None or (out.dtype == wd and out.is_contiguous())):
+        rows, stats = cpu_fused.topk_rows(
+            cpu_fused.library(), z, ids.to(torch.int64).contiguous(), p.to(wd).contiguous(),
+            alpha.contiguous(), s.contiguous(), thresh.contiguous(),
+            None if scale is None else scale.to(wd).contiguous(), inv_t, ignore_index, mixing,
+            value_checks, out)
+        if value_checks and not all(math.isfinite(x) for x in stats):
+            raise ValueError("student_logits must be finite (found NaN or inf)")
+        return rows
     rows = torch.empty(n, dtype=wd, device=z.device)
     step = row_step(n, v, z.device)
 
@@ -97,6 +111,14 @@ def topk_rows(z: Tensor, ids: Tensor, p: Tensor, alpha: Tensor, s: Tensor, thres
     return rows
 
 
+def compiled_body_for(z: Tensor) -> bool:
+    """Whether the compiled top-K body (slam_bench.cpu_fused) takes these logits: contiguous
+    float32/float64 CPU rows (other dtypes take the eager chunks, which upcast chunk by
+    chunk), and a library that could be built here."""
+    return (z.device.type == "cpu" and z.dtype in (torch.float32, torch.float64)
+            and z.is_contiguous() and z.numel() > 0 and cpu_fused.library() is not None)
+
+
 def topk_chunk_inplace(logits: Tensor, ids: Tensor, p: Tensor, alpha: Tensor, s: Tensor,
                        thresh: Tensor, scale: Optional[Tensor], inv_t: float, ignore_index: int,
                        mixing: bool) -> Tensor:
@@ -113,12 +135,13 @@ class _TopKFunction(torch.autograd.Function):
     allocation; backward applies grad_output (torch_backend.apply_grad_output)."""
 
     @staticmethod
-    def forward(ctx, z, ids, p, alpha, s, thresh, scale, inv_t, ignore_index, mixing, reduction):
+    def forward(ctx, z, ids, p, alpha, s, thresh, scale, inv_t, ignore_index, mixing, reduction,
+                value_checks):
         n, v = z.shape
         want = ctx.needs_input_grad[0]
         grad = torch.empty((n, v), dtype=work_dtype(z.dtype), device=z.device) if want else None
         rows = topk_rows(z, ids, p, alpha, s, thresh, scale if want else None, inv_t,
-                         ignore_index, mixing, out=grad)
+                         ignore_index, mixing, out=grad, value_checks=value_checks)
         if want:
             ctx.save_for_backward(grad)
             ctx.z_dtype, ctx.reduction = z.dtype, reduction
@@ -130,14 +153,15 @@ class _TopKFunction(torch.autograd.Function):
         refuse_create_graph("slam_loss_topk")
         (grad,) = ctx.saved_tensors
         dz = apply_grad_output(grad, grad_out, ctx.reduction)
-        return (dz.to(ctx.z_dtype),) + (None,) * 10
+        return (dz.to(ctx.z_dtype),) + (None,) * 11
 
 
 def slam_loss_topk_torch(z: Tensor, ids: Tensor, p: Tensor, alpha: Tensor, s: Tensor,
                          thresh: Tensor, scale: Tensor, inv_t: float, ignore_index: int,
-                         mixing: bool, reduction: str) -> Tensor:
+                         mixing: bool, reduction: str, value_checks: bool = False) -> Tensor:
     """z (N, V); ids, p (N, K); alpha, s, thresh (N,) in the work dtype; scale (N,): row i's
     factor in the result (w_i, over the rows not ignored for "mean"). Returns sum_i scale_i
-    loss_i, or the (N,) products for reduction="none"; float32 (float64 for float64 z)."""
+    loss_i, or the (N,) products for reduction="none"; float32 (float64 for float64 z).
+    value_checks: z's finiteness checked inside the compiled body (see topk_rows)."""
     return _TopKFunction.apply(z, ids, p, alpha, s, thresh, scale, inv_t, ignore_index, mixing,
-                               reduction)
+                               reduction, value_checks)
