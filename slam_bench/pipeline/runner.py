@@ -42,6 +42,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 import torch
 
+from slam_bench.allocator import keep_freed_memory
 from slam_bench.data import load_dataset
 from slam_bench.distributed import DistContext
 from slam_bench.models import build_model
@@ -162,7 +163,8 @@ def run_suite(suite: Suite, out: Path, *, smoke: bool = False, device: str = "au
     on a shared machine (measured 20x slower per step with 2 threads than with 1 under load).
     None leaves torch's setting alone. ctx: this process's place in a DDP job (its device is
     used, so `device` must stay "auto"); None runs in one process on `device`. Returns the
-    runs CSV path (on every rank).
+    runs CSV path (on every rank). On CPU, a suite with `keep_freed_memory` first makes glibc
+    keep freed memory in this process (slam_bench.allocator: process-wide, results unchanged).
     """
     check_shard(shard)
     if ctx is None:
@@ -170,6 +172,8 @@ def run_suite(suite: Suite, out: Path, *, smoke: bool = False, device: str = "au
     elif device != "auto":
         raise ValueError(f"device must be 'auto' when a DistContext is given (each rank uses "
                          f"ctx.device), got {device!r}")
+    if ctx.device.type == "cpu" and suite.keep_freed_memory:
+        keep_freed_memory()
     previous = torch.get_num_threads()
     if cpu_threads is not None:
         torch.set_num_threads(cpu_threads)

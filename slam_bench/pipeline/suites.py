@@ -155,6 +155,11 @@ class Suite:
     # Weight of one labeled example's cross-entropy relative to the unlabeled loss ("pooled":
     # per example; "per_batch": A's batch mean against U's batch mean). [ours]
     labeled_weight: float = 1.0
+    # On CPU, keep freed memory in the training process (slam_bench.allocator; process-wide,
+    # no result changes, so not in the config hash). Measured per suite: a vocab_known_noise
+    # trial 13-14% faster (its steps free and fault in again 4 MB buffers), mnist1d's about 9%
+    # slower, noisy_teacher's unchanged; so a suite asks for it.
+    keep_freed_memory: bool = False
     description: str = ""
 
     def __post_init__(self):

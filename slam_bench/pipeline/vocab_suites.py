@@ -54,6 +54,7 @@ register_suite(Suite(
                 max_unlabeled=1000, teacher_accuracy=(0.7,), teacher_topk=(1, 5, None),
                 dataset_options=_SMOKE_DATA),
     methods=VOCAB_METHODS,
+    keep_freed_memory=True,  # its 4 MB logits chunks and gradients: see Suite
     description="known answer at a vocabulary's scale: 32,768 Zipf classes, a teacher that "
                 "follows SLaM's noise model, top-K teacher caches K = 1, 5, 20; linear student "
                 "trained through the fused top-K loss"))
