@@ -11,7 +11,6 @@ import importlib.metadata
 import math
 import platform
 import re
-import subprocess
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -20,6 +19,7 @@ import io
 import pandas as pd
 
 from slam_bench.fileio import atomic_write
+from slam_bench.provenance import git_sha
 
 COLUMNS = [
     "family", "kernel", "provider", "mode", "dtype", "N", "C", "teacher", "params", "backend",
@@ -57,16 +57,6 @@ def _version(dist: str) -> str:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
         return ""
-
-
-def git_sha() -> str:
-    root = Path(__file__).resolve().parents[2]
-    try:
-        out = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty",
-                              "--abbrev=12"], capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def run_metadata(device, copy_bw: float, timer: str) -> Dict[str, object]:
