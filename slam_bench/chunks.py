@@ -53,6 +53,9 @@ def op_row_step(n: int, c: int) -> int:
     return max(1, OP_CHUNK_ELEMENTS // max(c, 1))
 
 
+# torch.compile cannot trace a thread pool (Dynamo failed inside it with an internal error,
+# even without fullgraph): it runs eagerly, a graph break where a compiled function reaches it.
+@torch.compiler.disable
 def for_each_chunk(run: Callable[[int], None], starts: range, device: torch.device) -> None:
     """Call run(start) for every chunk start, on CPU worker threads when that pays (see the
     module note). The lock keeps concurrent callers from interleaving the thread-count change;

@@ -322,3 +322,49 @@ def test_torch_backend_chunk_workers_match_the_oracle(monkeypatch):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("loss", ["slam_loss", "slam_loss_topk", "fused_linear_slam_loss"])
+def test_torch_compile_on_cpu_with_default_arguments_matches_eager(loss):
+    """torch.compile of a step that calls a loss with its default arguments (value checks on):
+    the checks' chunk workers run eagerly (a graph break), never a Dynamo internal error (the
+    top-K checks used to raise one), and the loss and gradients equal eager's."""
+    torch._dynamo.reset()
+    gen = torch.Generator().manual_seed(4)
+    n, v, kk = 8, 50, 4
+    ids = torch.stack([torch.randperm(v, generator=gen)[:kk] for _ in range(n)])
+    probs = torch.rand(n, kk, generator=gen)
+    probs = probs / probs.sum(dim=1, keepdim=True)
+    hidden = torch.randn(n, 6, generator=gen)
+    weight = torch.randn(v, 6, generator=gen)
+
+    def step(h, w):
+        if loss == "fused_linear_slam_loss":
+            return fused_linear_slam_loss(h, w, ids, probs, 0.7, 2)
+        z = h @ w.T
+        if loss == "slam_loss_topk":
+            return slam_loss_topk(z, ids, probs, 0.7, 2)
+        return slam_loss(z, densify(ids, probs, v)[0], 0.7, 2)
+
+    def run(fn):
+        h, w = hidden.clone().requires_grad_(True), weight.clone().requires_grad_(True)
+        out = fn(h, w)
+        out.backward()
+        return out.detach(), h.grad, w.grad
+
+    for got, want in zip(run(torch.compile(step, backend="aot_eager")), run(step)):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
+
+
+def test_fused_linear_on_cpu_traces_whole_without_value_checks():
+    torch._dynamo.reset()
+    gen = torch.Generator().manual_seed(5)
+    ids = torch.stack([torch.randperm(30, generator=gen)[:3] for _ in range(6)])
+    probs = torch.full((6, 3), 1 / 3)
+    h = torch.randn(6, 4, generator=gen, requires_grad=True)
+    w = torch.randn(30, 4, generator=gen, requires_grad=True)
+    fn = torch.compile(lambda h, w: fused_linear_slam_loss(h, w, ids, probs, 0.7, 2,
+                                                           check_values=False),
+                       backend="aot_eager", fullgraph=True)
+    fn(h, w).backward()
+    assert h.grad is not None and w.grad is not None
