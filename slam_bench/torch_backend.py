@@ -25,7 +25,8 @@ Numerics (the Triton kernel does the same):
 On CPU the forward runs the compiled body of slam_bench.cpu_fused when it can be built
 (one parallel region over row blocks, the value checks in the same pass, at most a few dozen
 aten ops per call; docs/cpu_backend.md): the eager body below is its fallback, and the code
-path for other devices.
+path for other devices. While torch.compile traces, the whole forward is one custom op
+(`torch_slam_rows[_grad]`), opaque to the compiler.
 
 Speed (eager body). exp is the costliest op, so it runs once per element: the
 shifted logits are written into the gradient buffer, the loss's linear part sum_j y_j xs_j is
@@ -41,7 +42,7 @@ through an N x C mask.
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Union
+from typing import NamedTuple, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -243,43 +244,99 @@ def _dense_mask_chunk(yv, xs, lse, f, rp, mask, inv_t, grad_out_buf, scale):
     return -ylogq
 
 
+def _forward_body(z: Tensor, y: Tensor, alpha: Tensor, s: Tensor, k_rows: Optional[Tensor],
+                  k_all: int, weight: Optional[Tensor], inv_t: float, inv_n: float,
+                  mixing: bool, value_checks: bool, want_grad: bool):
+    """The whole forward: (weighted rows (N,), dL/dz (N, C) for grad_output = 1 or None), both
+    in the work dtype. z, y (N, C); alpha, s (N,) in the work dtype; k is k_rows (N,) int when
+    given, else k_all; inv_n the reduction's 1/N (1 for "sum" and "none"). Raises the value
+    checks' errors (value_checks) before returning anything."""
+    n, c = z.shape
+    wd = work_dtype(z.dtype)
+    k = k_all if k_rows is None else k_rows
+    lib = cpu_fused.library() if z.device.type == "cpu" and n and c else None
+    if lib is not None:
+        return _compiled_forward(lib, z, y, alpha, k, s, weight, inv_t, inv_n, mixing,
+                                 value_checks, want_grad)
+    rows = torch.empty(n, dtype=wd, device=z.device)
+    grad = torch.empty((n, c), dtype=wd, device=z.device) if want_grad else None
+    step = op_row_step(n, c)
+    starts = range(0, n, step)
+    kmax = k if isinstance(k, int) else (int(k.max()) if n else 1)
+    rp = row_params(alpha, s)
+    if mixing and n and not bool((rp.b > 0).any()):
+        mixing = False  # alpha = 1 on every row: plain soft cross-entropy
+    w = weight.to(wd) if weight is not None else None
+    stats = torch.empty((len(starts), 4), dtype=torch.float64) if value_checks else None
+    scratch = torch.empty((min(step, n), c), dtype=wd, device=z.device)
+
+    # One chunk at a time, each op on torch's own threads (slam_bench.chunks says why).
+    for i in starts:
+        j = min(i + step, n)
+        k_i = k if isinstance(k, int) else k[i:j]
+        # The per-row factor that the reduction applies to dL/dz: weight and 1/N.
+        sc = inv_n if w is None else (w[i:j] * inv_n).unsqueeze(1)
+        rows[i:j] = _chunk(z[i:j], y[i:j], rp.rows(i, j), k_i, kmax, inv_t, mixing,
+                           grad[i:j] if want_grad else None, sc, scratch[:j - i],
+                           stats[i // step] if value_checks else None)
+    if value_checks and n:
+        checks.raise_loss_value_errors(checks.combine_stats(stats), y.dtype)
+    return (rows if w is None else rows * w), grad
+
+
+# The forward as custom ops, for torch.compile: Dynamo cannot trace the compiled body's ctypes
+# call, the chunk loop's data-dependent branches or the value checks' raise, so a compiled
+# graph holds the whole forward as one opaque node (fullgraph=True traces), and the checks
+# still raise when the graph runs. Eager calls skip the dispatcher (about 20 us a call, a few
+# percent of a small batch's loss) and run the same body directly.
+@torch.library.custom_op("slam_bench::torch_slam_rows", mutates_args=())
+def torch_slam_rows(z: Tensor, y: Tensor, alpha: Tensor, s: Tensor, k_rows: Optional[Tensor],
+                    k_all: int, weight: Optional[Tensor], inv_t: float, inv_n: float,
+                    mixing: bool, value_checks: bool) -> Tensor:
+    """Weighted row losses (N,) in the work dtype (arguments: `_forward_body`)."""
+    return _forward_body(z, y, alpha, s, k_rows, k_all, weight, inv_t, inv_n, mixing,
+                         value_checks, False)[0]
+
+
+@torch_slam_rows.register_fake
+def _torch_slam_rows_fake(z, y, alpha, s, k_rows, k_all, weight, inv_t, inv_n, mixing,
+                          value_checks):
+    return z.new_empty(z.shape[0], dtype=work_dtype(z.dtype))
+
+
+@torch.library.custom_op("slam_bench::torch_slam_rows_grad", mutates_args=())
+def torch_slam_rows_grad(z: Tensor, y: Tensor, alpha: Tensor, s: Tensor,
+                         k_rows: Optional[Tensor], k_all: int, weight: Optional[Tensor],
+                         inv_t: float, inv_n: float, mixing: bool,
+                         value_checks: bool) -> Tuple[Tensor, Tensor]:
+    """(weighted row losses (N,), dL/dz (N, C)), both in the work dtype."""
+    return _forward_body(z, y, alpha, s, k_rows, k_all, weight, inv_t, inv_n, mixing,
+                         value_checks, True)
+
+
+@torch_slam_rows_grad.register_fake
+def _torch_slam_rows_grad_fake(z, y, alpha, s, k_rows, k_all, weight, inv_t, inv_n, mixing,
+                               value_checks):
+    wd = work_dtype(z.dtype)
+    return z.new_empty(z.shape[0], dtype=wd), z.new_empty(z.shape, dtype=wd)
+
+
 class _SLaMFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z, y, alpha, k, s, weight, temperature, reduction, mixing, value_checks):
-        n, c = z.shape
-        wd = work_dtype(z.dtype)
+        n = z.shape[0]
         want_grad = ctx.needs_input_grad[0]
-        lib = cpu_fused.library() if z.device.type == "cpu" and n and c else None
-        if lib is not None:
-            rows, grad = _compiled_forward(lib, z, y, alpha, k, s, weight, temperature,
-                                           reduction, mixing, value_checks, want_grad)
-            return _finish(ctx, rows, grad, z.dtype, reduction, n)
-        rows = torch.empty(n, dtype=wd, device=z.device)
-        grad = torch.empty((n, c), dtype=wd, device=z.device) if want_grad else None
-        step = op_row_step(n, c)
-        starts = range(0, n, step)
-        inv_t = 1.0 / temperature
-        kmax = k if isinstance(k, int) else (int(k.max()) if n else 1)
-        rp = row_params(alpha, s)
-        if mixing and n and not bool((rp.b > 0).any()):
-            mixing = False  # alpha = 1 on every row: plain soft cross-entropy
-        # The per-row factor that the reduction applies to dL/dz: weight and 1/N.
-        inv_n = 1.0 / n if (reduction == "mean" and n) else 1.0
-        w = weight.to(wd) if weight is not None else None
-        stats = torch.empty((len(starts), 4), dtype=torch.float64) if value_checks else None
-        scratch = torch.empty((min(step, n), c), dtype=wd, device=z.device)
-
-        # One chunk at a time, each op on torch's own threads (slam_bench.chunks says why).
-        for i in starts:
-            j = min(i + step, n)
-            k_i = k if isinstance(k, int) else k[i:j]
-            sc = inv_n if w is None else (w[i:j] * inv_n).unsqueeze(1)
-            rows[i:j] = _chunk(z[i:j], y[i:j], rp.rows(i, j), k_i, kmax, inv_t, mixing,
-                               grad[i:j] if want_grad else None, sc, scratch[:j - i],
-                               stats[i // step] if value_checks else None)
-        if value_checks and n:
-            checks.raise_loss_value_errors(checks.combine_stats(stats), y.dtype)
-        return _finish(ctx, rows if w is None else rows * w, grad, z.dtype, reduction, n)
+        args = (z, y, alpha, s, None if isinstance(k, int) else k,
+                k if isinstance(k, int) else 0, weight, 1.0 / temperature,
+                1.0 / n if (reduction == "mean" and n) else 1.0, mixing, value_checks)
+        if torch.compiler.is_compiling():
+            if want_grad:
+                rows, grad = torch_slam_rows_grad(*args)
+            else:
+                rows, grad = torch_slam_rows(*args), None
+        else:
+            rows, grad = _forward_body(*args, want_grad)
+        return _finish(ctx, rows, grad, z.dtype, reduction, n)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -301,21 +358,19 @@ def _finish(ctx, out, grad, z_dtype, reduction, n):
     return total * (1.0 / n) if (reduction == "mean" and n) else total
 
 
-def _compiled_forward(lib, z, y, alpha, k, s, weight, temperature, reduction, mixing,
-                      value_checks, want_grad):
+def _compiled_forward(lib, z, y, alpha, k, s, weight, inv_t, inv_n, mixing, value_checks,
+                      want_grad):
     """The forward through slam_bench.cpu_fused: (weighted rows (N,), grad (N, C) or None).
     Inputs go to the work dtype and contiguous first (no copy when they already are)."""
-    n = z.shape[0]
     wd = work_dtype(z.dtype)
     zc = z.to(wd).contiguous()
     yc = y.to(wd).contiguous()
     w = weight.to(wd).contiguous() if weight is not None else None
     kk = k if isinstance(k, int) else k.to(torch.int64).contiguous()
-    inv_n = 1.0 / n if reduction == "mean" else 1.0
     a = alpha.contiguous() if mixing else None
     ss = s.contiguous() if mixing else None
-    rows, grad, stats = cpu_fused.fused_rows(lib, zc, yc, a, ss, kk, w, 1.0 / temperature,
-                                             inv_n, mixing, value_checks, want_grad)
+    rows, grad, stats = cpu_fused.fused_rows(lib, zc, yc, a, ss, kk, w, inv_t, inv_n, mixing,
+                                             value_checks, want_grad)
     if value_checks:
         checks.raise_loss_value_errors(stats, y.dtype)
     return rows, grad
@@ -338,7 +393,9 @@ def apply_grad_output(grad: Tensor, grad_out: Tensor, reduction: str) -> Tensor:
     `loss.backward()` passes exactly 1: returning the saved buffer unscaled lets autograd
     adopt it as .grad with no N x C pass. On a GPU it multiplies (no host sync)."""
     g = grad_out.to(grad.dtype)
-    if grad.device.type == "cpu" and bool((g == 1).all()):
+    # (While torch.compile traces, the test would be a data-dependent branch: always multiply.)
+    if (grad.device.type == "cpu" and not torch.compiler.is_compiling()
+            and bool((g == 1).all())):
         return grad
     return grad * (g[:, None] if reduction == "none" else g)
 

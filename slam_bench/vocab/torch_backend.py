@@ -22,7 +22,7 @@ are slam_bench.torch_backend's. Inputs are checked by slam_bench.vocab.
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -129,19 +129,65 @@ def topk_chunk_inplace(logits: Tensor, ids: Tensor, p: Tensor, alpha: Tensor, s:
                      out=logits)
 
 
+def _forward_body(z: Tensor, ids: Tensor, p: Tensor, alpha: Tensor, s: Tensor, thresh: Tensor,
+                  scale: Tensor, inv_t: float, ignore_index: int, mixing: bool,
+                  value_checks: bool, want_grad: bool):
+    """(row losses (N,), dL/dz (N, V) with row i scaled by scale_i, or None), both in the work
+    dtype (arguments: `topk_rows`)."""
+    n, v = z.shape
+    grad = torch.empty((n, v), dtype=work_dtype(z.dtype), device=z.device) if want_grad else None
+    rows = topk_rows(z, ids, p, alpha, s, thresh, scale if want_grad else None, inv_t,
+                     ignore_index, mixing, out=grad, value_checks=value_checks)
+    return rows, grad
+
+
+# As custom ops for torch.compile (slam_bench.torch_backend says why); eager calls run the
+# body directly.
+@torch.library.custom_op("slam_bench::torch_topk_rows", mutates_args=())
+def torch_topk_rows(z: Tensor, ids: Tensor, p: Tensor, alpha: Tensor, s: Tensor,
+                    thresh: Tensor, scale: Tensor, inv_t: float, ignore_index: int,
+                    mixing: bool, value_checks: bool) -> Tensor:
+    """Row losses (N,) in the work dtype."""
+    return _forward_body(z, ids, p, alpha, s, thresh, scale, inv_t, ignore_index, mixing,
+                         value_checks, False)[0]
+
+
+@torch_topk_rows.register_fake
+def _torch_topk_rows_fake(z, ids, p, alpha, s, thresh, scale, inv_t, ignore_index, mixing,
+                          value_checks):
+    return z.new_empty(z.shape[0], dtype=work_dtype(z.dtype))
+
+
+@torch.library.custom_op("slam_bench::torch_topk_rows_grad", mutates_args=())
+def torch_topk_rows_grad(z: Tensor, ids: Tensor, p: Tensor, alpha: Tensor, s: Tensor,
+                         thresh: Tensor, scale: Tensor, inv_t: float, ignore_index: int,
+                         mixing: bool, value_checks: bool) -> Tuple[Tensor, Tensor]:
+    """(row losses (N,), scale_i * dloss_i/dz (N, V)), both in the work dtype."""
+    return _forward_body(z, ids, p, alpha, s, thresh, scale, inv_t, ignore_index, mixing,
+                         value_checks, True)
+
+
+@torch_topk_rows_grad.register_fake
+def _torch_topk_rows_grad_fake(z, ids, p, alpha, s, thresh, scale, inv_t, ignore_index,
+                               mixing, value_checks):
+    wd = work_dtype(z.dtype)
+    return z.new_empty(z.shape[0], dtype=wd), z.new_empty(z.shape, dtype=wd)
+
+
 class _TopKFunction(torch.autograd.Function):
-    """Loss and gradient in one pass over row chunks (as slam_bench/torch_backend.py does for
+    """Loss and gradient in one pass over the rows (as slam_bench/torch_backend.py does for
     the dense loss): the gradient buffer, with the row factors folded in, is the only n x V
     allocation; backward applies grad_output (torch_backend.apply_grad_output)."""
 
     @staticmethod
     def forward(ctx, z, ids, p, alpha, s, thresh, scale, inv_t, ignore_index, mixing, reduction,
                 value_checks):
-        n, v = z.shape
         want = ctx.needs_input_grad[0]
-        grad = torch.empty((n, v), dtype=work_dtype(z.dtype), device=z.device) if want else None
-        rows = topk_rows(z, ids, p, alpha, s, thresh, scale if want else None, inv_t,
-                         ignore_index, mixing, out=grad, value_checks=value_checks)
+        args = (z, ids, p, alpha, s, thresh, scale, inv_t, ignore_index, mixing, value_checks)
+        if torch.compiler.is_compiling():
+            rows, grad = torch_topk_rows_grad(*args) if want else (torch_topk_rows(*args), None)
+        else:
+            rows, grad = _forward_body(*args, want)
         if want:
             ctx.save_for_backward(grad)
             ctx.z_dtype, ctx.reduction = z.dtype, reduction

@@ -1,0 +1,153 @@
+"""torch.compile of the torch backend (the CPU path): each loss's forward is a custom op
+(slam_bench::torch_slam_rows[_grad], slam_bench::torch_topk_rows[_grad]), so
+`torch.compile(fullgraph=True)` traces a step that calls it, on the compiled C++ body and on the
+eager fallback alike, with the same loss and gradient as eager, and the value checks that run
+inside the loss pass still raise their errors from the compiled graph."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from slam_bench import distill_loss, slam_loss, slam_loss_topk
+from slam_bench.torch_backend import torch_slam_rows, torch_slam_rows_grad
+from slam_bench.vocab.torch_backend import torch_topk_rows, torch_topk_rows_grad
+
+N, C, K = 12, 40, 5
+
+
+def _data(seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(N, C, generator=gen)
+    y = torch.softmax(torch.randn(N, C, generator=gen) * 2, dim=1)
+    ids = torch.stack([torch.randperm(C, generator=gen)[:K] for _ in range(N)])
+    p = torch.softmax(torch.randn(N, K, generator=gen), dim=1) * 0.9
+    ids[3, 0] = -100  # an ignored row
+    return z, y, ids, p
+
+
+def _losses(y, ids, p):
+    """name -> a step on logits z: each loss with options that reach different branches."""
+    w = torch.rand(N, generator=torch.Generator().manual_seed(9))
+    k_rows = torch.randint(2, 6, (N,), generator=torch.Generator().manual_seed(8))
+    return {
+        "slam": lambda z: slam_loss(z * 2, y, 0.7, 3, weight=w, check_values=False),
+        "slam_rows_k": lambda z: slam_loss(z, y, torch.full((N,), 0.6), k_rows, normalize=True,
+                                           reduction="none", check_values=False).sum() * 3,
+        "distill": lambda z: distill_loss(z, y, temperature=2.0, check_values=False),
+        "topk": lambda z: slam_loss_topk(z * 2, ids, p, 0.7, 3, weight=w, check_values=False),
+        "topk_rows": lambda z: (slam_loss_topk(z, ids, p, 0.8, 2, temperature=0.5,
+                                               reduction="none", check_values=False) ** 2).sum(),
+        # Default checks with scalar alpha and k: the (N, C) checks run inside the loss op.
+        "slam_default_checks": lambda z: slam_loss(z, y, 0.7, 3),
+    }
+
+
+def _grad(fn, z0):
+    z = z0.clone().requires_grad_(True)
+    out = fn(z)
+    out.backward()
+    return out.detach(), z.grad
+
+
+@pytest.fixture(params=["compiled_body", "eager_body"])
+def body(request, monkeypatch):
+    if request.param == "eager_body":
+        monkeypatch.setenv("SLAM_BENCH_CPU_KERNEL", "0")
+    torch._dynamo.reset()
+    yield request.param
+    torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("name", list(_losses(*_data()[1:])))
+def test_fullgraph_step_matches_eager(body, name):
+    z, y, ids, p = _data()
+    fn = _losses(y, ids, p)[name]
+    got = _grad(torch.compile(fn, backend="aot_eager", fullgraph=True), z)
+    want = _grad(fn, z)
+    torch.testing.assert_close(got[0], want[0], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(got[1], want[1], rtol=1e-6, atol=1e-7)
+
+
+def test_fullgraph_forward_only_calls_the_op_without_gradient(body):
+    """Under no_grad (evaluation) the compiled graph calls the forward-only ops."""
+    z, y, ids, p = _data(1)
+    seen = []
+
+    def fn(z):
+        return (slam_loss(z, y, 0.7, 3, check_values=False),
+                slam_loss_topk(z, ids, p, 0.7, 3, check_values=False))
+
+    def backend(gm, example_inputs):
+        seen.extend(str(n.target) for n in gm.graph.nodes if n.op == "call_function")
+        return gm
+
+    with torch.no_grad():
+        got = torch.compile(fn, backend=backend, fullgraph=True)(z)
+        want = fn(z)
+    assert "slam_bench.torch_slam_rows.default" in seen, seen
+    assert "slam_bench.torch_topk_rows.default" in seen, seen
+    assert not any("rows_grad" in s for s in seen), seen
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("teacher", "teacher_probs must be non-negative"),
+    ("logits", "student_logits must be finite"),
+])
+def test_value_checks_raise_from_the_compiled_graph(body, bad, message):
+    z, y, _, _ = _data(2)
+    if bad == "teacher":
+        y[4, 1] = -0.5
+    else:
+        z[5, 2] = float("nan")
+    fn = torch.compile(lambda z: slam_loss(z, y, 0.7, 3), backend="aot_eager", fullgraph=True)
+    with pytest.raises(ValueError, match=message):
+        fn(z.requires_grad_(True))
+
+
+def test_ops_pass_opcheck(body):
+    """Schema, fake implementations (shapes and dtypes as the real ones) and AOT dispatch."""
+    z, y, ids, p = _data(3)
+    a = torch.full((N,), 0.7)
+    s = torch.ones(N)
+    k_rows = torch.full((N,), 3, dtype=torch.int64)
+    for k_args in ((None, 3), (k_rows, 0)):
+        for op in (torch_slam_rows, torch_slam_rows_grad):
+            for zz in (z, z.double()):
+                wd = zz.dtype
+                torch.library.opcheck(op, (zz, y.to(wd), a.to(wd), s.to(wd), *k_args,
+                                           torch.rand(N, dtype=wd), 0.5, 1.0 / N, True, True))
+    thresh = p.topk(3, dim=1).values[:, 2]
+    for op in (torch_topk_rows, torch_topk_rows_grad):
+        for zz in (z, z.double(), z.bfloat16()):
+            wd = torch.float64 if zz.dtype == torch.float64 else torch.float32
+            torch.library.opcheck(op, (zz, ids, p, a.to(wd), s.to(wd), thresh.to(wd),
+                                       torch.full((N,), 1.0 / N, dtype=wd), 1.0, -100, True,
+                                       False))
+
+
+@pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
+                    reason="Inductor's CPU backend needs a C++ compiler")
+def test_inductor_model_step_matches_eager():
+    """The default backend a user picks: a linear layer and the SLaM loss in one graph."""
+    torch._dynamo.reset()
+    z, y, _, _ = _data(4)
+    x = torch.randn(N, 8, generator=torch.Generator().manual_seed(5))
+    lin = torch.nn.Linear(8, C)
+
+    def step(x):
+        return slam_loss(lin(x), y, 0.7, 3, check_values=False)
+
+    lin.zero_grad()
+    got = torch.compile(step, fullgraph=True)(x)
+    got.backward()
+    got_g = lin.weight.grad.clone()
+    lin.zero_grad()
+    want = step(x)
+    want.backward()
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got_g, lin.weight.grad, rtol=1e-5, atol=1e-6)
+    torch._dynamo.reset()
