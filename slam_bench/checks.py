@@ -62,7 +62,7 @@ def raise_loss_value_errors(stats: List[float], probs_dtype: torch.dtype) -> Non
     non-negative and on the simplex, then logits finite."""
     raise_simplex_errors("teacher_probs", stats, SIMPLEX_ATOL[probs_dtype])
     if not (math.isfinite(stats[2]) and math.isfinite(stats[3])):
-        raise ValueError("student_logits must be finite (found NaN or inf)")
+        raise finite_error("student_logits")
 
 
 def value_stats(probs: Tensor, logits: Optional[Tensor] = None) -> List[float]:
@@ -104,6 +104,11 @@ def combine_stats(parts: Tensor) -> List[float]:
     return [mins[0], maxs[1], mins[2], maxs[3]]
 
 
+def finite_error(name: str) -> ValueError:
+    """The one error every finiteness check raises (the torch backend's loss passes too)."""
+    return ValueError(f"{name} must be finite (found NaN or inf)")
+
+
 def check_finite(name: str, t: Tensor) -> None:
     """Value check: every entry of t (1-D or 2-D) finite, from one pass of min/max over row
     chunks, with no temporary of t's size (NaN propagates through both; an inf is an
@@ -121,14 +126,14 @@ def check_finite(name: str, t: Tensor) -> None:
 
     for_each_chunk(run, starts, t.device)
     if not bool(parts.isfinite().all()):
-        raise ValueError(f"{name} must be finite (found NaN or inf)")
+        raise finite_error(name)
 
 
 def raise_simplex_errors(name: str, stats: List[float], tol: float, hint: str = "") -> None:
     """The simplex checks on `value_stats` numbers: finite, non-negative, rows sum to 1."""
     mn, dev = stats[0], stats[1]
     if not (math.isfinite(mn) and math.isfinite(dev)):
-        raise ValueError(f"{name} must be finite (found NaN or inf)")
+        raise finite_error(name)
     if mn < 0:
         raise ValueError(f"{name} must be non-negative (found a negative entry)")
     if dev > tol:

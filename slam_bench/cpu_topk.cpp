@@ -40,15 +40,11 @@ void topk_rows(int64_t n, int64_t v, int64_t kk, const T* z, const int64_t* ids,
       const int64_t* ir = ids + i * kk;
       const T* pr = p + i * kk;
       const bool keep = ir[0] != ignore_index;
-      if (!keep && !checks) {
-        rows[i] = 0;
-        if (gr) std::fill(gr, gr + v, T(0));
-        continue;
-      }
 
-      // pass 1: row max (NaN-propagating), and min for the value checks
-      T m, lo;
-      row_extrema(zr, v, checks, m, lo, [](int64_t) {}, [](int64_t) {});
+      // pass 1: row max (NaN-propagating), and min for the value checks, which cover the
+      // logits of ignored rows too (as the separate check of the other paths does)
+      T m = 0, lo;
+      if (keep || checks) row_extrema(zr, v, checks, m, lo, [](int64_t) {}, [](int64_t) {});
       if (checks) { zmin = nan_min(zmin, lo); zmax = nan_max(zmax, m); }
       if (!keep) {
         rows[i] = 0;

@@ -30,7 +30,7 @@ def check_logits(student_logits, check_values: bool) -> tuple[int, int]:
     if student_logits.shape[1] < 2:
         raise ValueError(f"student_logits must have C >= 2 classes, got C = {student_logits.shape[1]}")
     if check_values and student_logits.numel() and not bool(torch.isfinite(student_logits).all()):
-        raise ValueError("student_logits must be finite (found NaN or inf)")
+        raise checks.finite_error("student_logits")
     return tuple(student_logits.shape)
 
 

@@ -70,7 +70,7 @@ def _check_teacher_values(ids: Tensor, probs: Tensor, v: int, ignore_index: int)
         raise ValueError("teacher_ids must be distinct within a row (found a repeated id)")
     t = probs if probs.dtype == torch.float64 else probs.float()
     if not bool(torch.isfinite(t).all()):
-        raise ValueError("teacher_probs must be finite (found NaN or inf)")
+        raise checks.finite_error("teacher_probs")
     if bool((t < 0).any()):
         raise ValueError("teacher_probs must be non-negative (found a negative entry)")
     tol = checks.SIMPLEX_ATOL[probs.dtype]

@@ -27,7 +27,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from slam_bench import cpu_fused
+from slam_bench import checks, cpu_fused
 from slam_bench.chunks import for_each_chunk, row_step
 from slam_bench.torch_backend import (apply_grad_output, mix_terms, refuse_create_graph,
                                       work_dtype)
@@ -91,7 +91,7 @@ def topk_rows(z: Tensor, ids: Tensor, p: Tensor, alpha: Tensor, s: Tensor, thres
             None if scale is None else scale.to(wd).contiguous(), inv_t, ignore_index, mixing,
             value_checks, out)
         if value_checks and not all(math.isfinite(x) for x in stats):
-            raise ValueError("student_logits must be finite (found NaN or inf)")
+            raise checks.finite_error("student_logits")
         return rows
     rows = torch.empty(n, dtype=wd, device=z.device)
     step = row_step(n, v, z.device)
