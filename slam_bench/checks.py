@@ -217,7 +217,9 @@ def check_alpha(alpha, n: int, device, check_values: bool) -> None:
 def check_k(k, n: int, c: int, normalize: bool, device, check_values: bool) -> None:
     """k: an int or an (N,) integer tensor in [1, C] ([2, C] when normalize=True)."""
     lo = 2 if normalize else 1
-    rule = f"[{lo}, C={c}]" + (" (normalize=True needs k >= 2)" if normalize else "")
+
+    def rule():  # built only for an error (formatting C would fix it under torch.compile)
+        return f"[{lo}, C={c}]" + (" (normalize=True needs k >= 2)" if normalize else "")
     if isinstance(k, Tensor):
         if k.dtype.is_floating_point or k.dtype == torch.bool or k.dtype.is_complex:
             raise TypeError(f"k must be an int or an integer tensor, got {k.dtype}")
@@ -225,10 +227,10 @@ def check_k(k, n: int, c: int, normalize: bool, device, check_values: bool) -> N
             raise ValueError(f"k must be an int or a tensor of shape ({n},), got {tuple(k.shape)}")
         check_same_device_named("k", k, device)
         if check_values and n and not bool(((k >= lo) & (k <= c)).all()):
-            raise ValueError(f"k must lie in {rule}")
+            raise ValueError(f"k must lie in {rule()}")
     elif isinstance(k, int) and not isinstance(k, bool):
         if not lo <= k <= c:
-            raise ValueError(f"k must lie in {rule}, got {k}")
+            raise ValueError(f"k must lie in {rule()}, got {k}")
     else:
         raise TypeError(f"k must be an int or an integer tensor, got {type(k).__name__}")
 
@@ -253,7 +255,9 @@ def check_weight(weight, n: int, device, check_values: bool) -> None:
 def check_temperature(temperature) -> None:
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
         raise TypeError(f"temperature must be a positive float, got {type(temperature).__name__}")
-    if not (math.isfinite(temperature) and temperature > 0):
+    # (Comparisons, not math.isfinite: torch.compile(dynamic=True) traces a float default as a
+    # symbolic float, which math.isfinite rejects. NaN fails both comparisons.)
+    if not 0 < temperature < math.inf:
         raise ValueError(f"temperature must be a positive finite float, got {temperature}")
 
 

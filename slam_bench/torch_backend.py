@@ -245,13 +245,15 @@ def _dense_mask_chunk(yv, xs, lse, f, rp, mask, inv_t, grad_out_buf, scale):
 
 
 def _forward_body(z: Tensor, y: Tensor, alpha: Tensor, s: Tensor, k_rows: Optional[Tensor],
-                  k_all: int, weight: Optional[Tensor], inv_t: float, inv_n: float,
+                  k_all: int, weight: Optional[Tensor], inv_t: float, reduction: str,
                   mixing: bool, value_checks: bool, want_grad: bool):
     """The whole forward: (weighted rows (N,), dL/dz (N, C) for grad_output = 1 or None), both
     in the work dtype. z, y (N, C); alpha, s (N,) in the work dtype; k is k_rows (N,) int when
-    given, else k_all; inv_n the reduction's 1/N (1 for "sum" and "none"). Raises the value
+    given, else k_all; reduction "mean", "sum" or "none" (only its 1/N on dL/dz matters here:
+    the op computes it from N, so a compiled graph does not specialise on N). Raises the value
     checks' errors (value_checks) before returning anything."""
     n, c = z.shape
+    inv_n = 1.0 / n if (reduction == "mean" and n) else 1.0
     wd = work_dtype(z.dtype)
     k = k_all if k_rows is None else k_rows
     lib = cpu_fused.library() if z.device.type == "cpu" and n and c else None
@@ -291,15 +293,15 @@ def _forward_body(z: Tensor, y: Tensor, alpha: Tensor, s: Tensor, k_rows: Option
 # percent of a small batch's loss) and run the same body directly.
 @torch.library.custom_op("slam_bench::torch_slam_rows", mutates_args=())
 def torch_slam_rows(z: Tensor, y: Tensor, alpha: Tensor, s: Tensor, k_rows: Optional[Tensor],
-                    k_all: int, weight: Optional[Tensor], inv_t: float, inv_n: float,
+                    k_all: int, weight: Optional[Tensor], inv_t: float, reduction: str,
                     mixing: bool, value_checks: bool) -> Tensor:
     """Weighted row losses (N,) in the work dtype (arguments: `_forward_body`)."""
-    return _forward_body(z, y, alpha, s, k_rows, k_all, weight, inv_t, inv_n, mixing,
+    return _forward_body(z, y, alpha, s, k_rows, k_all, weight, inv_t, reduction, mixing,
                          value_checks, False)[0]
 
 
 @torch_slam_rows.register_fake
-def _torch_slam_rows_fake(z, y, alpha, s, k_rows, k_all, weight, inv_t, inv_n, mixing,
+def _torch_slam_rows_fake(z, y, alpha, s, k_rows, k_all, weight, inv_t, reduction, mixing,
                           value_checks):
     return z.new_empty(z.shape[0], dtype=work_dtype(z.dtype))
 
@@ -307,15 +309,16 @@ def _torch_slam_rows_fake(z, y, alpha, s, k_rows, k_all, weight, inv_t, inv_n, m
 @torch.library.custom_op("slam_bench::torch_slam_rows_grad", mutates_args=())
 def torch_slam_rows_grad(z: Tensor, y: Tensor, alpha: Tensor, s: Tensor,
                          k_rows: Optional[Tensor], k_all: int, weight: Optional[Tensor],
-                         inv_t: float, inv_n: float, mixing: bool,
+                         inv_t: float, reduction: str, mixing: bool,
                          value_checks: bool) -> Tuple[Tensor, Tensor]:
     """(weighted row losses (N,), dL/dz (N, C)), both in the work dtype."""
-    return _forward_body(z, y, alpha, s, k_rows, k_all, weight, inv_t, inv_n, mixing,
+    return _forward_body(z, y, alpha, s, k_rows, k_all, weight, inv_t, reduction, mixing,
                          value_checks, True)
 
 
 @torch_slam_rows_grad.register_fake
-def _torch_slam_rows_grad_fake(z, y, alpha, s, k_rows, k_all, weight, inv_t, inv_n, mixing,
+def _torch_slam_rows_grad_fake(z, y, alpha, s, k_rows, k_all, weight, inv_t, reduction,
+                               mixing,
                                value_checks):
     wd = work_dtype(z.dtype)
     return z.new_empty(z.shape[0], dtype=wd), z.new_empty(z.shape, dtype=wd)
@@ -327,8 +330,8 @@ class _SLaMFunction(torch.autograd.Function):
         n = z.shape[0]
         want_grad = ctx.needs_input_grad[0]
         args = (z, y, alpha, s, None if isinstance(k, int) else k,
-                k if isinstance(k, int) else 0, weight, 1.0 / temperature,
-                1.0 / n if (reduction == "mean" and n) else 1.0, mixing, value_checks)
+                k if isinstance(k, int) else 0, weight, 1.0 / temperature, reduction, mixing,
+                value_checks)
         if torch.compiler.is_compiling():
             if want_grad:
                 rows, grad = torch_slam_rows_grad(*args)

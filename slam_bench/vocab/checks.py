@@ -20,13 +20,16 @@ from slam_bench import checks
 ID_DTYPES = (torch.int32, torch.int64)
 
 
-def _float_matrix(name: str, t, what: str) -> None:
+def _float_matrix(name: str, t, what) -> None:
+    """what: the expected shape's text, or a function returning it. (A function keeps
+    torch.compile from specialising on the sizes it names: formatting a symbolic size fixes it.)"""
     if not isinstance(t, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if t.dtype not in checks.FLOAT_DTYPES:
         raise TypeError(f"{name} must be a float16/bfloat16/float32/float64 tensor, got {t.dtype}")
     if t.dim() != 2:
-        raise ValueError(f"{name} must have shape {what}, got {tuple(t.shape)}")
+        raise ValueError(f"{name} must have shape {what if isinstance(what, str) else what()}, "
+                         f"got {tuple(t.shape)}")
 
 
 def check_teacher(teacher_ids, teacher_probs, n: int, v: int, ignore_index, device,
@@ -46,7 +49,7 @@ def check_teacher(teacher_ids, teacher_probs, n: int, v: int, ignore_index, devi
     k_ids = teacher_ids.shape[1]
     if not 1 <= k_ids <= v:
         raise ValueError(f"teacher_ids must hold K in [1, V={v}] ids per row, got K = {k_ids}")
-    _float_matrix("teacher_probs", teacher_probs, f"(N={n}, K={k_ids})")
+    _float_matrix("teacher_probs", teacher_probs, lambda: f"(N={n}, K={k_ids})")
     if teacher_probs.shape != teacher_ids.shape:
         raise ValueError(f"teacher_probs must have the shape of teacher_ids "
                          f"{tuple(teacher_ids.shape)}, got {tuple(teacher_probs.shape)}")
@@ -85,16 +88,18 @@ def check_k_topk(k, n: int, k_ids: int, normalize: bool, device, check_values: b
     if not isinstance(normalize, bool):
         raise TypeError(f"normalize must be a bool, got {type(normalize).__name__}")
     lo = 2 if normalize else 1
-    rule = f"[{lo}, K={k_ids}]" + (" (normalize=True needs k >= 2)" if normalize else "")
+
+    def rule():  # built only for an error (formatting K would fix it under torch.compile)
+        return f"[{lo}, K={k_ids}]" + (" (normalize=True needs k >= 2)" if normalize else "")
     if isinstance(k, int) and not isinstance(k, bool):
         if not lo <= k <= k_ids:
-            raise ValueError(f"k must lie in {rule}, got {k}")
+            raise ValueError(f"k must lie in {rule()}, got {k}")
         return
     # Type, shape and device as slam_loss checks k (a wrong type raises there); the range is
     # against K, not V.
     checks.check_k(k, n, max(k_ids, lo), normalize, device, check_values=False)
     if check_values and n and not bool(((k >= lo) & (k <= k_ids)).all()):
-        raise ValueError(f"k must lie in {rule}")
+        raise ValueError(f"k must lie in {rule()}")
 
 
 def check_common(alpha, k, normalize, temperature, weight, reduction, n: int, k_ids: int,
