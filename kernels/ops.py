@@ -167,14 +167,16 @@ def _reduce(rows: Tensor, weight: Optional[Tensor], reduction: str) -> Tensor:
 
 def _distinct(first: Tensor, *rest: Optional[Tensor]):
     """`rest`, with any tensor already seen (e.g. weight passed as alpha too) replaced by a view
-    of itself: torch.compile cannot trace one tensor given to two inputs of a Function."""
-    seen = {id(first)}
+    of itself: torch.compile cannot trace one tensor given to two inputs of a Function.
+    (Compared with `is`, not id(): Dynamo guards an id() on the tensor object itself, so every
+    new batch's tensors would compile the step again.)"""
+    seen = [first]
     out = []
     for t in rest:
-        if t is not None and id(t) in seen:
+        if t is not None and any(t is u for u in seen):
             t = t.view_as(t)
         if t is not None:
-            seen.add(id(t))
+            seen.append(t)
         out.append(t)
     return out
 

@@ -87,3 +87,40 @@ def test_default_checks_under_compile(backend):
     bad[2, 3] = float("nan")
     with pytest.raises(ValueError, match="teacher_probs must be finite"):
         step(z.clone().requires_grad_(), bad)
+
+
+def test_new_batches_reuse_the_compiled_step():
+    """A training loop calls the compiled step with new tensors every step: it compiles once
+    for a batch size, and once more (dynamic) for another size, never per batch. (The guard
+    against one tensor given to two inputs used id(), which Dynamo guards on the tensor object
+    itself: every step recompiled until the recompile limit sent it back to eager.) The same
+    tensor given as alpha and weight still traces."""
+    from torch._dynamo.testing import CompileCounterWithBackend
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = _Student().to(DEVICE)
+
+    def step(x, y, a):
+        return slam_loss(model(x), y, a, 3, weight=a, backend="triton", check_values=False)
+
+    counter = CompileCounterWithBackend("aot_eager")
+    compiled = torch.compile(step, backend=counter, fullgraph=True)
+    counts = []
+    for i, n in enumerate((12, 12, 12, 7, 7)):
+        gen = torch.Generator().manual_seed(i)
+        x = torch.randn(n, 8, generator=gen).to(DEVICE)
+        y = torch.softmax(torch.randn(n, 10, generator=gen), dim=1).to(DEVICE)
+        a = (0.6 + 0.4 * torch.rand(n, generator=gen)).to(DEVICE)
+        model.zero_grad()
+        out = compiled(x, y, a)
+        out.backward()
+        got = [p.grad.clone() for p in model.parameters()]
+        model.zero_grad()
+        ref = step(x, y, a)
+        ref.backward()
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+        for g, p in zip(got, model.parameters()):
+            torch.testing.assert_close(g, p.grad, rtol=1e-5, atol=1e-6)
+        counts.append(counter.frame_count)
+    assert counts == [1, 1, 1, 2, 2], counts
+    torch._dynamo.reset()
