@@ -193,6 +193,24 @@ def compile_rows(device: torch.device, dry_run: bool, log: Log) -> List[dict]:
             raise AssertionError(f"bad teacher: compiled raised {got!r}, torch {want!r}")
         return err
 
+    def new_batches():
+        # A training loop: new tensors every step, a last batch of another size. More than
+        # two compiles means something guards on the tensors themselves or on N.
+        from torch._dynamo.testing import CompileCounterWithBackend
+        torch._dynamo.reset()
+        counter = CompileCounterWithBackend(compiler)
+        model = _student(c, device)
+        step = torch.compile(_model_step, backend=counter, fullgraph=True)
+        errs = []
+        for rows_b in (n, n, n, n // 2 + 1):
+            b = torch.randint(0, n, (rows_b,), generator=gen, device=device)
+            out = step(model, x[b] + 0.0, y[b] + 0.0, alpha[b], k[b])
+            errs.append(rel_err(out, _model_step(model, x[b], y[b], alpha[b], k[b]).double()))
+        if counter.frame_count > 2:
+            raise AssertionError(f"{counter.frame_count} compiles for 4 batches of 2 sizes")
+        return max(errs)
+
     record("fullgraph model step, check_values=False: loss and gradients vs eager", fullgraph)
+    record("4 new batches of 2 sizes: at most 2 compiles, loss vs eager", new_batches)
     record("default checks: loss, gradient and error vs eager", checked)
     return rows
