@@ -65,6 +65,28 @@ def raise_loss_value_errors(stats: List[float], probs_dtype: torch.dtype) -> Non
         raise finite_error("student_logits")
 
 
+@torch.library.custom_op("slam_bench::checked_loss", mutates_args=())
+def checked_loss(out: Tensor, stats: Tensor, probs_dtype: torch.dtype) -> Tensor:
+    """`out` (a loss: 0-dim, or (N,) rows) after raise_loss_value_errors on `stats`, the (4,)
+    value_stats numbers a kernel left on the device (one small copy to the host). A custom op
+    so that torch.compile keeps the check in the graph (fullgraph=True traces) and it raises
+    when the graph runs; its result is a copy of `out` so that the graph cannot drop it."""
+    raise_loss_value_errors(stats.tolist(), probs_dtype)
+    return out.clone()
+
+
+@checked_loss.register_fake
+def _checked_loss_fake(out, stats, probs_dtype):
+    return torch.empty_like(out)
+
+
+def _checked_loss_backward(ctx, grad):
+    return grad, None, None
+
+
+checked_loss.register_autograd(_checked_loss_backward)
+
+
 def value_stats(probs: Tensor, logits: Optional[Tensor] = None) -> List[float]:
     """[min of probs, max over rows |row sum - 1|, min of logits, max of logits] (the last two
     0.0 without logits), from one chunked pass. probs (n, C); logits None or (n, C). NaN

@@ -76,8 +76,11 @@ def _run(z, y, alpha, k, normalize, temperature, weight, reduction, backend, mix
         if not fused_checks:
             return out
         out, stats = out
-        if stats is not None:  # None: N = 0, nothing to check
-            checks.raise_loss_value_errors(stats.tolist(), y.dtype)  # one small copy to host
+        if stats is None:  # N = 0, nothing to check
+            return out
+        if torch.compiler.is_compiling():  # the check as a graph node (fullgraph traces)
+            return checks.checked_loss(out, stats, y.dtype)
+        checks.raise_loss_value_errors(stats.tolist(), y.dtype)  # one small copy to host
         return out
     return slam_loss_torch(z, y, alpha, k, normalize=normalize, temperature=temperature,
                            weight=weight, reduction=reduction, mixing=mixing,

@@ -195,3 +195,20 @@ def test_changing_batch_size_compiles_one_dynamic_graph(dynamic):
         assert counts == ([first, first, first] if dynamic else [first, first + 1, first + 1]), \
             (name, counts)
     torch._dynamo.reset()
+
+
+def test_checked_loss_op_passes_opcheck_and_raises():
+    """slam_bench::checked_loss (the Triton path's check under torch.compile): a copy of the
+    loss when the numbers are clean, the API's error when they are not."""
+    from slam_bench.checks import checked_loss
+    clean = torch.tensor([0.0, 1e-7, -2.0, 3.0], dtype=torch.float64)
+    for out in (torch.tensor(1.5, requires_grad=True), torch.rand(5, requires_grad=True)):
+        torch.library.opcheck(checked_loss, (out, clean, torch.float32))
+        got = checked_loss(out, clean, torch.bfloat16)
+        assert torch.equal(got, out) and got.data_ptr() != out.data_ptr()
+    with pytest.raises(ValueError, match="teacher_probs must be non-negative"):
+        checked_loss(torch.tensor(1.0), torch.tensor([-0.5, 0.0, 0.0, 1.0],
+                                                     dtype=torch.float64), torch.float32)
+    with pytest.raises(ValueError, match="student_logits must be finite"):
+        checked_loss(torch.tensor(1.0), torch.tensor([0.0, 0.0, 0.0, float("inf")],
+                                                     dtype=torch.float64), torch.float32)

@@ -71,7 +71,8 @@ def test_gpu_check_dry_run_writes_csv_plot_and_summary(tmp_path, capfd):
     fused = corr[corr["case"].fillna("").str.startswith("fused checks")]
     assert set(fused["kernel"]) == {"slam", "distill"} and set(fused["C"]) == {13, 37}
     assert {"compile (aot_eager): fullgraph model step, check_values=False: loss and gradients "
-            "vs eager", "compile (aot_eager): default checks: loss, gradient and error vs eager",
+            "vs eager", "compile (aot_eager): default checks, fullgraph: loss, gradient and error vs "
+            "eager",
             "compile (aot_eager): 4 new batches of 2 sizes: at most 2 compiles, loss vs eager"
             } <= cases
     # Split rows (as a 4-SM device would split them, small blocks) match the reference, and

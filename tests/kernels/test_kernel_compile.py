@@ -68,9 +68,9 @@ def _checked_step(z, y):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_default_checks_under_compile(backend):
-    """With the default checks (fused into the kernel, their numbers read on the host: a graph
-    break, so no fullgraph) a compiled step gives eager's loss and gradient, and bad teacher
-    values raise the same error."""
+    """With the default checks (fused into the kernel, their numbers read on the host by the
+    checked_loss op inside the graph, so fullgraph=True traces) a compiled step gives eager's
+    loss and gradient, and bad teacher values raise the same error."""
     torch._dynamo.reset()
     gen = torch.Generator().manual_seed(1)
     z = torch.randn(6, 10, generator=gen).to(DEVICE)
@@ -78,7 +78,7 @@ def test_default_checks_under_compile(backend):
     z_eager, z_comp = z.clone().requires_grad_(), z.clone().requires_grad_()
     ref = _checked_step(z_eager, y)
     ref.backward()
-    step = torch.compile(_checked_step, backend=backend)
+    step = torch.compile(_checked_step, backend=backend, fullgraph=True)
     out = step(z_comp, y)
     out.backward()
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
