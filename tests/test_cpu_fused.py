@@ -238,6 +238,21 @@ def test_cpu_targets_script_runs(capsys):
     assert "oversubscribed: 1 busy" in out and "% of memcpy" in out
 
 
+def test_cpu_targets_compiled_step_matches_eager():
+    """The "slam_loss in torch.compile" provider (Inductor in the script; aot_eager here, the
+    same Dynamo and AOTAutograd tracing) computes what eager slam_loss computes."""
+    from slam_bench.profiling import cpu_targets
+    from slam_bench.profiling import loss_family as L
+    torch._dynamo.reset()
+    problem = L.make_problem("slam", 64, 10, "fp32", "cpu", "peaked")
+    step, z = cpu_targets.compiled_step(problem, backend="aot_eager")
+    step()
+    d = problem.data
+    want = _grad(lambda zz: slam_loss(zz, d["y"], d["alpha"], d["k"]), d["z"])[1]
+    torch.testing.assert_close(z.grad, want, rtol=1e-6, atol=1e-8)
+    torch._dynamo.reset()
+
+
 # ---------------------------------------------------------------- the top-K body (cpu_topk.cpp)
 
 def _topk_problem(n=40, v=333, kk=7, seed=5, dtype=torch.float64, ignored=(3, 17)):

@@ -45,6 +45,9 @@ PROVIDERS = (
     ("distill_loss check_values=False", "distill", "slam_bench", None),
     ("F.cross_entropy soft targets", "distill", "torch_ce", None),
     ("torch.compile distill formula", "distill", "compile", None),
+    # A user's compiled step calling slam_loss: the forward op is opaque to Inductor, and the
+    # backward multiplies by grad_output (one N x C pass that eager skips at grad_output = 1).
+    ("slam_loss in torch.compile", "slam", "inductor_ours", None),
 )
 # (measured, baseline, target speed-up): the thresholds are loss_checks' CPU targets, the same
 # ones `slam-bench profile --check-targets` and suites/test_throughput.py apply.
@@ -57,6 +60,8 @@ TARGETS = (
      G.CPU_MIN_SPEEDUP_VS_TORCH_CE),
     ("slam_loss eager body (before)", "slam eager formula", None),
     ("slam_loss", "slam_loss at::parallel_for", None),
+    ("slam_loss in torch.compile", "slam_loss check_values=False", None),
+    ("slam_loss in torch.compile", "slam eager formula", None),
 )
 LOADED_TARGET = ("slam_loss", "slam eager formula", G.CPU_MIN_SPEEDUP_LOADED)
 
@@ -125,9 +130,12 @@ def build_steps(names, compile_: bool, n: int = N, c: int = C):
     steps, warm = {}, {}
     problems = {k: L.make_problem(k, n, c, "fp32", "cpu", "peaked") for k in ("slam", "distill")}
     for name, kernel, provider, var in PROVIDERS:
-        if name not in names or (provider == "compile" and not compile_):
+        if name not in names or (provider in ("compile", "inductor_ours") and not compile_):
             continue
-        fn, _ = sweep.build(L.FAMILY, provider, problems[kernel], "full")
+        if provider == "inductor_ours":
+            fn, _ = compiled_step(problems[kernel])
+        else:
+            fn, _ = sweep.build(L.FAMILY, provider, problems[kernel], "full")
 
         def step(fn=fn, var=var):
             with variant(var):
@@ -138,6 +146,23 @@ def build_steps(names, compile_: bool, n: int = N, c: int = C):
         warm[name] = time.perf_counter() - t0
         steps[name] = step
     return steps, warm
+
+
+def compiled_step(problem, backend: str = "inductor"):
+    """(step, z): forward + backward of slam_loss(check_values=False) on the problem's own
+    copy z of the logits, compiled with fullgraph=True (by Inductor, as a user's training step
+    would be). (No torch._dynamo.reset():
+    that would drop the other compiled provider's code and recompile it mid-measurement.)"""
+    from slam_bench import slam_loss
+    d = problem.own_copy().data
+    z = d["z"].requires_grad_(True)
+    loss = torch.compile(lambda z: slam_loss(z, d["y"], d["alpha"], d["k"], check_values=False),
+                         dynamic=False, fullgraph=True, backend=backend)
+
+    def step():
+        z.grad = None
+        loss(z).backward()
+    return step, z
 
 
 def measure(steps: Dict[str, Callable[[], None]], reps: int) -> Dict[str, List[float]]:
@@ -243,7 +268,8 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=N)
     ap.add_argument("--c", type=int, default=C)
     ap.add_argument("--compile", action="store_true", help="also time torch.compile of the "
-                    "distillation formula (tens of seconds to compile)")
+                    "distillation formula and of a step calling slam_loss (tens of seconds "
+                    "to compile)")
     a = ap.parse_args(argv)
     return 0 if run(a.reps, a.threads, a.load, a.compile, a.n, a.c) else 1
 
