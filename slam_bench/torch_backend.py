@@ -318,8 +318,7 @@ def torch_slam_rows_grad(z: Tensor, y: Tensor, alpha: Tensor, s: Tensor,
 
 @torch_slam_rows_grad.register_fake
 def _torch_slam_rows_grad_fake(z, y, alpha, s, k_rows, k_all, weight, inv_t, reduction,
-                               mixing,
-                               value_checks):
+                               mixing, value_checks):
     wd = work_dtype(z.dtype)
     return z.new_empty(z.shape[0], dtype=wd), z.new_empty(z.shape, dtype=wd)
 
