@@ -169,7 +169,8 @@ def _distinct(first: Tensor, *rest: Optional[Tensor]):
     """`rest`, with any tensor already seen (e.g. weight passed as alpha too) replaced by a view
     of itself: torch.compile cannot trace one tensor given to two inputs of a Function.
     (Compared with `is`, not id(): Dynamo guards an id() on the tensor object itself, so every
-    new batch's tensors would compile the step again.)"""
+    new batch's tensors would compile the step again. slam_bench.torch_backend.distinct does
+    the same for the torch backend; kernels/ imports nothing from slam_bench.)"""
     seen = [first]
     out = []
     for t in rest:

@@ -65,12 +65,15 @@ def raise_loss_value_errors(stats: List[float], probs_dtype: torch.dtype) -> Non
         raise finite_error("student_logits")
 
 
-@torch.library.custom_op("slam_bench::checked_loss", mutates_args=())
+@torch.library.custom_op("slam_bench::checked_loss", mutates_args=(),
+                         tags=(torch.Tag.cudagraph_unsafe,))
 def checked_loss(out: Tensor, stats: Tensor, probs_dtype: torch.dtype) -> Tensor:
     """`out` (a loss: 0-dim, or (N,) rows) after raise_loss_value_errors on `stats`, the (4,)
     value_stats numbers a kernel left on the device (one small copy to the host). A custom op
     so that torch.compile keeps the check in the graph (fullgraph=True traces) and it raises
-    when the graph runs; its result is a copy of `out` so that the graph cannot drop it."""
+    when the graph runs; its result is a copy of `out` so that the graph cannot drop it. It
+    synchronises: tagged cudagraph_unsafe, so mode="reduce-overhead" runs such a graph without
+    a CUDA graph (check_values=False keeps the step capturable)."""
     raise_loss_value_errors(stats.tolist(), probs_dtype)
     return out.clone()
 

@@ -286,12 +286,18 @@ def _forward_body(z: Tensor, y: Tensor, alpha: Tensor, s: Tensor, k_rows: Option
     return (rows if w is None else rows * w), grad
 
 
+# The body reads values on the host (k's maximum, the checks' numbers), so a CUDA graph must
+# not capture it: torch.compile(mode="reduce-overhead") then runs such a graph without one.
+_HOST_READS = (torch.Tag.cudagraph_unsafe,)
+
+
 # The forward as custom ops, for torch.compile: Dynamo cannot trace the compiled body's ctypes
 # call, the chunk loop's data-dependent branches or the value checks' raise, so a compiled
 # graph holds the whole forward as one opaque node (fullgraph=True traces), and the checks
-# still raise when the graph runs. Eager calls skip the dispatcher (about 20 us a call, a few
-# percent of a small batch's loss) and run the same body directly.
-@torch.library.custom_op("slam_bench::torch_slam_rows", mutates_args=())
+# still raise when the graph runs. Eager calls skip the dispatcher (about 20 us a call in a
+# probe on a 2-core Xeon: 13% of slam_loss's forward + backward at N = 128, C = 10) and run the
+# same body directly.
+@torch.library.custom_op("slam_bench::torch_slam_rows", mutates_args=(), tags=_HOST_READS)
 def torch_slam_rows(z: Tensor, y: Tensor, alpha: Tensor, s: Tensor, k_rows: Optional[Tensor],
                     k_all: int, weight: Optional[Tensor], inv_t: float, reduction: str,
                     mixing: bool, value_checks: bool) -> Tensor:
@@ -306,7 +312,8 @@ def _torch_slam_rows_fake(z, y, alpha, s, k_rows, k_all, weight, inv_t, reductio
     return z.new_empty(z.shape[0], dtype=work_dtype(z.dtype))
 
 
-@torch.library.custom_op("slam_bench::torch_slam_rows_grad", mutates_args=())
+@torch.library.custom_op("slam_bench::torch_slam_rows_grad", mutates_args=(),
+                         tags=_HOST_READS)
 def torch_slam_rows_grad(z: Tensor, y: Tensor, alpha: Tensor, s: Tensor,
                          k_rows: Optional[Tensor], k_all: int, weight: Optional[Tensor],
                          inv_t: float, reduction: str, mixing: bool,
@@ -378,6 +385,19 @@ def _compiled_forward(lib, z, y, alpha, k, s, weight, inv_t, inv_n, mixing, valu
     return rows, grad
 
 
+def distinct(*ts):
+    """The tensors `ts`, each one already given earlier in the list (e.g. one tensor as
+    alpha and weight) replaced by a view of itself: torch.compile cannot trace one tensor given
+    to two inputs of an autograd.Function. (Compared with `is`, never id(): Dynamo would guard
+    the id on each new batch's tensor and compile again.)"""
+    out = []
+    for t in ts:
+        if isinstance(t, Tensor) and any(t is u for u in out):
+            t = t.view_as(t)
+        out.append(t)
+    return out
+
+
 def refuse_create_graph(loss: str) -> None:
     """Call first in a backward whose gradient was computed in the forward: with
     create_graph=True (grad mode on in backward) that gradient has no graph, so a second-order
@@ -416,5 +436,6 @@ def slam_loss_torch(z: Tensor, y: Tensor, alpha: Union[float, Tensor], k: Union[
         s = 1.0 / (torch.as_tensor(k, dtype=wd, device=z.device).expand(n) - 1.0)
     else:
         s = torch.ones(n, dtype=wd, device=z.device)
+    z, y, a, k, s, weight = distinct(z, y, a, k, s, weight)
     return _SLaMFunction.apply(z, y, a, k, s, weight, float(temperature), reduction, mixing,
                                value_checks)

@@ -31,6 +31,8 @@ def _losses(y, ids, p):
     """name -> a step on logits z: each loss with options that reach different branches."""
     w = torch.rand(N, generator=torch.Generator().manual_seed(9))
     k_rows = torch.randint(2, 6, (N,), generator=torch.Generator().manual_seed(8))
+    a = torch.full((N,), 0.7)
+    row_go = torch.arange(N, dtype=torch.float32)  # a grad_output that differs per row
     return {
         "slam": lambda z: slam_loss(z * 2, y, 0.7, 3, weight=w, check_values=False),
         "slam_rows_k": lambda z: slam_loss(z, y, torch.full((N,), 0.6), k_rows, normalize=True,
@@ -39,8 +41,19 @@ def _losses(y, ids, p):
         "topk": lambda z: slam_loss_topk(z * 2, ids, p, 0.7, 3, weight=w, check_values=False),
         "topk_rows": lambda z: (slam_loss_topk(z, ids, p, 0.8, 2, temperature=0.5,
                                                reduction="none", check_values=False) ** 2).sum(),
+        "slam_sum": lambda z: slam_loss(z, y, 0.7, 3, reduction="sum", check_values=False),
+        "slam_weighted_rows": lambda z: (slam_loss(z, y, 0.7, 3, weight=w, reduction="none",
+                                                   check_values=False) * row_go).sum(),
+        # One tensor as alpha and weight: distinct inputs of the autograd.Function.
+        "slam_alpha_is_weight": lambda z: slam_loss(z, y, a, 3, weight=a, reduction="sum",
+                                                    check_values=False),
+        "topk_alpha_is_weight": lambda z: slam_loss_topk(z, ids, p, a, 3, weight=a,
+                                                         reduction="sum", check_values=False),
+        # alpha = 1: distillation over the K ids (thresh is alpha's own tensor).
+        "topk_alpha_1": lambda z: slam_loss_topk(z, ids, p, 1.0, 3, check_values=False),
         # Default checks with scalar alpha and k: the (N, C) checks run inside the loss op.
         "slam_default_checks": lambda z: slam_loss(z, y, 0.7, 3),
+        "distill_default_checks": lambda z: distill_loss(z, y, temperature=2.0),
     }
 
 
@@ -68,6 +81,28 @@ def test_fullgraph_step_matches_eager(body, name):
     want = _grad(fn, z)
     torch.testing.assert_close(got[0], want[0], rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(got[1], want[1], rtol=1e-6, atol=1e-7)
+
+
+def test_tensor_alpha_with_default_checks_breaks_the_graph_and_matches_eager(body):
+    """Tensor alpha, k and weight are checked on the host (a graph break): without fullgraph
+    the compiled step still gives eager's loss and gradient, and a bad alpha its error."""
+    z, y, _, _ = _data(6)
+    gen = torch.Generator().manual_seed(7)
+    a = 0.5 + 0.5 * torch.rand(N, generator=gen)
+    k = torch.randint(2, 5, (N,), generator=gen)
+    w = torch.rand(N, generator=gen)
+
+    def fn(z, a):
+        return slam_loss(z, y, a, k, weight=w)
+    compiled = torch.compile(fn, backend="aot_eager")
+    got = _grad(lambda zz: compiled(zz, a), z)
+    want = _grad(lambda zz: fn(zz, a), z)
+    torch.testing.assert_close(got[0], want[0], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(got[1], want[1], rtol=1e-6, atol=1e-7)
+    with pytest.raises(torch._dynamo.exc.TorchDynamoException):  # a data-dependent read
+        torch.compile(fn, backend="aot_eager", fullgraph=True)(z, a)
+    with pytest.raises(ValueError, match="alpha must lie in"):
+        compiled(z, a * 3)
 
 
 def test_fullgraph_forward_only_calls_the_op_without_gradient(body):
@@ -114,12 +149,12 @@ def test_ops_pass_opcheck(body):
     a = torch.full((N,), 0.7)
     s = torch.ones(N)
     k_rows = torch.full((N,), 3, dtype=torch.int64)
-    for k_args in ((None, 3), (k_rows, 0)):
+    for k_args, reduction in (((None, 3), "mean"), ((k_rows, 0), "sum"), ((None, 2), "none")):
         for op in (torch_slam_rows, torch_slam_rows_grad):
             for zz in (z, z.double()):
                 wd = zz.dtype
                 torch.library.opcheck(op, (zz, y.to(wd), a.to(wd), s.to(wd), *k_args,
-                                           torch.rand(N, dtype=wd), 0.5, "mean", True, True))
+                                           torch.rand(N, dtype=wd), 0.5, reduction, True, True))
     thresh = p.topk(3, dim=1).values[:, 2]
     for op in (torch_topk_rows, torch_topk_rows_grad):
         for zz in (z, z.double(), z.bfloat16()):
@@ -144,12 +179,13 @@ def test_inductor_model_step_matches_eager():
     lin.zero_grad()
     got = torch.compile(step, fullgraph=True)(x)
     got.backward()
-    got_g = lin.weight.grad.clone()
+    got_g = [p.grad.clone() for p in lin.parameters()]
     lin.zero_grad()
     want = step(x)
     want.backward()
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(got_g, lin.weight.grad, rtol=1e-5, atol=1e-6)
+    for g, p in zip(got_g, lin.parameters()):  # weight and bias
+        torch.testing.assert_close(g, p.grad, rtol=1e-5, atol=1e-6)
     torch._dynamo.reset()
 
 

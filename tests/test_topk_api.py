@@ -327,8 +327,9 @@ def test_torch_backend_chunk_workers_match_the_oracle(monkeypatch):
 @pytest.mark.parametrize("loss", ["slam_loss", "slam_loss_topk", "fused_linear_slam_loss"])
 def test_torch_compile_on_cpu_with_default_arguments_matches_eager(loss):
     """torch.compile of a step that calls a loss with its default arguments (value checks on):
-    the checks' chunk workers run eagerly (a graph break), never a Dynamo internal error (the
-    top-K checks used to raise one), and the loss and gradients equal eager's."""
+    the top-K losses' teacher checks run eagerly (a graph break; slam_loss's run inside its op),
+    never a Dynamo internal error (the top-K checks used to raise one), and the loss and
+    gradients equal eager's."""
     torch._dynamo.reset()
     gen = torch.Generator().manual_seed(4)
     n, v, kk = 8, 50, 4

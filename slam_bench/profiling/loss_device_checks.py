@@ -136,7 +136,9 @@ def _checked_step(z, y):
 
 def compile_rows(device: torch.device, dry_run: bool, log: Log) -> List[dict]:
     """Compile-mode rows: fullgraph model step (loss and every parameter gradient vs eager),
-    and the default checks under torch.compile (loss vs eager, the same error on bad input)."""
+    four new batches of two sizes through one compiled step (at most two compiles), and the
+    default checks under torch.compile, fullgraph (loss vs eager, the same error on bad
+    input)."""
     compiler = "aot_eager" if dry_run else "inductor"
     n, c = (12, 10) if dry_run else (256, 32000)
     rows = []

@@ -29,8 +29,8 @@ from torch import Tensor
 
 from slam_bench import checks, cpu_fused
 from slam_bench.chunks import for_each_chunk, row_step
-from slam_bench.torch_backend import (apply_grad_output, mix_terms, refuse_create_graph,
-                                      work_dtype)
+from slam_bench.torch_backend import (apply_grad_output, distinct, mix_terms,
+                                      refuse_create_graph, work_dtype)
 
 
 def k_terms(logf: Tensor, p: Tensor, alpha: Tensor, s: Tensor, thresh: Tensor, mixing: bool):
@@ -143,7 +143,8 @@ def _forward_body(z: Tensor, ids: Tensor, p: Tensor, alpha: Tensor, s: Tensor, t
 
 # As custom ops for torch.compile (slam_bench.torch_backend says why); eager calls run the
 # body directly.
-@torch.library.custom_op("slam_bench::torch_topk_rows", mutates_args=())
+@torch.library.custom_op("slam_bench::torch_topk_rows", mutates_args=(),
+                         tags=(torch.Tag.cudagraph_unsafe,))
 def torch_topk_rows(z: Tensor, ids: Tensor, p: Tensor, alpha: Tensor, s: Tensor,
                     thresh: Tensor, scale: Tensor, inv_t: float, ignore_index: int,
                     mixing: bool, value_checks: bool) -> Tensor:
@@ -158,7 +159,8 @@ def _torch_topk_rows_fake(z, ids, p, alpha, s, thresh, scale, inv_t, ignore_inde
     return z.new_empty(z.shape[0], dtype=work_dtype(z.dtype))
 
 
-@torch.library.custom_op("slam_bench::torch_topk_rows_grad", mutates_args=())
+@torch.library.custom_op("slam_bench::torch_topk_rows_grad", mutates_args=(),
+                         tags=(torch.Tag.cudagraph_unsafe,))
 def torch_topk_rows_grad(z: Tensor, ids: Tensor, p: Tensor, alpha: Tensor, s: Tensor,
                          thresh: Tensor, scale: Tensor, inv_t: float, ignore_index: int,
                          mixing: bool, value_checks: bool) -> Tuple[Tensor, Tensor]:
@@ -209,5 +211,7 @@ def slam_loss_topk_torch(z: Tensor, ids: Tensor, p: Tensor, alpha: Tensor, s: Te
     factor in the result (w_i, over the rows not ignored for "mean"). Returns sum_i scale_i
     loss_i, or the (N,) products for reduction="none"; float32 (float64 for float64 z).
     value_checks: z's finiteness checked inside the compiled body (see topk_rows)."""
+    # (alpha is thresh itself for alpha = 1, and weight may be alpha: one object each.)
+    z, ids, p, alpha, s, thresh, scale = distinct(z, ids, p, alpha, s, thresh, scale)
     return _TopKFunction.apply(z, ids, p, alpha, s, thresh, scale, inv_t, ignore_index, mixing,
                                reduction, value_checks)
