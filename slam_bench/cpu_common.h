@@ -14,6 +14,7 @@
 #include <cmath>
 #include <condition_variable>
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <limits>
 #include <mutex>
@@ -81,7 +82,14 @@ inline void row_extrema(const T* x, int64_t c, bool want_min, T& mx, T& mn, cons
   }
 }
 
-// 0: the row blocks of `run_shared` (default); 1: at::parallel_for (slam_cpu_set_scheduler).
+// Who takes the row blocks (slam_cpu_set_scheduler): 0 (default) torch's OpenMP team, each
+// thread taking blocks from the shared counter; 1 at::parallel_for's static split (the dense
+// body only; the top-K body treats it as 0); 2 the library's own helper pool (`run_shared`, the
+// default until the team measured faster). torch's OpenMP workers keep spinning for a while
+// after each of torch's parallel ops, on the very core a helper of the pool must wake on, so
+// right after other torch work (the argument checks, the caller's own ops) the pool's helper
+// started late; the team's threads are those spinning workers and start at once
+// (docs/cpu_backend.md has the measurements).
 inline int g_scheduler = 0;
 constexpr int64_t kBlockElements = int64_t(1) << 14;     // rows per block: ~16K elements
 constexpr int64_t kMinParallelElements = int64_t(1) << 15;  // torch's grain size
@@ -149,10 +157,12 @@ inline void run_shared(int helpers, const std::function<void()>& work) {
   p.done.wait(lk, [&] { return p.active == 0; });
 }
 
-// Calls participant(take) once on the caller and once on each helper that joins, where
-// take(r0, r1) hands out the next block of rows [r0, r1) from a shared counter (false when none
-// is left): the caller starts at once and helpers join when they get a core, so a helper that
-// is late (a busy machine) costs at most the block it holds, never a barrier for the whole pass.
+// Calls participant(take) once on each thread of torch's OpenMP team (scheduler 0), or on the
+// caller and each helper of the pool that joins (scheduler 2), where take(r0, r1) hands out the
+// next block of rows [r0, r1) from a shared counter (false when none is left): a thread that
+// starts late takes fewer blocks instead of holding a static share. (The team still ends at
+// OpenMP's barrier, which waits for a thread the OS has not run yet; the pool does not wait
+// for helpers that never joined. Measured on a loaded machine the two were about even.)
 template <typename Participant>
 void for_row_blocks(int64_t n, int64_t c, const Participant& participant) {
   const int64_t block = std::max<int64_t>(1, kBlockElements / std::max<int64_t>(c, 1));
@@ -169,7 +179,25 @@ void for_row_blocks(int64_t n, int64_t c, const Participant& participant) {
   const int threads = std::max(1, at::get_num_threads());
   const int helpers = (n * c >= kMinParallelElements && nblocks > 1)
       ? int(std::min<int64_t>(threads - 1, nblocks - 1)) : 0;
-  run_shared(helpers, work);
+  if (g_scheduler == 2) {
+    run_shared(helpers, work);
+  } else if (helpers > 0) {
+    // An exception may not leave an OpenMP region (std::terminate): kept, rethrown after it.
+    std::exception_ptr err;
+    std::mutex err_mu;
+#pragma omp parallel num_threads(helpers + 1)
+    {
+      try {
+        work();
+      } catch (...) {
+        std::lock_guard<std::mutex> g(err_mu);
+        if (!err) err = std::current_exception();
+      }
+    }
+    if (err) std::rethrow_exception(err);
+  } else {
+    work();  // one thread: no parallel region (nor one in a forked child that set 1 thread)
+  }
 }
 
 }  // namespace slam_cpu

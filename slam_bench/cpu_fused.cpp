@@ -9,11 +9,10 @@
 //   mixed   q = c f + b, f = e / S: the loss's change and sbm = sum y b / q there
 //   loss    lse sy - yx - sy log a - sum_mixed y (log q - log a - log f)
 //   pass 3  dz = (f u - y) sc with u = sy - sbm, then f (u - y c / q) sc on the mixed entries
-// Rows go in blocks to the caller and up to T - 1 helper threads (T = torch's thread count) that
-// take blocks from a shared counter (run_shared): a helper that gets no core in time costs
-// nothing, where a static split (at::parallel_for, OpenMP's barrier) waits for the slowest
-// thread and collapsed on a loaded machine. Each participant keeps its own value-check
-// numbers, merged at the end with NaN propagation.
+// Rows go in blocks to the T threads of torch's OpenMP team (T = torch's thread count), which
+// take them from a shared counter (for_row_blocks, cpu_common.h): a thread that starts late
+// takes fewer blocks, where a static split (at::parallel_for) gives it a whole share. Each
+// participant keeps its own value-check numbers, merged at the end with NaN propagation.
 #include "cpu_common.h"
 
 namespace {
@@ -191,7 +190,7 @@ void slam_rows(int64_t n, int64_t c, const T* z, const T* y, const T* alpha, con
     all.merge(st);
   };
   if (g_scheduler == 1) {
-    // torch's OpenMP threads, one static split (kept to measure against; see the note above).
+    // torch's OpenMP threads, one static split (kept to measure against; cpu_common.h).
     const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(c, 1));
     at::parallel_for(0, n, grain, [&](int64_t r0, int64_t r1) {
       Stats<T> st;

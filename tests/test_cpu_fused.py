@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from slam_bench import cpu_fused, distill_loss, slam_loss
+from slam_bench import cpu_fused, distill_loss, slam_loss, slam_loss_topk
 from slam_bench.reference import distill_loss_reference, slam_loss_reference
 
 pytestmark = pytest.mark.skipif(cpu_fused.library() is None,
@@ -210,24 +210,39 @@ def test_no_compiler_falls_back_to_the_eager_body_with_one_warning(monkeypatch, 
     torch.testing.assert_close(slam_loss(z, y, 0.7, 2), ref)
 
 
-def test_both_schedulers_and_concurrent_callers_give_the_same_result():
-    # Row blocks go to whichever thread takes them; the result must not depend on who did.
+@pytest.mark.parametrize("threads", [2, 3])
+def test_every_scheduler_and_concurrent_callers_give_the_same_result(threads):
+    # Row blocks go to whichever thread takes them; the result must not depend on who did:
+    # the OpenMP team (default), at::parallel_for (1), the helper pool (2), and callers on
+    # several Python threads at once (each its own OpenMP team), dense and top-K bodies.
     from concurrent.futures import ThreadPoolExecutor
     gen = torch.Generator().manual_seed(5)
     z = torch.randn(512, 300, generator=gen, dtype=torch.float64)
     y = torch.softmax(torch.randn(512, 300, generator=gen, dtype=torch.float64) * 3, dim=1)
-    ref = _grad(lambda zz: slam_loss(zz, y, 0.7, 4, reduction="none"), z)
+    zt, ids, probs = _topk_problem(n=96, v=700, kk=7)
+
+    def both():
+        return (_grad(lambda zz: slam_loss(zz, y, 0.7, 4, reduction="none"), z),
+                _grad(lambda zz: slam_loss_topk(zz, ids, probs, 0.7, 3, reduction="none"), zt))
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
     lib = cpu_fused.library()
-    lib.slam_cpu_set_scheduler(1)  # at::parallel_for
     try:
-        omp = _grad(lambda zz: slam_loss(zz, y, 0.7, 4, reduction="none"), z)
+        ref = both()
+        runs = []
+        for which in (1, 2):
+            lib.slam_cpu_set_scheduler(which)
+            try:
+                runs.append(both())
+            finally:
+                lib.slam_cpu_set_scheduler(0)
+        with ThreadPoolExecutor(4) as pool:
+            runs += list(pool.map(lambda _: both(), range(8)))
     finally:
-        lib.slam_cpu_set_scheduler(0)
-    with ThreadPoolExecutor(4) as pool:
-        many = list(pool.map(lambda _: _grad(lambda zz: slam_loss(zz, y, 0.7, 4, reduction="none"), z),
-                             range(8)))
-    for out, g in [omp] + many:
-        assert torch.equal(out, ref[0]) and torch.equal(g, ref[1])
+        torch.set_num_threads(old)
+    for run in runs:
+        for (out, g), (want, want_g) in zip(run, ref):
+            assert torch.equal(out, want) and torch.equal(g, want_g)
 
 
 def test_cpu_targets_script_runs(capsys):

@@ -34,11 +34,13 @@ from slam_bench.profiling import sweep, timing
 N, C = G.CPU_TARGET_SIZE
 # (name, kernel, provider, variant): variant "eager" runs slam_bench's eager body
 # (SLAM_BENCH_CPU_KERNEL=0, the code before the compiled body), "omp" the compiled body with
-# at::parallel_for's static split instead of its row blocks.
+# at::parallel_for's static split instead of its row blocks, "pool" the compiled body with its
+# row blocks taken by the library's own helper threads (the default before OpenMP's team).
 PROVIDERS = (
     ("slam_loss", "slam", "slam_bench_checked", None),
     ("slam_loss check_values=False", "slam", "slam_bench", None),
     ("slam_loss at::parallel_for", "slam", "slam_bench_checked", "omp"),
+    ("slam_loss helper pool (before)", "slam", "slam_bench_checked", "pool"),
     ("slam_loss eager body (before)", "slam", "slam_bench_checked", "eager"),
     ("slam eager formula", "slam", "eager", None),
     ("distill_loss", "distill", "slam_bench_checked", None),
@@ -60,6 +62,7 @@ TARGETS = (
      G.CPU_MIN_SPEEDUP_VS_TORCH_CE),
     ("slam_loss eager body (before)", "slam eager formula", None),
     ("slam_loss", "slam_loss at::parallel_for", None),
+    ("slam_loss", "slam_loss helper pool (before)", None),
     ("slam_loss in torch.compile", "slam_loss check_values=False", None),
     ("slam_loss in torch.compile", "slam eager formula", None),
 )
@@ -94,10 +97,11 @@ def variant(which) -> Iterator[None]:
     """The body a PROVIDERS variant runs (see there)."""
     old = os.environ.get("SLAM_BENCH_CPU_KERNEL")
     lib = cpu_fused.library()
+    scheduler = {"omp": 1, "pool": 2}.get(which)  # cpu_common.h's g_scheduler
     if which == "eager":
         os.environ["SLAM_BENCH_CPU_KERNEL"] = "0"
-    elif which == "omp" and lib is not None:
-        lib.slam_cpu_set_scheduler(1)
+    elif scheduler is not None and lib is not None:
+        lib.slam_cpu_set_scheduler(scheduler)
     try:
         yield
     finally:
@@ -106,7 +110,7 @@ def variant(which) -> Iterator[None]:
                 os.environ.pop("SLAM_BENCH_CPU_KERNEL", None)
             else:
                 os.environ["SLAM_BENCH_CPU_KERNEL"] = old
-        elif which == "omp" and lib is not None:
+        elif scheduler is not None and lib is not None:
             lib.slam_cpu_set_scheduler(0)
 
 
@@ -246,7 +250,8 @@ def run(reps: int, threads: int, load: int, compile_: bool, rows: int = N, cols:
         if load:
             sub = {n: steps[n] for n in ("slam_loss", "slam eager formula",
                                          "slam_loss eager body (before)",
-                                         "slam_loss at::parallel_for")}
+                                         "slam_loss at::parallel_for",
+                                         "slam_loss helper pool (before)")}
             with busy_processes(load):
                 time.sleep(2.0)
                 before = load_avg()
@@ -254,7 +259,8 @@ def run(reps: int, threads: int, load: int, compile_: bool, rows: int = N, cols:
                 lt["_load"] = [before, load_avg()]
             ok &= report(lt, [LOADED_TARGET,
                               ("slam_loss eager body (before)", "slam eager formula", None),
-                              ("slam_loss", "slam_loss at::parallel_for", None)],
+                              ("slam_loss", "slam_loss at::parallel_for", None),
+                              ("slam_loss", "slam_loss helper pool (before)", None)],
                          f"oversubscribed: {load} busy single-threaded processes + {threads} "
                          f"torch threads on {os.cpu_count()} cores, {reps} rounds")
     return ok
