@@ -1,12 +1,13 @@
 // What the compiled CPU bodies share (cpu_fused.cpp: the dense loss; cpu_topk.cpp: the sparse
 // top-K one): NaN-propagating min/max, vector reductions, and the row-block scheduler.
-// Everything here is inline (C++17 inline variables for the pool), so the bodies, compiled into
-// one library, share one pool of helper threads.
+// Everything here is inline (C++17 inline variables for the scheduler's state), so the bodies,
+// compiled into one library, share one scheduler.
 #pragma once
 
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/vec.h>
 
+#include <pthread.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -91,6 +92,13 @@ inline void row_extrema(const T* x, int64_t c, bool want_min, T& mx, T& mn, cons
 // started late; the team's threads are those spinning workers and start at once
 // (docs/cpu_backend.md has the measurements).
 inline int g_scheduler = 0;
+
+// Set in a child process after fork(): libgomp's team does not survive a fork (the child's next
+// parallel region waits for threads that do not exist), so a child runs its rows on one thread
+// instead of hanging. (torch's own parallel ops hang there; PyTorch's DataLoader workers set one
+// thread for that reason.)
+inline bool g_forked = false;
+inline const int g_atfork_registered = pthread_atfork(nullptr, nullptr, [] { g_forked = true; });
 constexpr int64_t kBlockElements = int64_t(1) << 14;     // rows per block: ~16K elements
 constexpr int64_t kMinParallelElements = int64_t(1) << 15;  // torch's grain size
 
@@ -181,7 +189,7 @@ void for_row_blocks(int64_t n, int64_t c, const Participant& participant) {
       ? int(std::min<int64_t>(threads - 1, nblocks - 1)) : 0;
   if (g_scheduler == 2) {
     run_shared(helpers, work);
-  } else if (helpers > 0) {
+  } else if (helpers > 0 && !g_forked) {
     // An exception may not leave an OpenMP region (std::terminate): kept, rethrown after it.
     std::exception_ptr err;
     std::mutex err_mu;

@@ -2,6 +2,7 @@
 formulas, its value checks, its aten-op count, its cache and its eager fallback."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import warnings
@@ -243,6 +244,38 @@ def test_every_scheduler_and_concurrent_callers_give_the_same_result(threads):
     for run in runs:
         for (out, g), (want, want_g) in zip(run, ref):
             assert torch.equal(out, want) and torch.equal(g, want_g)
+
+
+_FORK_SCRIPT = """
+import os, signal, sys, torch
+from slam_bench import slam_loss, slam_loss_topk
+torch.set_num_threads(2)
+g = torch.Generator().manual_seed(0)
+z = torch.randn(512, 300, generator=g)
+y = torch.softmax(torch.randn(512, 300, generator=g), 1)
+ids = torch.stack([torch.randperm(300, generator=g)[:8] for _ in range(512)])
+p = torch.softmax(torch.randn(512, 8, generator=g), 1) * 0.9
+# The parent runs the OpenMP team first; the top-K loss unchecked in the child because its
+# teacher checks are torch ops, which hang in a forked child as any of torch's would.
+ref = (slam_loss(z, y, 0.7, 3), slam_loss_topk(z, ids, p, 0.7, 3, check_values=False))
+pid = os.fork()
+if pid == 0:
+    signal.alarm(30)  # a hung child dies (SIGALRM) instead of outliving the test
+    out = (slam_loss(z, y, 0.7, 3), slam_loss_topk(z, ids, p, 0.7, 3, check_values=False))
+    os._exit(0 if all(torch.equal(a, b) for a, b in zip(out, ref)) else 3)
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX")
+def test_forked_child_computes_the_loss_instead_of_hanging():
+    """After the parent used the OpenMP team, a forked child (default multiprocessing on Linux)
+    runs the compiled bodies on one thread and gets the parent's results; OpenMP's team would
+    wait forever there for threads the child does not have."""
+    res = subprocess.run([sys.executable, "-c", _FORK_SCRIPT], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
 
 
 def test_cpu_targets_script_runs(capsys):
