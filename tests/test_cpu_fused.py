@@ -393,3 +393,50 @@ def test_compiled_topk_checks_the_logits_in_its_own_pass(monkeypatch, bad):
     with pytest.raises(ValueError, match=r"^student_logits must be finite \(found NaN or inf\)$"):
         slam_loss_topk(z.clone().requires_grad_(True), ids, probs, 0.7, 3)
     assert "student_logits" in seen
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_16bit_topk_logits_run_the_compiled_body_after_upcast(monkeypatch, dtype):
+    """float16/bfloat16 logits: upcast to float32 and the compiled body (once, into the
+    gradient buffer; forward-only in row chunks of UPCAST_CHUNK_ELEMENTS through one scratch
+    buffer) give what the eager chunks give, which upcast the same values; the logits' check
+    comes from the body's pass, in every chunk."""
+    from slam_bench import checks
+    from slam_bench.vocab import torch_backend as tb
+    z, ids, probs = _topk_problem(n=40, v=333, dtype=torch.float32)
+    z = z.to(dtype)
+    gen = torch.Generator().manual_seed(3)
+    alpha = 0.5 + 0.5 * torch.rand(40, generator=gen)
+    k = torch.randint(1, ids.shape[1] + 1, (40,), generator=gen)
+    kw = dict(temperature=0.7, weight=torch.rand(40, generator=gen), reduction="none")
+    monkeypatch.setattr(tb, "UPCAST_CHUNK_ELEMENTS", 333 * 16)  # forward-only: 3 chunks
+    calls = []
+    real = cpu_fused.topk_rows
+    monkeypatch.setattr(cpu_fused, "topk_rows",
+                        lambda *a, **kw_: calls.append(a[1].shape) or real(*a, **kw_))
+    seen = []
+    real_check = checks.check_finite
+    monkeypatch.setattr(checks, "check_finite",
+                        lambda name, t: seen.append(name) or real_check(name, t))
+
+    def run():
+        out, g = _grad(lambda zz: slam_loss_topk(zz, ids, probs, alpha, k, **kw).sum(), z)
+        with torch.no_grad():
+            fwd = slam_loss_topk(z, ids, probs, alpha, k, **kw)
+        return out, g, fwd
+
+    compiled = run()
+    assert calls == [(40, 333), (16, 333), (16, 333), (8, 333)], calls
+    assert "student_logits" not in seen
+    monkeypatch.setenv("SLAM_BENCH_CPU_KERNEL", "0")
+    eager = run()
+    assert len(calls) == 4 and "student_logits" in seen
+    for a, b in zip(compiled, eager):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert compiled[1].dtype == dtype and (compiled[1][[3, 17]] == 0).all()
+    monkeypatch.delenv("SLAM_BENCH_CPU_KERNEL")
+    z[33, 4] = float("nan")  # in the last forward-only chunk
+    for grad_mode in (True, False):
+        with torch.set_grad_enabled(grad_mode), \
+                pytest.raises(ValueError, match=r"^student_logits must be finite"):
+            slam_loss_topk(z.clone().requires_grad_(grad_mode), ids, probs, alpha, k)

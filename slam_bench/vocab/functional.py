@@ -25,7 +25,7 @@ from slam_bench.vocab import checks
 from slam_bench.functional import _resolve_backend
 from slam_bench.vocab.fused_linear import (default_chunk_size, fused_linear_slam_op,
                                      fused_linear_slam_rows_op)
-from slam_bench.vocab.torch_backend import compiled_body_for, slam_loss_topk_torch, work_dtype
+from slam_bench.vocab.torch_backend import checks_logits_in_body, slam_loss_topk_torch, work_dtype
 
 
 def kth_largest(p: Tensor, k: Union[int, Tensor]) -> Tensor:
@@ -115,7 +115,7 @@ def slam_loss_topk(student_logits: Tensor, teacher_ids: Tensor, teacher_probs: T
     backend = _resolve_backend(backend, dev, student_logits.dtype)
     # "student_logits must be finite": the compiled CPU body finds it in its own pass over the
     # logits (the error comes after the teacher's); every other path reads them once for it.
-    fold_check = check_values and backend == "torch" and compiled_body_for(student_logits)
+    fold_check = check_values and backend == "torch" and checks_logits_in_body(student_logits)
     if check_values and not fold_check:
         checks.check_logits(student_logits, True)
     wd = torch.float32 if backend == "triton" else work_dtype(student_logits.dtype)

@@ -79,20 +79,22 @@ def topk_rows(z: Tensor, ids: Tensor, p: Tensor, alpha: Tensor, s: Tensor, thres
 
     out: None (each chunk works on a copy of its own), or an (n, V) buffer in the work dtype
     (z itself to work in place) that ends up holding scale_i * dloss_i/dz where `scale` (n,)
-    is given, scratch values otherwise. value_checks (compiled body only): raise the API's
-    error when z holds a NaN or inf, from the min and max the body's first pass keeps. Other
-    arguments as in `_chunk_`."""
+    is given, scratch values otherwise. float16/bfloat16 z run the compiled body after an
+    upcast to float32 (`_upcast_then_compiled`). value_checks (compiled bodies only,
+    `checks_logits_in_body`): raise the API's error when z holds a NaN or inf, from the min
+    and max the body's first pass keeps. Other arguments as in `_chunk_`."""
     n, v = z.shape
     wd = work_dtype(z.dtype)
-    if compiled_body_for(z) and (out is None or (out.dtype == wd and out.is_contiguous())):
-        rows, stats = cpu_fused.topk_rows(
-            cpu_fused.library(), z, ids.to(torch.int64).contiguous(), p.to(wd).contiguous(),
-            alpha.contiguous(), s.contiguous(), thresh.contiguous(),
-            None if scale is None else scale.to(wd).contiguous(), inv_t, ignore_index, mixing,
-            value_checks, out)
+    own = out is None or (out.dtype == wd and out.is_contiguous())
+    if compiled_body_for(z) and own:
+        rows, stats = _compiled(z, ids, p, alpha, s, thresh, scale, inv_t, ignore_index, mixing,
+                                value_checks, out)
         if value_checks and not all(math.isfinite(x) for x in stats):
             raise checks.finite_error("student_logits")
         return rows
+    if _compiled_after_upcast(z) and own:
+        return _upcast_then_compiled(z, ids, p, alpha, s, thresh, scale, inv_t, ignore_index,
+                                     mixing, value_checks, out)
     rows = torch.empty(n, dtype=wd, device=z.device)
     step = row_step(n, v, z.device)
 
@@ -111,12 +113,68 @@ def topk_rows(z: Tensor, ids: Tensor, p: Tensor, alpha: Tensor, s: Tensor, thres
     return rows
 
 
+def _compiled(z, ids, p, alpha, s, thresh, scale, inv_t, ignore_index, mixing, value_checks,
+              out):
+    """One call of the compiled body on float32/float64 z (cpu_fused.topk_rows)."""
+    wd = z.dtype
+    return cpu_fused.topk_rows(
+        cpu_fused.library(), z, ids.to(torch.int64).contiguous(), p.to(wd).contiguous(),
+        alpha.contiguous(), s.contiguous(), thresh.contiguous(),
+        None if scale is None else scale.to(wd).contiguous(), inv_t, ignore_index, mixing,
+        value_checks, out)
+
+
+# Rows of 16-bit logits upcast at a time for a forward-only call: 2**22 float32 values, 16 MiB.
+UPCAST_CHUNK_ELEMENTS = 1 << 22
+
+
+def _compiled_after_upcast(z: Tensor) -> bool:
+    """float16/bfloat16 CPU logits that the compiled body can take once upcast to float32."""
+    return (z.device.type == "cpu" and z.dtype in (torch.float16, torch.bfloat16)
+            and z.numel() > 0 and cpu_fused.library() is not None)
+
+
+def _upcast_then_compiled(z, ids, p, alpha, s, thresh, scale, inv_t, ignore_index, mixing,
+                          value_checks, out):
+    """`topk_rows` for float16/bfloat16 z (n, V): the logits upcast to float32 and the
+    compiled body run on them in place. With `out` (an (n, V) float32 buffer, the gradient's)
+    the whole of z is copied into it first, one pass and no other buffer; forward-only calls
+    (out None) upcast row chunks of UPCAST_CHUNK_ELEMENTS into one scratch buffer, so the
+    extra memory stays bounded as the eager chunks' does. Row losses (n,) float32."""
+    n, v = z.shape
+    if out is not None:
+        out.copy_(z)
+        parts = [(0, n, out)]
+    else:
+        step = max(1, UPCAST_CHUNK_ELEMENTS // v)
+        scratch = torch.empty((min(step, n), v), dtype=torch.float32)
+        parts = [(i, min(i + step, n), None) for i in range(0, n, step)]
+    rows = torch.empty(n, dtype=torch.float32)
+    for i, j, buf in parts:
+        if buf is None:
+            buf = scratch[: j - i]
+            buf.copy_(z[i:j])
+        rows[i:j], stats = _compiled(
+            buf, ids[i:j], p[i:j], alpha[i:j], s[i:j], thresh[i:j],
+            None if scale is None else scale[i:j], inv_t, ignore_index, mixing, value_checks,
+            buf if out is not None else None)
+        if value_checks and not all(math.isfinite(x) for x in stats):
+            raise checks.finite_error("student_logits")
+    return rows
+
+
 def compiled_body_for(z: Tensor) -> bool:
-    """Whether the compiled top-K body (slam_bench.cpu_fused) takes these logits: contiguous
-    float32/float64 CPU rows (other dtypes take the eager chunks, which upcast chunk by
-    chunk), and a library that could be built here."""
+    """Whether the compiled top-K body (slam_bench.cpu_fused) takes these logits as they are:
+    contiguous float32/float64 CPU rows, and a library that could be built here."""
     return (z.device.type == "cpu" and z.dtype in (torch.float32, torch.float64)
             and z.is_contiguous() and z.numel() > 0 and cpu_fused.library() is not None)
+
+
+def checks_logits_in_body(z: Tensor) -> bool:
+    """Whether `topk_rows` on z (with a work-dtype `out` or none) runs a compiled body, which
+    then finds non-finite logits in its own first pass (value_checks): float32/float64 as they
+    are, float16/bfloat16 after the upcast."""
+    return compiled_body_for(z) or _compiled_after_upcast(z)
 
 
 def topk_chunk_inplace(logits: Tensor, ids: Tensor, p: Tensor, alpha: Tensor, s: Tensor,
