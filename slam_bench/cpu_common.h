@@ -7,6 +7,7 @@
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/vec.h>
 
+#include <omp.h>
 #include <pthread.h>
 #include <unistd.h>
 
@@ -19,6 +20,7 @@
 #include <functional>
 #include <limits>
 #include <mutex>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -91,14 +93,22 @@ inline void row_extrema(const T* x, int64_t c, bool want_min, T& mx, T& mn, cons
 // right after other torch work (the argument checks, the caller's own ops) the pool's helper
 // started late; the team's threads are those spinning workers and start at once
 // (docs/cpu_backend.md has the measurements).
-inline int g_scheduler = 0;
+inline std::atomic<int> g_scheduler{0};
 
 // Set in a child process after fork(): libgomp's team does not survive a fork (the child's next
-// parallel region waits for threads that do not exist), so a child runs its rows on one thread
-// instead of hanging. (torch's own parallel ops hang there; PyTorch's DataLoader workers set one
-// thread for that reason.)
-inline bool g_forked = false;
+// parallel region waits for threads that do not exist), so a child's rows go to the helper pool,
+// which starts threads of its own in a new process. (torch's own parallel ops hang there;
+// PyTorch's DataLoader workers set one thread for that reason.)
+inline std::atomic<bool> g_forked{false};
 inline const int g_atfork_registered = pthread_atfork(nullptr, nullptr, [] { g_forked = true; });
+
+// One team at a time: a second caller (another Python thread) while a team runs, or a caller
+// already inside an OpenMP region, runs its rows alone rather than start T more threads.
+inline std::mutex g_team_mu;
+// The size of the last team that ran, and a participant that throws: for the tests only
+// (slam_cpu_last_team_size, slam_cpu_test_throw).
+inline std::atomic<int> g_last_team{0};
+inline std::atomic<bool> g_test_throw{false};
 constexpr int64_t kBlockElements = int64_t(1) << 14;     // rows per block: ~16K elements
 constexpr int64_t kMinParallelElements = int64_t(1) << 15;  // torch's grain size
 
@@ -183,29 +193,38 @@ void for_row_blocks(int64_t n, int64_t c, const Participant& participant) {
     r1 = std::min(n, r0 + block);
     return true;
   };
-  const std::function<void()> work = [&] { participant(take); };
+  const std::function<void()> work = [&] {
+    if (g_test_throw) throw std::runtime_error("slam_cpu_test_throw");
+    participant(take);
+  };
   const int threads = std::max(1, at::get_num_threads());
   const int helpers = (n * c >= kMinParallelElements && nblocks > 1)
       ? int(std::min<int64_t>(threads - 1, nblocks - 1)) : 0;
-  if (g_scheduler == 2) {
+  if (g_scheduler == 2 || g_forked) {
     run_shared(helpers, work);
-  } else if (helpers > 0 && !g_forked) {
-    // An exception may not leave an OpenMP region (std::terminate): kept, rethrown after it.
-    std::exception_ptr err;
-    std::mutex err_mu;
-#pragma omp parallel num_threads(helpers + 1)
-    {
-      try {
-        work();
-      } catch (...) {
-        std::lock_guard<std::mutex> g(err_mu);
-        if (!err) err = std::current_exception();
-      }
-    }
-    if (err) std::rethrow_exception(err);
-  } else {
-    work();  // one thread: no parallel region (nor one in a forked child that set 1 thread)
+    return;
   }
+  std::unique_lock<std::mutex> team_lk(g_team_mu, std::try_to_lock);
+  if (helpers == 0 || !team_lk.owns_lock() || omp_in_parallel()) {
+    g_last_team = 1;
+    work();  // one thread: no parallel region
+    return;
+  }
+  // An exception may not leave an OpenMP region (std::terminate): kept, rethrown after it.
+  std::exception_ptr err;
+  std::mutex err_mu;
+#pragma omp parallel num_threads(helpers + 1)
+  {
+#pragma omp single nowait
+    g_last_team = omp_get_num_threads();
+    try {
+      work();
+    } catch (...) {
+      std::lock_guard<std::mutex> g(err_mu);
+      if (!err) err = std::current_exception();
+    }
+  }
+  if (err) std::rethrow_exception(err);
 }
 
 }  // namespace slam_cpu

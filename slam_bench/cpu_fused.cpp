@@ -228,6 +228,8 @@ void slam_rows(int64_t n, int64_t c, const T* z, const T* y, const T* alpha, con
   }
 
 extern "C" void slam_cpu_set_scheduler(int which) { g_scheduler = which; }
+extern "C" int slam_cpu_last_team_size() { return g_last_team; }
+extern "C" void slam_cpu_test_throw(int on) { g_test_throw = on != 0; }
 
 SLAM_ENTRY(slam_cpu_f32, float)
 SLAM_ENTRY(slam_cpu_f64, double)

@@ -121,6 +121,10 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
         fn.restype = ctypes.c_int
     lib.slam_cpu_set_scheduler.argtypes = [ctypes.c_int]
     lib.slam_cpu_set_scheduler.restype = None
+    lib.slam_cpu_last_team_size.argtypes = []
+    lib.slam_cpu_last_team_size.restype = ctypes.c_int
+    lib.slam_cpu_test_throw.argtypes = [ctypes.c_int]
+    lib.slam_cpu_test_throw.restype = None
     return lib
 
 

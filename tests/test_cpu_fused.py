@@ -230,6 +230,7 @@ def test_every_scheduler_and_concurrent_callers_give_the_same_result(threads):
     lib = cpu_fused.library()
     try:
         ref = both()
+        assert lib.slam_cpu_last_team_size() == threads  # a team ran, not one thread alone
         runs = []
         for which in (1, 2):
             lib.slam_cpu_set_scheduler(which)
@@ -244,6 +245,24 @@ def test_every_scheduler_and_concurrent_callers_give_the_same_result(threads):
     for run in runs:
         for (out, g), (want, want_g) in zip(run, ref):
             assert torch.equal(out, want) and torch.equal(g, want_g)
+
+
+def test_an_exception_inside_the_team_becomes_the_loss_error():
+    # A participant that throws (an allocation failing) may not leave the OpenMP region: the
+    # library carries it out, the entry point returns its error code, the API raises.
+    lib = cpu_fused.library()
+    z = torch.randn(512, 300, dtype=torch.float64)
+    y = torch.softmax(torch.randn(512, 300, dtype=torch.float64), dim=1)
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    lib.slam_cpu_test_throw(1)
+    try:
+        with pytest.raises(RuntimeError, match="the compiled CPU loss failed"):
+            slam_loss(z, y, 0.7, 3)
+    finally:
+        lib.slam_cpu_test_throw(0)
+        torch.set_num_threads(old)
+    torch.testing.assert_close(slam_loss(z, y, 0.7, 3), slam_loss_reference(z, y, 0.7, 3))
 
 
 _FORK_SCRIPT = """
@@ -395,12 +414,13 @@ def test_compiled_topk_checks_the_logits_in_its_own_pass(monkeypatch, bad):
     assert "student_logits" in seen
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_16bit_topk_logits_run_the_compiled_body_after_upcast(monkeypatch, dtype):
+@pytest.mark.parametrize("dtype,nan_row", [(torch.bfloat16, 0), (torch.float16, 20),
+                                           (torch.bfloat16, 33)])
+def test_16bit_topk_logits_run_the_compiled_body_after_upcast(monkeypatch, dtype, nan_row):
     """float16/bfloat16 logits: upcast to float32 and the compiled body (once, into the
     gradient buffer; forward-only in row chunks of UPCAST_CHUNK_ELEMENTS through one scratch
     buffer) give what the eager chunks give, which upcast the same values; the logits' check
-    comes from the body's pass, in every chunk."""
+    comes from the body's pass, in whichever chunk (rows 0-15, 16-31, 32-39) the NaN is."""
     from slam_bench import checks
     from slam_bench.vocab import torch_backend as tb
     z, ids, probs = _topk_problem(n=40, v=333, dtype=torch.float32)
@@ -435,7 +455,7 @@ def test_16bit_topk_logits_run_the_compiled_body_after_upcast(monkeypatch, dtype
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert compiled[1].dtype == dtype and (compiled[1][[3, 17]] == 0).all()
     monkeypatch.delenv("SLAM_BENCH_CPU_KERNEL")
-    z[33, 4] = float("nan")  # in the last forward-only chunk
+    z[nan_row, 4] = float("nan")
     for grad_mode in (True, False):
         with torch.set_grad_enabled(grad_mode), \
                 pytest.raises(ValueError, match=r"^student_logits must be finite"):

@@ -95,6 +95,8 @@ def topk_rows(z: Tensor, ids: Tensor, p: Tensor, alpha: Tensor, s: Tensor, thres
     if _compiled_after_upcast(z) and own:
         return _upcast_then_compiled(z, ids, p, alpha, s, thresh, scale, inv_t, ignore_index,
                                      mixing, value_checks, out)
+    if value_checks:  # a caller that asked for the body's check got the eager chunks instead
+        checks.check_finite("student_logits", z)
     rows = torch.empty(n, dtype=wd, device=z.device)
     step = row_step(n, v, z.device)
 
