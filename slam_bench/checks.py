@@ -65,8 +65,12 @@ def raise_loss_value_errors(stats: List[float], probs_dtype: torch.dtype) -> Non
         raise finite_error("student_logits")
 
 
-@torch.library.custom_op("slam_bench::checked_loss", mutates_args=(),
-                         tags=(torch.Tag.cudagraph_unsafe,))
+# The tag of every custom op here whose body reads values on the host (a sync): a CUDA graph
+# must not capture it, so torch.compile(mode="reduce-overhead") runs such a graph without one.
+HOST_READS = (torch.Tag.cudagraph_unsafe,)
+
+
+@torch.library.custom_op("slam_bench::checked_loss", mutates_args=(), tags=HOST_READS)
 def checked_loss(out: Tensor, stats: Tensor, probs_dtype: torch.dtype) -> Tensor:
     """`out` (a loss: 0-dim, or (N,) rows) after raise_loss_value_errors on `stats`, the (4,)
     value_stats numbers a kernel left on the device (one small copy to the host). A custom op

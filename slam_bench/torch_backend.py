@@ -286,18 +286,15 @@ def _forward_body(z: Tensor, y: Tensor, alpha: Tensor, s: Tensor, k_rows: Option
     return (rows if w is None else rows * w), grad
 
 
-# The body reads values on the host (k's maximum, the checks' numbers), so a CUDA graph must
-# not capture it: torch.compile(mode="reduce-overhead") then runs such a graph without one.
-_HOST_READS = (torch.Tag.cudagraph_unsafe,)
-
-
 # The forward as custom ops, for torch.compile: Dynamo cannot trace the compiled body's ctypes
 # call, the chunk loop's data-dependent branches or the value checks' raise, so a compiled
 # graph holds the whole forward as one opaque node (fullgraph=True traces), and the checks
 # still raise when the graph runs. Eager calls skip the dispatcher (about 20 us a call in a
 # probe on a 2-core Xeon: 13% of slam_loss's forward + backward at N = 128, C = 10) and run the
 # same body directly.
-@torch.library.custom_op("slam_bench::torch_slam_rows", mutates_args=(), tags=_HOST_READS)
+# The bodies read values on the host (k's maximum, the checks' numbers): checks.HOST_READS.
+@torch.library.custom_op("slam_bench::torch_slam_rows", mutates_args=(),
+                         tags=checks.HOST_READS)
 def torch_slam_rows(z: Tensor, y: Tensor, alpha: Tensor, s: Tensor, k_rows: Optional[Tensor],
                     k_all: int, weight: Optional[Tensor], inv_t: float, reduction: str,
                     mixing: bool, value_checks: bool) -> Tensor:
@@ -306,14 +303,23 @@ def torch_slam_rows(z: Tensor, y: Tensor, alpha: Tensor, s: Tensor, k_rows: Opti
                          value_checks, False)[0]
 
 
-@torch_slam_rows.register_fake
-def _torch_slam_rows_fake(z, y, alpha, s, k_rows, k_all, weight, inv_t, reduction, mixing,
-                          value_checks):
+def fake_rows(z: Tensor, *_, **__) -> Tensor:
+    """The fake of a forward-only loss op on logits z (N, C): row losses (N,) in the work
+    dtype (this op's and slam_bench.vocab.torch_backend's)."""
     return z.new_empty(z.shape[0], dtype=work_dtype(z.dtype))
 
 
+def fake_rows_grad(z: Tensor, *_, **__) -> Tuple[Tensor, Tensor]:
+    """The fake of a loss-and-gradient op on logits z (N, C): (row losses (N,), dL/dz (N, C)),
+    both in the work dtype."""
+    return fake_rows(z), z.new_empty(z.shape, dtype=work_dtype(z.dtype))
+
+
+torch_slam_rows.register_fake(fake_rows)
+
+
 @torch.library.custom_op("slam_bench::torch_slam_rows_grad", mutates_args=(),
-                         tags=_HOST_READS)
+                         tags=checks.HOST_READS)
 def torch_slam_rows_grad(z: Tensor, y: Tensor, alpha: Tensor, s: Tensor,
                          k_rows: Optional[Tensor], k_all: int, weight: Optional[Tensor],
                          inv_t: float, reduction: str, mixing: bool,
@@ -323,11 +329,7 @@ def torch_slam_rows_grad(z: Tensor, y: Tensor, alpha: Tensor, s: Tensor,
                          value_checks, True)
 
 
-@torch_slam_rows_grad.register_fake
-def _torch_slam_rows_grad_fake(z, y, alpha, s, k_rows, k_all, weight, inv_t, reduction,
-                               mixing, value_checks):
-    wd = work_dtype(z.dtype)
-    return z.new_empty(z.shape[0], dtype=wd), z.new_empty(z.shape, dtype=wd)
+torch_slam_rows_grad.register_fake(fake_rows_grad)
 
 
 class _SLaMFunction(torch.autograd.Function):

@@ -29,8 +29,8 @@ from torch import Tensor
 
 from slam_bench import checks, cpu_fused
 from slam_bench.chunks import for_each_chunk, row_step
-from slam_bench.torch_backend import (apply_grad_output, distinct, mix_terms,
-                                      refuse_create_graph, work_dtype)
+from slam_bench.torch_backend import (apply_grad_output, distinct, fake_rows, fake_rows_grad,
+                                      mix_terms, refuse_create_graph, work_dtype)
 
 
 def k_terms(logf: Tensor, p: Tensor, alpha: Tensor, s: Tensor, thresh: Tensor, mixing: bool):
@@ -87,11 +87,8 @@ def topk_rows(z: Tensor, ids: Tensor, p: Tensor, alpha: Tensor, s: Tensor, thres
     wd = work_dtype(z.dtype)
     own = out is None or (out.dtype == wd and out.is_contiguous())
     if compiled_body_for(z) and own:
-        rows, stats = _compiled(z, ids, p, alpha, s, thresh, scale, inv_t, ignore_index, mixing,
-                                value_checks, out)
-        if value_checks and not all(math.isfinite(x) for x in stats):
-            raise checks.finite_error("student_logits")
-        return rows
+        return _compiled(z, ids, p, alpha, s, thresh, scale, inv_t, ignore_index, mixing,
+                         value_checks, out)
     if _compiled_after_upcast(z) and own:
         return _upcast_then_compiled(z, ids, p, alpha, s, thresh, scale, inv_t, ignore_index,
                                      mixing, value_checks, out)
@@ -117,13 +114,17 @@ def topk_rows(z: Tensor, ids: Tensor, p: Tensor, alpha: Tensor, s: Tensor, thres
 
 def _compiled(z, ids, p, alpha, s, thresh, scale, inv_t, ignore_index, mixing, value_checks,
               out):
-    """One call of the compiled body on float32/float64 z (cpu_fused.topk_rows)."""
+    """One call of the compiled body on float32/float64 z (cpu_fused.topk_rows): row losses
+    (n,), after raising the API's error for non-finite logits (value_checks)."""
     wd = z.dtype
-    return cpu_fused.topk_rows(
+    rows, stats = cpu_fused.topk_rows(
         cpu_fused.library(), z, ids.to(torch.int64).contiguous(), p.to(wd).contiguous(),
         alpha.contiguous(), s.contiguous(), thresh.contiguous(),
         None if scale is None else scale.to(wd).contiguous(), inv_t, ignore_index, mixing,
         value_checks, out)
+    if value_checks and not all(math.isfinite(x) for x in stats):
+        raise checks.finite_error("student_logits")
+    return rows
 
 
 # Rows of 16-bit logits upcast at a time for a forward-only call: 2**22 float32 values, 16 MiB.
@@ -143,25 +144,20 @@ def _upcast_then_compiled(z, ids, p, alpha, s, thresh, scale, inv_t, ignore_inde
     the whole of z is copied into it first, one pass and no other buffer; forward-only calls
     (out None) upcast row chunks of UPCAST_CHUNK_ELEMENTS into one scratch buffer, so the
     extra memory stays bounded as the eager chunks' does. Row losses (n,) float32."""
-    n, v = z.shape
     if out is not None:
         out.copy_(z)
-        parts = [(0, n, out)]
-    else:
-        step = max(1, UPCAST_CHUNK_ELEMENTS // v)
-        scratch = torch.empty((min(step, n), v), dtype=torch.float32)
-        parts = [(i, min(i + step, n), None) for i in range(0, n, step)]
+        return _compiled(out, ids, p, alpha, s, thresh, scale, inv_t, ignore_index, mixing,
+                         value_checks, out)
+    n, v = z.shape
+    step = max(1, UPCAST_CHUNK_ELEMENTS // v)
+    scratch = torch.empty((min(step, n), v), dtype=torch.float32)
     rows = torch.empty(n, dtype=torch.float32)
-    for i, j, buf in parts:
-        if buf is None:
-            buf = scratch[: j - i]
-            buf.copy_(z[i:j])
-        rows[i:j], stats = _compiled(
-            buf, ids[i:j], p[i:j], alpha[i:j], s[i:j], thresh[i:j],
-            None if scale is None else scale[i:j], inv_t, ignore_index, mixing, value_checks,
-            buf if out is not None else None)
-        if value_checks and not all(math.isfinite(x) for x in stats):
-            raise checks.finite_error("student_logits")
+    for i in range(0, n, step):
+        j = min(i + step, n)
+        buf = scratch[: j - i]
+        buf.copy_(z[i:j])
+        rows[i:j] = _compiled(buf, ids[i:j], p[i:j], alpha[i:j], s[i:j], thresh[i:j], None,
+                              inv_t, ignore_index, mixing, value_checks, None)
     return rows
 
 
@@ -204,7 +200,7 @@ def _forward_body(z: Tensor, ids: Tensor, p: Tensor, alpha: Tensor, s: Tensor, t
 # As custom ops for torch.compile (slam_bench.torch_backend says why); eager calls run the
 # body directly.
 @torch.library.custom_op("slam_bench::torch_topk_rows", mutates_args=(),
-                         tags=(torch.Tag.cudagraph_unsafe,))
+                         tags=checks.HOST_READS)
 def torch_topk_rows(z: Tensor, ids: Tensor, p: Tensor, alpha: Tensor, s: Tensor,
                     thresh: Tensor, scale: Tensor, inv_t: float, ignore_index: int,
                     mixing: bool, value_checks: bool) -> Tensor:
@@ -213,14 +209,11 @@ def torch_topk_rows(z: Tensor, ids: Tensor, p: Tensor, alpha: Tensor, s: Tensor,
                          value_checks, False)[0]
 
 
-@torch_topk_rows.register_fake
-def _torch_topk_rows_fake(z, ids, p, alpha, s, thresh, scale, inv_t, ignore_index, mixing,
-                          value_checks):
-    return z.new_empty(z.shape[0], dtype=work_dtype(z.dtype))
+torch_topk_rows.register_fake(fake_rows)
 
 
 @torch.library.custom_op("slam_bench::torch_topk_rows_grad", mutates_args=(),
-                         tags=(torch.Tag.cudagraph_unsafe,))
+                         tags=checks.HOST_READS)
 def torch_topk_rows_grad(z: Tensor, ids: Tensor, p: Tensor, alpha: Tensor, s: Tensor,
                          thresh: Tensor, scale: Tensor, inv_t: float, ignore_index: int,
                          mixing: bool, value_checks: bool) -> Tuple[Tensor, Tensor]:
@@ -229,11 +222,7 @@ def torch_topk_rows_grad(z: Tensor, ids: Tensor, p: Tensor, alpha: Tensor, s: Te
                          value_checks, True)
 
 
-@torch_topk_rows_grad.register_fake
-def _torch_topk_rows_grad_fake(z, ids, p, alpha, s, thresh, scale, inv_t, ignore_index,
-                               mixing, value_checks):
-    wd = work_dtype(z.dtype)
-    return z.new_empty(z.shape[0], dtype=wd), z.new_empty(z.shape, dtype=wd)
+torch_topk_rows_grad.register_fake(fake_rows_grad)
 
 
 class _TopKFunction(torch.autograd.Function):
